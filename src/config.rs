@@ -1,0 +1,354 @@
+//! Command-line and environment configuration.
+//!
+//! One clap `Config`, parsed once in `main`, then validated into the typed values the rest
+//! of the crate takes by value (`SocketAddr`, `server::ServerOptions`). This is the only
+//! module that reads `DURABLETASK_*` environment variables (clap does it for us via `env`).
+//! It depends on nothing internal except the `ServerOptions` type it produces.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::server::ServerOptions;
+
+/// Default value of `--db`.
+pub const DEFAULT_DB: &str = "./durabletask.sqlite";
+/// The `--db` value that selects a private in-memory database (lost on exit).
+pub const IN_MEMORY_DB: &str = ":memory:";
+/// Accepted range of `--max-message-size-mb`.
+pub const MAX_MESSAGE_SIZE_MB_RANGE: std::ops::RangeInclusive<u32> = 1..=2048;
+
+/// Durable Task sidecar: serves `TaskHubSidecarService` over gRPC (h2c), backed by SQLite.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(name = "durabletask-sidecar", version, about, long_about = None)]
+pub struct Config {
+    /// Interface to listen on: an IP address (`0.0.0.0`, `::`, `::1`) or a host name (`localhost`).
+    #[arg(long, env = "DURABLETASK_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// TCP port to listen on (0 picks a free port).
+    #[arg(long, env = "DURABLETASK_PORT", default_value_t = 4001)]
+    pub port: u16,
+
+    /// SQLite database file (created if missing), or `:memory:` for a throw-away database.
+    #[arg(long, env = "DURABLETASK_DB", default_value = DEFAULT_DB)]
+    pub db: String,
+
+    /// Log filter in `tracing` EnvFilter syntax (e.g. `debug`, `info,durabletask_sidecar=trace`).
+    /// When unset, `RUST_LOG` is used, and failing that `info,sqlx=warn`.
+    #[arg(long, env = "DURABLETASK_LOG_LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Log output format (always written to stderr).
+    #[arg(long, env = "DURABLETASK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Largest gRPC message received or sent, in MiB (1..=2048). SDK workers never split
+    /// their responses, so this must exceed the biggest orchestration history you expect.
+    #[arg(long, env = "DURABLETASK_MAX_MESSAGE_SIZE_MB", default_value_t = 64)]
+    pub max_message_size_mb: u32,
+
+    /// Make CreateTaskHub/DeleteTaskHub no-ops instead of wiping the database.
+    #[arg(long, env = "DURABLETASK_DISABLE_TASK_HUB_ADMIN")]
+    pub disable_task_hub_admin: bool,
+
+    /// Seconds between keep-alive `HealthPing` work items on idle GetWorkItems streams (>= 1).
+    #[arg(long, env = "DURABLETASK_HEALTH_PING_SECONDS", default_value_t = 30)]
+    pub health_ping_seconds: u64,
+
+    /// Longest, in seconds, a WaitForInstanceStart/Completion call blocks when the client
+    /// sent no deadline (>= 1).
+    #[arg(long, env = "DURABLETASK_MAX_WAIT_SECONDS", default_value_t = 3600)]
+    pub max_wait_seconds: u64,
+}
+
+/// How log lines are rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured when stderr is a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// A configuration value that parsed but is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--host` is neither an IP address nor a resolvable name.
+    #[error("cannot resolve --host {host:?}: {reason}")]
+    HostResolution {
+        /// The host as given.
+        host: String,
+        /// The resolver's complaint (as text: `io::Error` repeats itself in its source chain).
+        reason: String,
+    },
+    /// `--host` resolved to no address at all.
+    #[error("--host {host:?} resolved to no address")]
+    NoAddress {
+        /// The host as given.
+        host: String,
+    },
+    /// `--db` is empty.
+    #[error("--db must not be empty (use {IN_MEMORY_DB:?} for an in-memory database)")]
+    EmptyDb,
+    /// `--max-message-size-mb` is outside 1..=2048.
+    #[error("--max-message-size-mb must be between 1 and 2048, got {0}")]
+    MessageSize(u32),
+    /// `--health-ping-seconds` is 0.
+    #[error("--health-ping-seconds must be at least 1")]
+    HealthPing,
+    /// `--max-wait-seconds` is 0.
+    #[error("--max-wait-seconds must be at least 1")]
+    MaxWait,
+}
+
+impl Config {
+    /// The address to bind: `--host` (IP literal, `[v6]` literal or DNS name) plus `--port`.
+    ///
+    /// A name that resolves to both families binds the IPv4 address, because SDKs dial
+    /// `localhost:4001` and most try `127.0.0.1` first.
+    pub fn socket_addr(&self) -> Result<SocketAddr, ConfigError> {
+        let host = self.host.trim();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let addrs: Vec<SocketAddr> = (host, self.port)
+            .to_socket_addrs()
+            .map_err(|err| ConfigError::HostResolution {
+                host: self.host.clone(),
+                reason: err.to_string(),
+            })?
+            .collect();
+        addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or_else(|| addrs.first())
+            .copied()
+            .ok_or_else(|| ConfigError::NoAddress {
+                host: self.host.clone(),
+            })
+    }
+
+    /// Validates everything except the listen address into `ServerOptions`.
+    pub fn server_options(&self) -> Result<ServerOptions, ConfigError> {
+        let db = self.db.trim();
+        if db.is_empty() {
+            return Err(ConfigError::EmptyDb);
+        }
+        if !MAX_MESSAGE_SIZE_MB_RANGE.contains(&self.max_message_size_mb) {
+            return Err(ConfigError::MessageSize(self.max_message_size_mb));
+        }
+        if self.health_ping_seconds == 0 {
+            return Err(ConfigError::HealthPing);
+        }
+        if self.max_wait_seconds == 0 {
+            return Err(ConfigError::MaxWait);
+        }
+        // 2048 MiB = 2^31 bytes: fits `usize` on every 64-bit target we build for.
+        let max_message_bytes = usize::try_from(u64::from(self.max_message_size_mb) * 1024 * 1024)
+            .map_err(|_| ConfigError::MessageSize(self.max_message_size_mb))?;
+        Ok(ServerOptions {
+            db: db.to_owned(),
+            max_message_bytes,
+            task_hub_admin: !self.disable_task_hub_admin,
+            health_ping_interval: Duration::from_secs(self.health_ping_seconds),
+            max_wait: Duration::from_secs(self.max_wait_seconds),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let argv = std::iter::once("durabletask-sidecar").chain(args.iter().copied());
+        Config::try_parse_from(argv).unwrap()
+    }
+
+    fn parse_err(args: &[&str]) -> clap::Error {
+        let argv = std::iter::once("durabletask-sidecar").chain(args.iter().copied());
+        Config::try_parse_from(argv).unwrap_err()
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Config::command().debug_assert();
+    }
+
+    // Defaults are only checked for flags whose env twin the test environment cannot set;
+    // a CI machine exporting DURABLETASK_* would still be caught by the explicit-flag tests.
+    #[test]
+    fn defaults() {
+        let c = parse(&[]);
+        if std::env::vars().any(|(k, _)| k.starts_with("DURABLETASK_")) {
+            return; // defaults are overridden by the environment; nothing meaningful to check
+        }
+        assert_eq!(c.host, "127.0.0.1");
+        assert_eq!(c.port, 4001);
+        assert_eq!(c.db, DEFAULT_DB);
+        assert_eq!(c.log_level, None);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.max_message_size_mb, 64);
+        assert!(!c.disable_task_hub_admin);
+        assert_eq!(c.health_ping_seconds, 30);
+        assert_eq!(c.max_wait_seconds, 3600);
+
+        let o = c.server_options().unwrap();
+        assert_eq!(o.db, DEFAULT_DB);
+        assert_eq!(o.max_message_bytes, 64 * 1024 * 1024);
+        assert!(o.task_hub_admin);
+        assert_eq!(o.health_ping_interval, Duration::from_secs(30));
+        assert_eq!(o.max_wait, Duration::from_secs(3600));
+        assert_eq!(
+            c.socket_addr().unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 4001))
+        );
+    }
+
+    #[test]
+    fn all_flags() {
+        let c = parse(&[
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "5001",
+            "--db",
+            ":memory:",
+            "--log-level",
+            "debug,sqlx=info",
+            "--log-format",
+            "json",
+            "--max-message-size-mb",
+            "2048",
+            "--disable-task-hub-admin",
+            "--health-ping-seconds",
+            "5",
+            "--max-wait-seconds",
+            "10",
+        ]);
+        assert_eq!(c.log_level.as_deref(), Some("debug,sqlx=info"));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(
+            c.socket_addr().unwrap(),
+            SocketAddr::from(([0, 0, 0, 0], 5001))
+        );
+
+        let o = c.server_options().unwrap();
+        assert_eq!(o.db, IN_MEMORY_DB);
+        assert_eq!(o.max_message_bytes, 2048 * 1024 * 1024);
+        assert!(!o.task_hub_admin);
+        assert_eq!(o.health_ping_interval, Duration::from_secs(5));
+        assert_eq!(o.max_wait, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn equals_syntax_and_port_zero() {
+        let c = parse(&["--port=0", "--db=/tmp/x.sqlite", "--log-format=text"]);
+        assert_eq!(c.port, 0);
+        assert_eq!(c.server_options().unwrap().db, "/tmp/x.sqlite");
+        assert_eq!(c.socket_addr().unwrap().port(), 0);
+    }
+
+    #[test]
+    fn ipv6_hosts() {
+        for host in ["::1", "[::1]"] {
+            let c = parse(&["--host", host, "--port", "4001"]);
+            assert_eq!(
+                c.socket_addr().unwrap(),
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 4001),
+                "{host}"
+            );
+        }
+        let c = parse(&["--host", "::"]);
+        assert_eq!(
+            c.socket_addr().unwrap().ip(),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        );
+    }
+
+    #[test]
+    fn localhost_resolves_to_loopback() {
+        let c = parse(&["--host", "localhost", "--port", "4001"]);
+        let addr = c.socket_addr().unwrap();
+        assert!(addr.ip().is_loopback(), "{addr}");
+        assert_eq!(addr.port(), 4001);
+        if let IpAddr::V4(v4) = addr.ip() {
+            assert_eq!(v4, Ipv4Addr::LOCALHOST);
+        }
+    }
+
+    #[test]
+    fn unresolvable_host_is_an_error() {
+        let c = parse(&["--host", "no such host!"]);
+        assert!(matches!(
+            c.socket_addr(),
+            Err(ConfigError::HostResolution { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_values_at_parse_time() {
+        assert_eq!(
+            parse_err(&["--port", "70000"]).kind(),
+            clap::error::ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse_err(&["--port", "-1"]).kind(),
+            clap::error::ErrorKind::UnknownArgument
+        );
+        assert_eq!(
+            parse_err(&["--log-format", "xml"]).kind(),
+            clap::error::ErrorKind::InvalidValue
+        );
+        assert_eq!(
+            parse_err(&["--max-wait-seconds", "soon"]).kind(),
+            clap::error::ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse_err(&["--bogus"]).kind(),
+            clap::error::ErrorKind::UnknownArgument
+        );
+    }
+
+    #[test]
+    fn rejects_bad_values_at_validation() {
+        assert!(matches!(
+            parse(&["--max-message-size-mb", "0"]).server_options(),
+            Err(ConfigError::MessageSize(0))
+        ));
+        assert!(matches!(
+            parse(&["--max-message-size-mb", "2049"]).server_options(),
+            Err(ConfigError::MessageSize(2049))
+        ));
+        assert!(matches!(
+            parse(&["--health-ping-seconds", "0"]).server_options(),
+            Err(ConfigError::HealthPing)
+        ));
+        assert!(matches!(
+            parse(&["--max-wait-seconds", "0"]).server_options(),
+            Err(ConfigError::MaxWait)
+        ));
+        assert!(matches!(
+            parse(&["--db", " "]).server_options(),
+            Err(ConfigError::EmptyDb)
+        ));
+    }
+
+    #[test]
+    fn message_size_bounds_are_inclusive() {
+        assert_eq!(
+            parse(&["--max-message-size-mb", "1"])
+                .server_options()
+                .unwrap()
+                .max_message_bytes,
+            1024 * 1024
+        );
+    }
+}

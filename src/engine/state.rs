@@ -1,0 +1,115 @@
+//! `OrchestrationState`: what the sidecar needs to know about an execution, folded from
+//! its history. PURE: no async, no I/O, no clock.
+
+use std::collections::HashMap;
+
+use crate::proto as pb;
+use pb::history_event::EventType;
+
+use super::EngineError;
+
+/// The facts of one execution that `apply` needs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OrchestrationState {
+    /// The `ExecutionStarted` event's payload, once seen.
+    pub started: Option<pb::ExecutionStartedEvent>,
+    /// Whether the history holds `ExecutionCompleted`.
+    pub completed: bool,
+    /// Child instance ids created by this execution, in creation order.
+    pub children: Vec<String>,
+    /// The most recent `ExecutionTerminated` (its `recurse` flag drives recursive
+    /// termination when the execution ends TERMINATED).
+    pub terminated: Option<pb::ExecutionTerminatedEvent>,
+    /// Outstanding activities by task id (scheduled, no result yet).
+    pub pending_tasks: HashMap<i32, usize>,
+}
+
+impl OrchestrationState {
+    /// Folds events (past history followed by the new events) into the state.
+    pub fn from_events<'a>(
+        events: impl IntoIterator<Item = &'a pb::HistoryEvent>,
+    ) -> Result<Self, EngineError> {
+        let mut state = Self::default();
+        for event in events {
+            state.fold(event)?;
+        }
+        Ok(state)
+    }
+
+    fn fold(&mut self, event: &pb::HistoryEvent) -> Result<(), EngineError> {
+        let Some(kind) = &event.event_type else {
+            return Err(EngineError::CorruptHistory("history event without a type".into()));
+        };
+        match kind {
+            EventType::ExecutionStarted(started) => {
+                if self.started.is_some() {
+                    return Err(EngineError::CorruptHistory(
+                        "two ExecutionStarted events in one execution".into(),
+                    ));
+                }
+                self.started = Some(started.clone());
+            }
+            EventType::ExecutionCompleted(_) => self.completed = true,
+            EventType::ExecutionTerminated(t) => self.terminated = Some(t.clone()),
+            EventType::SubOrchestrationInstanceCreated(c) => {
+                if !self.children.contains(&c.instance_id) {
+                    self.children.push(c.instance_id.clone());
+                }
+            }
+            EventType::TaskScheduled(_) => {
+                *self.pending_tasks.entry(event.event_id).or_default() += 1;
+            }
+            EventType::TaskCompleted(c) => self.task_done(c.task_scheduled_id),
+            EventType::TaskFailed(f) => self.task_done(f.task_scheduled_id),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn task_done(&mut self, task_id: i32) {
+        if let Some(n) = self.pending_tasks.get_mut(&task_id) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending_tasks.remove(&task_id);
+            }
+        }
+    }
+
+    /// The orchestrator name, once started.
+    pub fn name(&self) -> Option<&str> {
+        self.started.as_ref().map(|s| s.name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::testing::HistoryBuilder;
+
+    /// 1 OrchestratorStarted, 2 ExecutionStarted("greet"), 3 TaskScheduled(0),
+    /// 4 TaskScheduled(1), 5 TaskCompleted(0), 6 SubOrchestrationInstanceCreated(2, "c1").
+    #[test]
+    fn fold_tracks_start_children_and_pending_tasks() {
+        let h = HistoryBuilder::new("i1", "greet")
+            .task_scheduled(0, "a")
+            .task_scheduled(1, "b")
+            .task_completed(0, "\"x\"")
+            .child_created(2, "c1", "child")
+            .build();
+        let s = OrchestrationState::from_events(&h).unwrap();
+        assert_eq!(s.name(), Some("greet"));
+        assert_eq!(s.children, vec!["c1".to_string()]);
+        assert_eq!(s.pending_tasks.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert!(!s.completed);
+    }
+
+    #[test]
+    fn two_execution_started_events_are_corrupt() {
+        let mut h = HistoryBuilder::new("i1", "x").build();
+        h.extend(HistoryBuilder::new("i1", "x").build());
+        assert!(matches!(
+            OrchestrationState::from_events(&h),
+            Err(EngineError::CorruptHistory(_))
+        ));
+    }
+}

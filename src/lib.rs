@@ -1,0 +1,16 @@
+//! durabletask-sidecar: a Durable Task sidecar (`TaskHubSidecarService`) on SQLite.
+//!
+//! Layers, left to right: `grpc` (transport) → `service` (use cases) → `engine` (pure
+//! orchestration state machine + dispatcher) → `store` (trait + backends). Every layer may
+//! use `domain`; no layer names a type from a layer to its left.
+#![warn(missing_docs)]
+
+pub mod domain;
+pub mod engine;
+pub mod config;
+pub mod grpc;
+pub mod proto;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,79 @@
+//! `durabletask-sidecar` binary: parse the configuration, set up logging, bind the port and
+//! run the server until SIGINT/SIGTERM. No logic lives here beyond wiring.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use durabletask_sidecar::config::Config;
+use durabletask_sidecar::{server, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` prints the whole context chain on one line.
+            eprintln!("durabletask-sidecar: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let config = Config::parse();
+    telemetry::init(config.log_level.as_deref(), config.log_format)?;
+    let addr = config.socket_addr()?;
+    let options = config.server_options()?;
+    tracing::debug!(?config, "configuration");
+
+    let listener = TcpListener::bind(addr).await.map_err(|err| {
+        if err.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!("cannot listen on {addr}: the port is already in use (another sidecar running? choose one with --port)")
+        } else {
+            anyhow::Error::new(err).context(format!("cannot listen on {addr}"))
+        }
+    })?;
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    server::run(options, listener, shutdown)
+        .await
+        .context("server failed")
+}
+
+/// Cancels `token` on the first SIGINT/SIGTERM so the server drains; a second signal
+/// exits at once, for when draining hangs.
+async fn cancel_on_signal(token: CancellationToken) {
+    if let Err(err) = wait_for_signal().await {
+        tracing::error!(error = %err, "cannot install signal handlers; stop the process with SIGKILL");
+        return;
+    }
+    tracing::info!("shutdown signal received, draining (signal again to exit immediately)");
+    token.cancel();
+    if wait_for_signal().await.is_ok() {
+        eprintln!("durabletask-sidecar: second signal received, exiting without draining");
+        std::process::exit(130);
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
+}

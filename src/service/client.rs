@@ -1,0 +1,472 @@
+//! Client use cases (PROTOCOL.md §3): validation, building inbox events, store calls, and
+//! telling the engine what became dispatchable.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use pb::history_event::EventType;
+
+use super::{AppState, Result, ServiceError};
+use crate::domain::events::{event, to_timestamp};
+use crate::domain::{ExecutionId, InstanceId, InstanceRecord, NewInstance, ReusePolicy, RuntimeStatus};
+use crate::proto as pb;
+use crate::store::{
+    CompletedFilter, EnqueueOutcome, InstanceFilter, PurgeFilter, SuspendOutcome, TerminateOutcome,
+};
+
+/// Longest instance id accepted (DTS rejects over 100; we allow more but not unbounded).
+pub const MAX_INSTANCE_ID_LEN: usize = 256;
+/// Page size when a query or list asks for 0.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Largest page served.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+/// Most ids in one purge batch (`InstanceBatch`).
+pub const MAX_PURGE_BATCH: usize = 500;
+
+/// A `StartInstance` request in domain terms.
+#[derive(Debug, Clone, Default)]
+pub struct StartRequest {
+    /// Empty = generate.
+    pub instance_id: String,
+    /// Orchestrator name.
+    pub name: String,
+    /// Version.
+    pub version: Option<String>,
+    /// Input.
+    pub input: Option<String>,
+    /// Requested start time (past values mean "now").
+    pub scheduled_start: Option<DateTime<Utc>>,
+    /// `replaceableStatus` when a policy was sent.
+    pub reuse_policy: Option<Vec<RuntimeStatus>>,
+    /// A client-chosen execution id.
+    pub execution_id: Option<String>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// W3C parent trace context to copy into `ExecutionStarted`.
+    pub parent_trace_context: Option<pb::TraceContext>,
+}
+
+/// What a `WaitForInstance*` call waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitFor {
+    /// Status is no longer PENDING.
+    Start,
+    /// Status is terminal.
+    Completion,
+}
+
+/// One page of a query.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The rows.
+    pub items: Vec<T>,
+    /// Cursor for the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// Validates an orchestration instance id from a request.
+pub fn instance_id(raw: &str) -> Result<InstanceId> {
+    if raw.is_empty() {
+        return Err(ServiceError::InvalidArgument("instanceId is required".into()));
+    }
+    if raw.len() > MAX_INSTANCE_ID_LEN {
+        return Err(ServiceError::InvalidArgument(format!(
+            "instanceId is {} characters long; the limit is {MAX_INSTANCE_ID_LEN}",
+            raw.len()
+        )));
+    }
+    Ok(InstanceId::new(raw))
+}
+
+fn page_size(requested: i32) -> u32 {
+    match u32::try_from(requested) {
+        Ok(0) | Err(_) => DEFAULT_PAGE_SIZE,
+        Ok(n) => n.min(MAX_PAGE_SIZE),
+    }
+}
+
+/// Encodes a keyset cursor `<RFC 3339 time>|<instance id>`.
+fn encode_cursor(at: DateTime<Utc>, id: &str) -> String {
+    format!("{}|{id}", at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+}
+
+fn decode_cursor(token: &str) -> Result<(DateTime<Utc>, String)> {
+    let bad = || ServiceError::InvalidArgument(format!("continuation token '{token}' is not one this server issued"));
+    let (at, id) = token.split_once('|').ok_or_else(bad)?;
+    let at = DateTime::parse_from_rfc3339(at).map_err(|_| bad())?.with_timezone(&Utc);
+    Ok((at, id.to_string()))
+}
+
+/// Reads a cursor field where absent, "" and "0" all mean "first page" (Python and .NET).
+fn cursor(token: Option<&str>) -> Result<Option<(DateTime<Utc>, String)>> {
+    match token {
+        None | Some("") | Some("0") => Ok(None),
+        Some(t) => decode_cursor(t).map(Some),
+    }
+}
+
+impl AppState {
+    /// `StartInstance` (PROTOCOL.md §3.1).
+    pub async fn start_instance(&self, req: StartRequest) -> Result<InstanceId> {
+        if req.name.is_empty() {
+            return Err(ServiceError::InvalidArgument("name (the orchestrator name) is required".into()));
+        }
+        let id = if req.instance_id.is_empty() { InstanceId::generate() } else { instance_id(&req.instance_id)? };
+        if id.is_entity() {
+            return Err(ServiceError::InvalidArgument(format!(
+                "instance id '{id}' starts with '@', which is reserved for entity ids"
+            )));
+        }
+        let policy = match req.reuse_policy {
+            None => ReusePolicy::ReplaceTerminal,
+            Some(list) => {
+                let live = list.iter().any(|s| !s.is_terminal());
+                if live && !list.contains(&RuntimeStatus::Terminated) {
+                    return Err(ServiceError::InvalidArgument(
+                        "Invalid reusable statuses: cannot exclude 'Terminated' while also allowing reuse of running instances (replacing a live instance terminates it first)".into(),
+                    ));
+                }
+                ReusePolicy::Replaceable(list)
+            }
+        };
+        let now = self.clock().now();
+        let scheduled = req.scheduled_start.filter(|t| *t > now);
+        let execution_id = req
+            .execution_id
+            .filter(|e| !e.is_empty())
+            .map(ExecutionId::new)
+            .unwrap_or_else(ExecutionId::generate);
+        let new = new_instance(NewExecution {
+            id: id.clone(),
+            execution_id,
+            name: req.name,
+            version: req.version,
+            input: req.input,
+            tags: req.tags,
+            scheduled,
+            parent_trace_context: req.parent_trace_context,
+            now,
+        });
+        self.store().create_instance(new, policy).await?;
+        self.engine().schedule_wakeup(&id, scheduled.unwrap_or(now));
+        self.engine().watchers().notify(&id);
+        tracing::info!(instance_id = %id, "instance scheduled");
+        Ok(id)
+    }
+
+    /// `GetInstance`: `None` for unknown ids and for entity ids.
+    pub async fn get_instance(&self, id: &str) -> Result<Option<InstanceRecord>> {
+        let id = instance_id(id)?;
+        if id.is_entity() {
+            return Ok(None);
+        }
+        Ok(self.store().instance(&id).await?)
+    }
+
+    /// `WaitForInstanceStart` / `WaitForInstanceCompletion`: woken by commits, bounded by
+    /// the caller's deadline or, without one, the server's maximum wait.
+    pub async fn wait_for_instance(&self, id: &str, until: WaitFor, deadline: Option<Duration>) -> Result<Option<InstanceRecord>> {
+        let id = instance_id(id)?;
+        let limit = deadline.unwrap_or(self.options().max_wait);
+        let expires = tokio::time::Instant::now() + limit;
+        loop {
+            let watch = self.engine().watchers().watch(&id);
+            let notified = watch.notify().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let record = self.store().instance(&id).await?;
+            let done = match &record {
+                None => true,
+                Some(r) => match until {
+                    WaitFor::Start => r.status != RuntimeStatus::Pending,
+                    WaitFor::Completion => r.status.is_terminal(),
+                },
+            };
+            if done {
+                return Ok(record);
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(expires) => {
+                    return Err(ServiceError::DeadlineExceeded(format!(
+                        "instance '{id}' did not reach the awaited state within {} s", limit.as_secs()
+                    )));
+                }
+                _ = self.shutdown_token().cancelled() => return Err(ServiceError::ShuttingDown),
+            }
+        }
+    }
+
+    /// `RaiseEvent` (PROTOCOL.md §3.4).
+    pub async fn raise_event(&self, id: &str, name: &str, input: Option<String>) -> Result<()> {
+        let id = instance_id(id)?;
+        if name.is_empty() {
+            return Err(ServiceError::InvalidArgument("event name is required".into()));
+        }
+        let now = self.clock().now();
+        let e = event(-1, now, EventType::EventRaised(pb::EventRaisedEvent { name: name.into(), input }));
+        match self.store().enqueue_event(&id, e).await? {
+            EnqueueOutcome::Enqueued => self.engine().instance_ready(&id),
+            EnqueueOutcome::Dropped => tracing::debug!(instance_id = %id, "event for a finished instance dropped"),
+        }
+        Ok(())
+    }
+
+    /// `TerminateInstance` (PROTOCOL.md §3.5).
+    pub async fn terminate_instance(&self, id: &str, output: Option<String>, recursive: bool) -> Result<()> {
+        let id = instance_id(id)?;
+        let now = self.clock().now();
+        let e = event(
+            -1,
+            now,
+            EventType::ExecutionTerminated(pb::ExecutionTerminatedEvent { input: output.clone(), recurse: recursive }),
+        );
+        match self.store().terminate_instance(&id, e, output, now).await? {
+            TerminateOutcome::Enqueued => self.engine().instance_ready(&id),
+            TerminateOutcome::TerminatedDirectly => self.engine().watchers().notify(&id),
+            TerminateOutcome::AlreadyTerminal => {}
+        }
+        Ok(())
+    }
+
+    /// `SuspendInstance` / `ResumeInstance` (PROTOCOL.md §3.6).
+    pub async fn set_suspended(&self, id: &str, suspend: bool, reason: Option<String>) -> Result<()> {
+        let id = instance_id(id)?;
+        let now = self.clock().now();
+        let kind = if suspend {
+            EventType::ExecutionSuspended(pb::ExecutionSuspendedEvent { input: reason })
+        } else {
+            EventType::ExecutionResumed(pb::ExecutionResumedEvent { input: reason })
+        };
+        if self.store().set_suspended(&id, suspend, event(-1, now, kind), now).await? == SuspendOutcome::Changed {
+            self.engine().instance_ready(&id);
+            self.engine().watchers().notify(&id);
+        }
+        Ok(())
+    }
+
+    /// `RestartInstance` (PROTOCOL.md §3.8).
+    pub async fn restart_instance(&self, id: &str, new_id: bool) -> Result<InstanceId> {
+        let id = instance_id(id)?;
+        let Some(old) = self.store().instance(&id).await? else {
+            return Err(ServiceError::NotFound(format!("no orchestration instance with id '{id}'")));
+        };
+        let (target, policy) = if new_id {
+            (InstanceId::generate(), ReusePolicy::Replaceable(Vec::new()))
+        } else {
+            if !old.status.is_terminal() {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "instance '{id}' is {}; only a finished instance can be restarted with the same id",
+                    old.status
+                )));
+            }
+            (id.clone(), ReusePolicy::Replaceable(RuntimeStatus::TERMINAL.to_vec()))
+        };
+        let now = self.clock().now();
+        let new = new_instance(NewExecution {
+            id: target.clone(),
+            execution_id: ExecutionId::generate(),
+            name: old.name,
+            version: old.version,
+            input: old.input,
+            tags: old.tags,
+            scheduled: None,
+            parent_trace_context: None,
+            now,
+        });
+        self.store().create_instance(new, policy).await.map_err(|e| match ServiceError::from(e) {
+            ServiceError::AlreadyExists(msg) => ServiceError::FailedPrecondition(msg),
+            other => other,
+        })?;
+        self.engine().instance_ready(&target);
+        self.engine().watchers().notify(&target);
+        Ok(target)
+    }
+
+    /// `QueryInstances` (PROTOCOL.md §3.9).
+    pub async fn query_instances(&self, q: &pb::InstanceQuery) -> Result<Page<InstanceRecord>> {
+        let limit = page_size(q.max_instance_count);
+        let filter = InstanceFilter {
+            statuses: statuses(&q.runtime_status)?,
+            created_from: q.created_time_from.as_ref().map(crate::domain::events::from_timestamp),
+            created_to: q.created_time_to.as_ref().map(crate::domain::events::from_timestamp),
+            id_prefix: q.instance_id_prefix.clone().filter(|p| !p.is_empty()),
+            after: cursor(q.continuation_token.as_deref())?,
+            limit: limit + 1,
+        };
+        let mut items = self.store().query_instances(&filter).await?;
+        let next = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|r| encode_cursor(r.created_at, r.instance_id.as_str()))
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    /// `ListInstanceIds` (PROTOCOL.md §3.10).
+    pub async fn list_instance_ids(&self, req: &pb::ListInstanceIdsRequest) -> Result<Page<InstanceId>> {
+        let limit = page_size(req.page_size);
+        let wanted = statuses(&req.runtime_status)?;
+        let filter = CompletedFilter {
+            statuses: wanted.into_iter().filter(|s| s.is_terminal()).collect(),
+            completed_from: req.completed_time_from.as_ref().map(crate::domain::events::from_timestamp),
+            completed_to: req.completed_time_to.as_ref().map(crate::domain::events::from_timestamp),
+            after: cursor(req.last_instance_key.as_deref())?,
+            limit: limit + 1,
+        };
+        let mut rows = self.store().list_completed(&filter).await?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next = if more { rows.last().map(|(id, at)| encode_cursor(*at, id.as_str())) } else { None };
+        Ok(Page { items: rows.into_iter().map(|(id, _)| id).collect(), next })
+    }
+
+    /// `PurgeInstances` by id (PROTOCOL.md §3.11): 0 for unknown or live instances.
+    pub async fn purge_instance(&self, id: &str, recursive: bool) -> Result<u32> {
+        let id = instance_id(id)?;
+        let n = self.store().purge_instance(&id, recursive).await?;
+        self.engine().watchers().notify(&id);
+        Ok(n)
+    }
+
+    /// `PurgeInstances` by batch.
+    pub async fn purge_batch(&self, ids: &[String], recursive: bool) -> Result<u32> {
+        if ids.len() > MAX_PURGE_BATCH {
+            return Err(ServiceError::InvalidArgument(format!(
+                "instanceBatch has {} ids; at most {MAX_PURGE_BATCH} are allowed",
+                ids.len()
+            )));
+        }
+        let mut total = 0;
+        for id in ids {
+            total += self.purge_instance(id, recursive).await?;
+        }
+        Ok(total)
+    }
+
+    /// `PurgeInstances` by filter; returns (count, complete).
+    pub async fn purge_where(&self, f: &pb::PurgeInstanceFilter, recursive: bool) -> Result<(u32, bool)> {
+        let filter = PurgeFilter {
+            created_from: f.created_time_from.as_ref().map(crate::domain::events::from_timestamp),
+            created_to: f.created_time_to.as_ref().map(crate::domain::events::from_timestamp),
+            statuses: statuses(&f.runtime_status)?.into_iter().filter(|s| s.is_terminal()).collect(),
+        };
+        let deadline = match &f.timeout {
+            Some(d) if d.seconds > 0 || d.nanos > 0 => {
+                let d = chrono::Duration::seconds(d.seconds) + chrono::Duration::nanoseconds(i64::from(d.nanos));
+                Some(self.clock().now() + d)
+            }
+            _ => None,
+        };
+        Ok(self.store().purge_where(&filter, recursive, deadline).await?)
+    }
+
+    /// `StreamInstanceHistory` (PROTOCOL.md §3.12).
+    pub async fn instance_history(&self, id: &str, execution_id: Option<&str>) -> Result<Vec<pb::HistoryEvent>> {
+        let id = instance_id(id)?;
+        let Some((current, events)) = self.store().history(&id).await? else {
+            return Err(ServiceError::NotFound(format!("no orchestration instance with id '{id}'")));
+        };
+        if let Some(wanted) = execution_id.filter(|e| !e.is_empty()) {
+            if wanted != current.as_str() {
+                return Err(ServiceError::NotFound(format!(
+                    "instance '{id}' has no execution '{wanted}' (only the current execution's history is kept)"
+                )));
+            }
+        }
+        Ok(events)
+    }
+
+    /// `CreateTaskHub` (wipes first when `recreate`) and `DeleteTaskHub` (wipes).
+    pub async fn reset_task_hub(&self, wipe: bool) -> Result<()> {
+        if !wipe {
+            return Ok(());
+        }
+        if !self.options().task_hub_admin {
+            return Err(ServiceError::FailedPrecondition(
+                "task hub administration is disabled on this sidecar (--disable-task-hub-admin)".into(),
+            ));
+        }
+        self.store().wipe().await?;
+        self.engine().forget_all();
+        tracing::warn!("task hub wiped");
+        Ok(())
+    }
+}
+
+fn statuses(raw: &[i32]) -> Result<Vec<RuntimeStatus>> {
+    raw.iter()
+        .map(|v| {
+            RuntimeStatus::from_i32(*v)
+                .ok_or_else(|| ServiceError::InvalidArgument(format!("unknown orchestration status value {v}")))
+        })
+        .collect()
+}
+
+struct NewExecution {
+    id: InstanceId,
+    execution_id: ExecutionId,
+    name: String,
+    version: Option<String>,
+    input: Option<String>,
+    tags: BTreeMap<String, String>,
+    scheduled: Option<DateTime<Utc>>,
+    parent_trace_context: Option<pb::TraceContext>,
+    now: DateTime<Utc>,
+}
+
+fn new_instance(x: NewExecution) -> NewInstance {
+    let start = pb::ExecutionStartedEvent {
+        name: x.name.clone(),
+        version: x.version.clone(),
+        input: x.input.clone(),
+        orchestration_instance: Some(pb::OrchestrationInstance {
+            instance_id: x.id.to_string(),
+            execution_id: Some(x.execution_id.to_string()),
+        }),
+        parent_instance: None,
+        scheduled_start_timestamp: x.scheduled.map(to_timestamp),
+        parent_trace_context: x.parent_trace_context,
+        orchestration_span_id: None,
+        tags: x.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    };
+    NewInstance {
+        instance_id: x.id,
+        execution_id: x.execution_id,
+        name: x.name,
+        version: x.version,
+        input: x.input,
+        tags: x.tags,
+        scheduled_start_at: x.scheduled,
+        parent_instance_id: None,
+        start_event: event(-1, x.now, EventType::ExecutionStarted(start)),
+        created_at: x.now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_first_page_markers_mean_none() {
+        let at = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z").unwrap().with_timezone(&Utc);
+        let token = encode_cursor(at, "a|b");
+        assert!(token.contains("a|b"));
+        assert_eq!(cursor(Some(&token)).unwrap(), Some((at, "a|b".to_string())));
+        assert_eq!(cursor(Some("0")).unwrap(), None);
+        assert_eq!(cursor(Some("")).unwrap(), None);
+        assert!(matches!(cursor(Some("garbage")), Err(ServiceError::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn page_size_defaults_and_caps() {
+        assert_eq!(page_size(0), DEFAULT_PAGE_SIZE);
+        assert_eq!(page_size(-3), DEFAULT_PAGE_SIZE);
+        assert_eq!(page_size(5), 5);
+        assert_eq!(page_size(1_000_000), MAX_PAGE_SIZE);
+    }
+}
+

@@ -1,0 +1,186 @@
+//! The worker hub: live `GetWorkItems` streams, their capacity (the request's concurrency
+//! hints), keep-alive pings, and the routing of completions to the engine.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{AppState, Result, ServiceError};
+use crate::engine::{Reservation, StreamId, WorkExecutor, WorkKind};
+use crate::proto as pb;
+
+/// Cap used when a worker sends no concurrency hint (0 or negative).
+const DEFAULT_CAPACITY: usize = 1000;
+
+#[derive(Debug)]
+struct Slot {
+    tx: mpsc::Sender<pb::WorkItem>,
+    limits: [usize; 2],
+    used: [usize; 2],
+}
+
+#[derive(Debug, Default)]
+struct HubInner {
+    streams: BTreeMap<StreamId, Slot>,
+    /// Round-robin position per kind: the last stream that got an item.
+    cursor: [StreamId; 2],
+}
+
+/// Connected workers. Implements the engine's [`WorkExecutor`].
+#[derive(Debug, Default)]
+pub struct WorkerHub {
+    inner: Mutex<HubInner>,
+    next_id: AtomicU64,
+}
+
+fn slot_index(kind: WorkKind) -> usize {
+    match kind {
+        WorkKind::Orchestration => 0,
+        WorkKind::Activity => 1,
+    }
+}
+
+fn limit(hint: i32) -> usize {
+    usize::try_from(hint).ok().filter(|n| *n > 0).unwrap_or(DEFAULT_CAPACITY)
+}
+
+impl WorkerHub {
+    fn lock(&self) -> MutexGuard<'_, HubInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a stream with the request's concurrency hints.
+    pub fn connect(&self, request: &pb::GetWorkItemsRequest) -> (StreamId, mpsc::Receiver<pb::WorkItem>, mpsc::Sender<pb::WorkItem>) {
+        let limits = [
+            limit(request.max_concurrent_orchestration_work_items),
+            limit(request.max_concurrent_activity_work_items),
+        ];
+        // Room for every item the limits allow plus a few pings: sends never block.
+        let (tx, rx) = mpsc::channel(limits[0] + limits[1] + 4);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        self.lock().streams.insert(id, Slot { tx: tx.clone(), limits, used: [0, 0] });
+        (id, rx, tx)
+    }
+
+    /// Forgets a stream.
+    pub fn disconnect(&self, id: StreamId) {
+        self.lock().streams.remove(&id);
+    }
+
+    /// Number of connected streams.
+    pub fn stream_count(&self) -> usize {
+        self.lock().streams.len()
+    }
+}
+
+impl WorkExecutor for WorkerHub {
+    fn reserve(&self, kind: WorkKind) -> Option<Reservation> {
+        let k = slot_index(kind);
+        let mut inner = self.lock();
+        let after = inner.cursor[k];
+        let pick = inner
+            .streams
+            .range(after + 1..)
+            .chain(inner.streams.range(..=after))
+            .find(|(_, s)| s.used[k] < s.limits[k])
+            .map(|(id, _)| *id)?;
+        inner.cursor[k] = pick;
+        if let Some(s) = inner.streams.get_mut(&pick) {
+            s.used[k] += 1;
+        }
+        Some(Reservation { stream: pick, kind })
+    }
+
+    fn send(&self, reservation: Reservation, item: pb::WorkItem) -> bool {
+        let tx = match self.lock().streams.get(&reservation.stream) {
+            Some(s) => s.tx.clone(),
+            None => return false,
+        };
+        match tx.try_send(item) {
+            Ok(()) => true,
+            Err(_) => {
+                self.release(reservation);
+                false
+            }
+        }
+    }
+
+    fn release(&self, reservation: Reservation) {
+        let k = slot_index(reservation.kind);
+        if let Some(s) = self.lock().streams.get_mut(&reservation.stream) {
+            s.used[k] = s.used[k].saturating_sub(1);
+        }
+    }
+}
+
+impl AppState {
+    /// Opens a work-item stream: registers it, keeps it alive with pings, and when the
+    /// client goes away (or the server drains) hands its outstanding items back.
+    pub fn open_work_stream(&self, request: &pb::GetWorkItemsRequest) -> Result<mpsc::Receiver<pb::WorkItem>> {
+        if self.shutdown_token().is_cancelled() {
+            return Err(ServiceError::ShuttingDown);
+        }
+        let hub = &self.inner.hub;
+        let (id, rx, tx) = hub.connect(request);
+        tracing::info!(stream = id, orchestrations = request.max_concurrent_orchestration_work_items, activities = request.max_concurrent_activity_work_items, "worker connected");
+        let state = self.clone();
+        let ping_every = self.options().health_ping_interval;
+        self.inner.tasks.spawn(async move {
+            keep_alive(&tx, ping_every, state.shutdown_token()).await;
+            drop(tx);
+            state.inner.hub.disconnect(id);
+            state.engine().stream_closed(id);
+            tracing::info!(stream = id, "worker disconnected");
+        });
+        self.engine().capacity_available();
+        Ok(rx)
+    }
+
+    /// Routes a `CompleteOrchestratorTask`.
+    pub async fn complete_orchestrator_task(&self, response: pb::OrchestratorResponse) -> Result<()> {
+        #[allow(deprecated)] // still sent by .NET and Java for oversized responses
+        let partial = response.is_partial;
+        if partial {
+            return Err(ServiceError::Unimplemented(
+                "chunked orchestrator completions (isPartial) are not supported yet".into(),
+            ));
+        }
+        Ok(self.engine().complete_orchestration(response).await?)
+    }
+
+    /// Routes a `CompleteActivityTask`.
+    pub async fn complete_activity_task(&self, response: pb::ActivityResponse) -> Result<()> {
+        Ok(self.engine().complete_activity(response).await?)
+    }
+
+    /// `AbandonTaskOrchestratorWorkItem`: idempotent, unknown tokens are fine.
+    pub fn abandon_orchestration(&self, token: &str) {
+        self.engine().abandon_orchestration(token);
+    }
+
+    /// `AbandonTaskActivityWorkItem`: idempotent, unknown tokens are fine.
+    pub fn abandon_activity(&self, token: &str) {
+        self.engine().abandon_activity(token);
+    }
+}
+
+/// Sends a `HealthPing` every `every` until the receiver is dropped or shutdown starts.
+async fn keep_alive(tx: &mpsc::Sender<pb::WorkItem>, every: Duration, shutdown: &tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tx.closed() => return,
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {
+                let ping = pb::WorkItem {
+                    completion_token: String::new(),
+                    request: Some(pb::work_item::Request::HealthPing(pb::HealthPing {})),
+                };
+                // A full channel means the stream is busy, which keeps it alive anyway.
+                let _ = tx.try_send(ping);
+            }
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Durable state behind one trait: instances, histories, inboxes, timers and activities.
+//!
+//! Every method is atomic (one database transaction) and speaks in domain terms. Backends
+//! are free to batch many calls into one transaction (group commit) as long as each call's
+//! effects are all-or-nothing and a call returns only after its effects are durable.
+//! Must not depend on `engine`, `service` or `grpc`; sqlx types never leave this module.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{ExecutionId, InstanceId, InstanceRecord, NewInstance, ReusePolicy, RuntimeStatus, Transition};
+use crate::proto as pb;
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The instance does not exist.
+    #[error("instance '{0}' not found")]
+    NotFound(InstanceId),
+    /// An instance with this id exists and may not be replaced.
+    #[error("instance '{instance_id}' already exists with status {status}")]
+    AlreadyExists {
+        /// The id.
+        instance_id: InstanceId,
+        /// Its current status.
+        status: RuntimeStatus,
+    },
+    /// A commit's guard failed: the instance changed (replaced, purged, restarted) since
+    /// the episode was dispatched.
+    #[error("instance '{0}' changed while its work item was outstanding")]
+    LeaseLost(InstanceId),
+    /// The database cannot be reached or the writer is gone.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// Any other backend failure.
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+/// `Result` with [`StoreError`].
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One inbox row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxMessage {
+    /// Row id; inbox order is ascending `seq` per instance.
+    pub seq: i64,
+    /// Execution the message is meant for, if it is execution-scoped.
+    pub target_execution: Option<ExecutionId>,
+    /// The event.
+    pub event: pb::HistoryEvent,
+    /// Not visible before this time.
+    pub visible_at: DateTime<Utc>,
+}
+
+/// What an orchestration episode needs, read in one snapshot.
+#[derive(Debug, Clone)]
+pub struct OrchestrationWork {
+    /// The instance record.
+    pub record: InstanceRecord,
+    /// Committed history of the current execution.
+    pub history: Vec<pb::HistoryEvent>,
+    /// Visible inbox messages (visible_at <= now), in inbox order, at most the batch cap.
+    pub messages: Vec<InboxMessage>,
+}
+
+/// An activity row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityItem {
+    /// Row id.
+    pub id: i64,
+    /// The orchestration that scheduled it.
+    pub instance_id: InstanceId,
+    /// Its execution.
+    pub execution_id: ExecutionId,
+    /// The `TaskScheduled` event (eventId = task id).
+    pub scheduled: pb::HistoryEvent,
+}
+
+/// What committing an episode produced that the dispatcher must know.
+#[derive(Debug, Clone, Default)]
+pub struct CommitOutcome {
+    /// The activities enqueued, with their row ids.
+    pub activities: Vec<ActivityItem>,
+    /// Whether the instance still has visible inbox messages after the commit.
+    pub has_visible_inbox: bool,
+    /// Instances that received a visible message (or were created) by this commit.
+    pub touched: Vec<InstanceId>,
+}
+
+/// Result of enqueueing a client event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// Stored in the inbox.
+    Enqueued,
+    /// The instance is terminal; the event was discarded.
+    Dropped,
+}
+
+/// Result of a terminate request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminateOutcome {
+    /// `ExecutionTerminated` is in the inbox.
+    Enqueued,
+    /// The instance had not started yet and was terminated in place.
+    TerminatedDirectly,
+    /// Already terminal: nothing done.
+    AlreadyTerminal,
+}
+
+/// Result of suspend/resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuspendOutcome {
+    /// Status flipped and the marker event enqueued.
+    Changed,
+    /// Nothing to do (already in that state, or terminal).
+    Unchanged,
+}
+
+/// Result of completing an activity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActivityOutcome {
+    /// The result is in the orchestration's inbox.
+    Delivered(InstanceId),
+    /// The orchestration is gone, terminal, or on another execution: result discarded.
+    Dropped,
+    /// No such activity row (already completed, or purged).
+    Unknown,
+}
+
+/// Filter of `QueryInstances` (PROTOCOL.md §3.9).
+#[derive(Debug, Clone, Default)]
+pub struct InstanceFilter {
+    /// Empty = any status.
+    pub statuses: Vec<RuntimeStatus>,
+    /// Inclusive.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub created_to: Option<DateTime<Utc>>,
+    /// Plain string prefix.
+    pub id_prefix: Option<String>,
+    /// Keyset cursor: return rows strictly after `(created_at, instance_id)`.
+    pub after: Option<(DateTime<Utc>, String)>,
+    /// Maximum rows to return.
+    pub limit: u32,
+}
+
+/// Filter of `ListInstanceIds` (PROTOCOL.md §3.10). Terminal instances only.
+#[derive(Debug, Clone, Default)]
+pub struct CompletedFilter {
+    /// Subset of the terminal statuses; empty = all terminal.
+    pub statuses: Vec<RuntimeStatus>,
+    /// Inclusive.
+    pub completed_from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub completed_to: Option<DateTime<Utc>>,
+    /// Keyset cursor: rows strictly after `(completed_at, instance_id)`.
+    pub after: Option<(DateTime<Utc>, String)>,
+    /// Maximum rows to return.
+    pub limit: u32,
+}
+
+/// Filter of a purge (PROTOCOL.md §3.11).
+#[derive(Debug, Clone, Default)]
+pub struct PurgeFilter {
+    /// Inclusive.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub created_to: Option<DateTime<Utc>>,
+    /// Terminal statuses to purge; empty = all terminal. Non-terminal entries are ignored.
+    pub statuses: Vec<RuntimeStatus>,
+}
+
+/// What the dispatcher must rebuild after a restart.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    /// Instances with at least one visible inbox message.
+    pub ready: Vec<InstanceId>,
+    /// Future inbox messages (timers, scheduled starts): when each instance wakes.
+    pub wakeups: Vec<(DateTime<Utc>, InstanceId)>,
+    /// Every activity row not yet completed.
+    pub activities: Vec<ActivityItem>,
+}
+
+/// The durable store.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Creates an instance (row with status PENDING + `ExecutionStarted` in its inbox,
+    /// visible at `scheduled_start_at` or now). If the id exists: replace it when `policy`
+    /// allows its status (delete its history, inbox, activities; recreate), else
+    /// `AlreadyExists`.
+    async fn create_instance(&self, new: NewInstance, policy: ReusePolicy) -> Result<()>;
+
+    /// The instance record, or `None`.
+    async fn instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>>;
+
+    /// The committed history of the current execution, or `None` for unknown ids.
+    async fn history(&self, id: &InstanceId) -> Result<Option<(ExecutionId, Vec<pb::HistoryEvent>)>>;
+
+    /// Adds a client event (`EventRaised`) to the inbox: `NotFound` for unknown ids,
+    /// `Dropped` for terminal ones.
+    async fn enqueue_event(&self, id: &InstanceId, event: pb::HistoryEvent) -> Result<EnqueueOutcome>;
+
+    /// Terminates: terminal → no-op; PENDING whose `ExecutionStarted` is not visible yet →
+    /// status TERMINATED in place (output = reason, completed now, inbox dropped);
+    /// otherwise enqueue `event` (an `ExecutionTerminated`).
+    async fn terminate_instance(
+        &self,
+        id: &InstanceId,
+        event: pb::HistoryEvent,
+        reason: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<TerminateOutcome>;
+
+    /// Suspend (`suspend = true`) or resume: flips RUNNING/PENDING ↔ SUSPENDED at once and
+    /// enqueues `event` (`ExecutionSuspended`/`ExecutionResumed`); a no-op when already in
+    /// that state or terminal.
+    async fn set_suspended(
+        &self,
+        id: &InstanceId,
+        suspend: bool,
+        event: pb::HistoryEvent,
+        now: DateTime<Utc>,
+    ) -> Result<SuspendOutcome>;
+
+    /// Reads what an episode needs: `None` when the instance is unknown or terminal.
+    async fn orchestration_work(
+        &self,
+        id: &InstanceId,
+        now: DateTime<Utc>,
+        max_messages: u32,
+    ) -> Result<Option<OrchestrationWork>>;
+
+    /// Commits an episode atomically (see `Transition`). `LeaseLost` when the guard
+    /// (current execution id and history length) no longer holds; nothing is written then.
+    async fn commit_orchestration(&self, transition: &Transition) -> Result<CommitOutcome>;
+
+    /// Deletes inbox rows that turned out to be undeliverable (stale execution).
+    async fn discard_messages(&self, id: &InstanceId, seqs: &[i64]) -> Result<()>;
+
+    /// Completes an activity row with its `TaskCompleted`/`TaskFailed` event: deletes the
+    /// row and enqueues the event for the row's (instance, execution) when still current.
+    async fn complete_activity(&self, activity_id: i64, result: pb::HistoryEvent) -> Result<ActivityOutcome>;
+
+    /// One page of instances, ordered by (created_at, instance_id).
+    async fn query_instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>>;
+
+    /// One page of terminal instance ids with their completion time, ordered by
+    /// (completed_at, instance_id).
+    async fn list_completed(&self, filter: &CompletedFilter) -> Result<Vec<(InstanceId, DateTime<Utc>)>>;
+
+    /// Purges a terminal instance (and, if `recursive`, its terminal descendants found by
+    /// `parent_instance_id`). Returns the number of instances deleted; 0 when unknown or
+    /// not terminal.
+    async fn purge_instance(&self, id: &InstanceId, recursive: bool) -> Result<u32>;
+
+    /// Purges every terminal instance matching the filter, stopping at `deadline` if given.
+    /// Returns (deleted count, completed-without-hitting-the-deadline).
+    async fn purge_where(
+        &self,
+        filter: &PurgeFilter,
+        recursive: bool,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<(u32, bool)>;
+
+    /// Deletes everything (task hub recreate/delete).
+    async fn wipe(&self) -> Result<()>;
+
+    /// What to rebuild in memory after a start-up.
+    async fn recover(&self, now: DateTime<Utc>) -> Result<Recovery>;
+}

@@ -1,0 +1,178 @@
+//! Row ↔ domain conversions for the SQLite store: time encoding, protobuf and JSON
+//! columns, the instance column list, and the mapping of sqlx errors to [`StoreError`].
+//!
+//! The encodings are documented in the header of the first migration; this is the only
+//! file that knows them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use crate::domain::{ExecutionId, InstanceId, InstanceRecord, RuntimeStatus};
+use crate::proto as pb;
+use crate::store::{ActivityItem, StoreError};
+
+/// The columns `record_from_row` reads, in a form ready to splice into a SELECT.
+pub(super) const INSTANCE_COLUMNS: &str = "instance_id, execution_id, name, version, status, \
+     created_at, last_updated_at, completed_at, scheduled_start_at, input, output, \
+     custom_status, failure, parent_instance_id, tags, trace_context, history_len";
+
+/// The terminal set T (PROTOCOL.md §2.2) as an SQL list; checked against
+/// [`RuntimeStatus::TERMINAL`] by a unit test.
+pub(super) const TERMINAL_SQL: &str = "('COMPLETED', 'FAILED', 'TERMINATED', 'CANCELED')";
+
+/// A time as stored: microseconds since the epoch, rounded down.
+pub(super) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// A visibility time as stored: rounded *up*, so `visible_at <= micros(now)` never holds
+/// before the exact instant (a timer must not fire early, PROTOCOL.md §4.6).
+pub(super) fn visible_micros(t: DateTime<Utc>) -> i64 {
+    let floor = t.timestamp_micros();
+    if t.timestamp_subsec_nanos() % 1_000 == 0 {
+        floor
+    } else {
+        floor.saturating_add(1)
+    }
+}
+
+/// A stored time back to `DateTime<Utc>`.
+pub(super) fn time(us: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::<Utc>::from_timestamp_micros(us)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {us} out of range")))
+}
+
+/// Encodes any protobuf message for a BLOB column.
+pub(super) fn encode<M: Message>(m: &M) -> Vec<u8> {
+    m.encode_to_vec()
+}
+
+/// Decodes a stored `HistoryEvent`.
+pub(super) fn decode_event(bytes: &[u8]) -> Result<pb::HistoryEvent, StoreError> {
+    pb::HistoryEvent::decode(bytes).map_err(|e| StoreError::Corrupt(format!("history event: {e}")))
+}
+
+fn decode_opt<M: Message + Default>(
+    bytes: Option<Vec<u8>>,
+    what: &str,
+) -> Result<Option<M>, StoreError> {
+    bytes
+        .map(|b| M::decode(b.as_slice()).map_err(|e| StoreError::Corrupt(format!("{what}: {e}"))))
+        .transpose()
+}
+
+/// Tags as stored (a JSON object).
+pub(super) fn tags_json(tags: &BTreeMap<String, String>) -> Result<String, StoreError> {
+    serde_json::to_string(tags).map_err(|e| StoreError::Backend(format!("encoding tags: {e}")))
+}
+
+/// Parses a stored status name.
+pub(super) fn status(name: &str) -> Result<RuntimeStatus, StoreError> {
+    RuntimeStatus::from_name(name)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown status '{name}'")))
+}
+
+/// Reads a row selected with [`INSTANCE_COLUMNS`].
+pub(super) fn record_from_row(row: &SqliteRow) -> Result<InstanceRecord, StoreError> {
+    let tags: String = get(row, "tags")?;
+    let tags =
+        serde_json::from_str(&tags).map_err(|e| StoreError::Corrupt(format!("tags: {e}")))?;
+    let history_len: i64 = get(row, "history_len")?;
+    Ok(InstanceRecord {
+        instance_id: InstanceId::new(get::<String>(row, "instance_id")?),
+        execution_id: ExecutionId::new(get::<String>(row, "execution_id")?),
+        name: get(row, "name")?,
+        version: get(row, "version")?,
+        status: status(&get::<String>(row, "status")?)?,
+        created_at: time(get(row, "created_at")?)?,
+        last_updated_at: time(get(row, "last_updated_at")?)?,
+        completed_at: get::<Option<i64>>(row, "completed_at")?
+            .map(time)
+            .transpose()?,
+        scheduled_start_at: get::<Option<i64>>(row, "scheduled_start_at")?
+            .map(time)
+            .transpose()?,
+        input: get(row, "input")?,
+        output: get(row, "output")?,
+        custom_status: get(row, "custom_status")?,
+        failure: decode_opt(get(row, "failure")?, "failure details")?,
+        parent_instance_id: get::<Option<String>>(row, "parent_instance_id")?.map(InstanceId::new),
+        tags,
+        trace_context: decode_opt(get(row, "trace_context")?, "trace context")?,
+        history_len: u32::try_from(history_len)
+            .map_err(|_| StoreError::Corrupt(format!("history length {history_len}")))?,
+    })
+}
+
+/// Reads an activity row (`id, instance_id, execution_id, payload`).
+pub(super) fn activity_from_row(row: &SqliteRow) -> Result<ActivityItem, StoreError> {
+    Ok(ActivityItem {
+        id: get(row, "id")?,
+        instance_id: InstanceId::new(get::<String>(row, "instance_id")?),
+        execution_id: ExecutionId::new(get::<String>(row, "execution_id")?),
+        scheduled: decode_event(&get::<Vec<u8>>(row, "payload")?)?,
+    })
+}
+
+/// One typed column; a type mismatch means the file was not written by us.
+pub(super) fn get<'r, T>(row: &'r SqliteRow, column: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(column)
+        .map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
+}
+
+/// Maps a sqlx error to a [`StoreError`], logging the full error. The returned message
+/// carries no SQL and no file paths (STYLE.md §4): clients may see it.
+pub(super) fn db_error(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |err| {
+        tracing::error!(error = %err, op, "sqlite store operation failed");
+        match err {
+            sqlx::Error::PoolTimedOut => {
+                StoreError::Unavailable("database busy: no connection available".into())
+            }
+            sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+                StoreError::Unavailable("database connection closed".into())
+            }
+            sqlx::Error::Io(_) => StoreError::Unavailable("database i/o failure".into()),
+            sqlx::Error::Database(db) => StoreError::Backend(format!("{op}: {}", db.message())),
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                StoreError::Corrupt(format!("{op}: undecodable column"))
+            }
+            _ => StoreError::Backend(format!("{op} failed")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn terminal_sql_matches_the_domain_set() {
+        for s in RuntimeStatus::ALL {
+            assert_eq!(
+                TERMINAL_SQL.contains(&format!("'{}'", s.name())),
+                s.is_terminal(),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn visibility_rounds_up_and_plain_times_round_down() {
+        let t = Utc.timestamp_opt(10, 1_500).unwrap();
+        assert_eq!(micros(t), 10_000_001);
+        assert_eq!(visible_micros(t), 10_000_002);
+        let exact = Utc.timestamp_opt(10, 2_000).unwrap();
+        assert_eq!(visible_micros(exact), micros(exact));
+        assert_eq!(time(micros(exact)).unwrap(), exact);
+    }
+}

@@ -1,0 +1,212 @@
+//! Inbox rows: insertion, the routing/drop rules of PROTOCOL.md §4.5, visibility reads,
+//! and the continue-as-new reordering that puts a new head before waiting messages.
+
+use sqlx::SqliteConnection;
+
+use super::codec::{self, db_error, decode_event, encode, get, micros, time, visible_micros};
+use super::instances;
+use crate::domain::{ExecutionId, InstanceId, OutboundMessage};
+use crate::proto as pb;
+use crate::store::{InboxMessage, Result};
+
+/// Appends one message to `id`'s inbox (no checks); returns its seq.
+pub(super) async fn insert(
+    conn: &mut SqliteConnection,
+    id: &InstanceId,
+    target_execution: Option<&ExecutionId>,
+    visible_at_us: i64,
+    event: &pb::HistoryEvent,
+) -> Result<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO inbox (instance_id, target_execution, visible_at, payload) \
+         VALUES (?, ?, ?, ?) RETURNING seq",
+    )
+    .bind(id.as_str())
+    .bind(target_execution.map(ExecutionId::as_str))
+    .bind(visible_at_us)
+    .bind(encode(event))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_error("inbox insert"))
+}
+
+/// Delivers an outbound message unless §4.5 says to drop it: the target must exist, be
+/// non-terminal and, for execution-scoped messages, still run that execution. Dropped
+/// messages are never stored. Returns whether the message was stored.
+pub(super) async fn deliver(conn: &mut SqliteConnection, msg: &OutboundMessage) -> Result<bool> {
+    let Some(target) = instances::state(conn, &msg.target).await? else {
+        return Ok(false);
+    };
+    if target.status.is_terminal() {
+        return Ok(false);
+    }
+    if let Some(wanted) = &msg.target_execution {
+        if *wanted != target.execution_id {
+            return Ok(false);
+        }
+    }
+    insert(
+        conn,
+        &msg.target,
+        msg.target_execution.as_ref(),
+        visible_micros(msg.visible_at),
+        &msg.event,
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Whether `id` has a message visible at `now_us`.
+pub(super) async fn has_visible(
+    conn: &mut SqliteConnection,
+    id: &InstanceId,
+    now_us: i64,
+) -> Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM inbox WHERE instance_id = ? AND visible_at <= ?)",
+    )
+    .bind(id.as_str())
+    .bind(now_us)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_error("inbox visibility"))
+}
+
+/// Up to `limit` messages of `id` visible at `now_us`, in inbox order.
+pub(super) async fn visible(
+    conn: &mut SqliteConnection,
+    id: &InstanceId,
+    now_us: i64,
+    limit: u32,
+) -> Result<Vec<InboxMessage>> {
+    let rows = sqlx::query(
+        "SELECT seq, target_execution, visible_at, payload FROM inbox \
+         WHERE instance_id = ? AND visible_at <= ? ORDER BY seq LIMIT ?",
+    )
+    .bind(id.as_str())
+    .bind(now_us)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error("inbox read"))?;
+    rows.iter()
+        .map(|row| {
+            Ok(InboxMessage {
+                seq: get(row, "seq")?,
+                target_execution: get::<Option<String>>(row, "target_execution")?
+                    .map(ExecutionId::new),
+                event: decode_event(&get::<Vec<u8>>(row, "payload")?)?,
+                visible_at: time(get(row, "visible_at")?)?,
+            })
+        })
+        .collect()
+}
+
+/// Deletes the given rows of `id` (rows of other instances are never touched).
+pub(super) async fn delete_seqs(
+    conn: &mut SqliteConnection,
+    id: &InstanceId,
+    seqs: &[i64],
+) -> Result<()> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    // One statement with a JSON array instead of one per row or a variable-length IN list,
+    // so the prepared statement is cached whatever the count.
+    let list = serde_json::to_string(seqs)
+        .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
+    sqlx::query(
+        "DELETE FROM inbox WHERE instance_id = ? AND seq IN (SELECT value FROM json_each(?))",
+    )
+    .bind(id.as_str())
+    .bind(list)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error("inbox delete"))?;
+    Ok(())
+}
+
+/// Deletes every message of `id`.
+pub(super) async fn clear(conn: &mut SqliteConnection, id: &InstanceId) -> Result<()> {
+    sqlx::query("DELETE FROM inbox WHERE instance_id = ?")
+        .bind(id.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("inbox clear"))?;
+    Ok(())
+}
+
+/// Continue-as-new (PROTOCOL.md §4.4.6 step 2): `head` (ExecutionStarted + carry-over
+/// events) goes before every message still waiting, which keep their relative order.
+///
+/// Seqs only grow, so the waiting rows are moved behind the head by copying them to new
+/// seqs and deleting the originals. Rows addressed to `old_execution` are dropped on the
+/// way: they can never be delivered to the new execution (§4.5).
+pub(super) async fn put_head(
+    conn: &mut SqliteConnection,
+    id: &InstanceId,
+    head: &[pb::HistoryEvent],
+    now: chrono::DateTime<chrono::Utc>,
+    old_execution: &ExecutionId,
+) -> Result<()> {
+    sqlx::query("DELETE FROM inbox WHERE instance_id = ? AND target_execution = ?")
+        .bind(id.as_str())
+        .bind(old_execution.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("inbox drop stale"))?;
+    let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM inbox WHERE instance_id = ?")
+        .bind(id.as_str())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error("inbox read"))?;
+    let now_us = micros(now);
+    for event in head {
+        insert(conn, id, None, now_us, event).await?;
+    }
+    if let Some(last) = last {
+        sqlx::query(
+            "INSERT INTO inbox (instance_id, target_execution, visible_at, payload) \
+             SELECT instance_id, target_execution, visible_at, payload FROM inbox \
+             WHERE instance_id = ? AND seq <= ? ORDER BY seq",
+        )
+        .bind(id.as_str())
+        .bind(last)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("inbox reorder"))?;
+        sqlx::query("DELETE FROM inbox WHERE instance_id = ? AND seq <= ?")
+            .bind(id.as_str())
+            .bind(last)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error("inbox reorder"))?;
+    }
+    Ok(())
+}
+
+/// Whether one of `id`'s messages visible at `now_us` is an `ExecutionStarted`.
+pub(super) async fn start_is_visible(
+    conn: &mut SqliteConnection,
+    id: &InstanceId,
+    now_us: i64,
+) -> Result<bool> {
+    let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT payload FROM inbox WHERE instance_id = ? AND visible_at <= ? ORDER BY seq",
+    )
+    .bind(id.as_str())
+    .bind(now_us)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error("inbox read"))?;
+    for payload in payloads {
+        let event = codec::decode_event(&payload)?;
+        if matches!(
+            event.event_type,
+            Some(pb::history_event::EventType::ExecutionStarted(_))
+        ) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

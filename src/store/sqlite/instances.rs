@@ -1,0 +1,249 @@
+//! Instance lifecycle writes: create/replace, client events, terminate, suspend/resume,
+//! activity completion. Every function runs inside the writer's transaction (one
+//! savepoint per call), so each is atomic.
+
+use chrono::{DateTime, Utc};
+use sqlx::SqliteConnection;
+
+use super::codec::{self, db_error, encode, get, micros, tags_json, visible_micros};
+use super::inbox;
+use crate::domain::events::timestamp_of;
+use crate::domain::{ExecutionId, InstanceId, NewInstance, ReusePolicy, RuntimeStatus};
+use crate::proto as pb;
+use crate::store::{
+    ActivityOutcome, EnqueueOutcome, Result, StoreError, SuspendOutcome, TerminateOutcome,
+};
+
+/// What the routing and guard checks need to know about an instance.
+#[derive(Debug, Clone)]
+pub(super) struct State {
+    pub(super) status: RuntimeStatus,
+    pub(super) execution_id: ExecutionId,
+    pub(super) history_len: i64,
+}
+
+/// The instance's routing state, or `None` when it does not exist.
+pub(super) async fn state(conn: &mut SqliteConnection, id: &InstanceId) -> Result<Option<State>> {
+    let row = sqlx::query(
+        "SELECT status, execution_id, history_len FROM instances WHERE instance_id = ?",
+    )
+    .bind(id.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_error("instance lookup"))?;
+    row.map(|row| {
+        Ok(State {
+            status: codec::status(&get::<String>(&row, "status")?)?,
+            execution_id: ExecutionId::new(get::<String>(&row, "execution_id")?),
+            history_len: get(&row, "history_len")?,
+        })
+    })
+    .transpose()
+}
+
+/// Inserts a fresh instance row (PENDING) and its `ExecutionStarted`, visible at the
+/// scheduled start or the creation time, whichever is later (PROTOCOL.md §3.1 step 4).
+/// Returns the start's visibility time as stored.
+pub(super) async fn insert_new(conn: &mut SqliteConnection, new: &NewInstance) -> Result<i64> {
+    let created = micros(new.created_at);
+    sqlx::query(
+        "INSERT INTO instances (instance_id, execution_id, name, version, status, created_at, \
+         last_updated_at, scheduled_start_at, input, parent_instance_id, tags, history_len) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+    )
+    .bind(new.instance_id.as_str())
+    .bind(new.execution_id.as_str())
+    .bind(&new.name)
+    .bind(&new.version)
+    .bind(RuntimeStatus::Pending.name())
+    .bind(created)
+    .bind(created)
+    .bind(new.scheduled_start_at.map(micros))
+    .bind(&new.input)
+    .bind(new.parent_instance_id.as_ref().map(InstanceId::as_str))
+    .bind(tags_json(&new.tags)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error("instance insert"))?;
+    let visible = new
+        .scheduled_start_at
+        .map_or(visible_micros(new.created_at), |at| {
+            visible_micros(at).max(visible_micros(new.created_at))
+        });
+    inbox::insert(conn, &new.instance_id, None, visible, &new.start_event).await?;
+    Ok(visible)
+}
+
+/// Deletes an instance row; the schema cascades to its history, inbox and activities.
+pub(super) async fn delete(conn: &mut SqliteConnection, id: &InstanceId) -> Result<()> {
+    sqlx::query("DELETE FROM instances WHERE instance_id = ?")
+        .bind(id.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("instance delete"))?;
+    Ok(())
+}
+
+/// `Store::create_instance`: create, or replace when `policy` allows the existing status.
+pub(super) async fn create(
+    conn: &mut SqliteConnection,
+    new: &NewInstance,
+    policy: &ReusePolicy,
+) -> Result<()> {
+    if let Some(existing) = state(conn, &new.instance_id).await? {
+        if !policy.allows(existing.status) {
+            return Err(StoreError::AlreadyExists {
+                instance_id: new.instance_id.clone(),
+                status: existing.status,
+            });
+        }
+        // Replacement is delete + insert in one savepoint: the old history, inbox and
+        // activities go with the row, and the new row starts clean.
+        delete(conn, &new.instance_id).await?;
+    }
+    insert_new(conn, new).await?;
+    Ok(())
+}
+
+/// `Store::enqueue_event`. Client events are visible from their own timestamp.
+pub(super) async fn enqueue_event(
+    conn: &mut SqliteConnection,
+    id: &InstanceId,
+    event: &pb::HistoryEvent,
+) -> Result<EnqueueOutcome> {
+    let Some(target) = state(conn, id).await? else {
+        return Err(StoreError::NotFound(id.clone()));
+    };
+    if target.status.is_terminal() {
+        return Ok(EnqueueOutcome::Dropped);
+    }
+    inbox::insert(conn, id, None, visible_micros(timestamp_of(event)), event).await?;
+    Ok(EnqueueOutcome::Enqueued)
+}
+
+/// `Store::terminate_instance`.
+pub(super) async fn terminate(
+    conn: &mut SqliteConnection,
+    id: &InstanceId,
+    event: &pb::HistoryEvent,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<TerminateOutcome> {
+    let Some(target) = state(conn, id).await? else {
+        return Err(StoreError::NotFound(id.clone()));
+    };
+    if target.status.is_terminal() {
+        return Ok(TerminateOutcome::AlreadyTerminal);
+    }
+    let now_us = micros(now);
+    // Not started yet (nothing committed, start not visible): a work item holding only
+    // `ExecutionTerminated` would break SDK workers (PROTOCOL.md §3.5), so end it here.
+    // SUSPENDED counts too: suspending a not-yet-started instance does not start it.
+    let unstarted = matches!(
+        target.status,
+        RuntimeStatus::Pending | RuntimeStatus::Suspended
+    ) && target.history_len == 0
+        && !inbox::start_is_visible(conn, id, now_us).await?;
+    if !unstarted {
+        inbox::insert(conn, id, None, now_us, event).await?;
+        return Ok(TerminateOutcome::Enqueued);
+    }
+    sqlx::query(
+        "UPDATE instances SET status = ?, output = ?, failure = NULL, completed_at = ?, \
+         last_updated_at = ? WHERE instance_id = ?",
+    )
+    .bind(RuntimeStatus::Terminated.name())
+    .bind(reason)
+    .bind(now_us)
+    .bind(now_us)
+    .bind(id.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error("terminate"))?;
+    inbox::clear(conn, id).await?;
+    Ok(TerminateOutcome::TerminatedDirectly)
+}
+
+/// `Store::set_suspended`: the stored status flips at RPC time (PROTOCOL.md §3.6).
+pub(super) async fn set_suspended(
+    conn: &mut SqliteConnection,
+    id: &InstanceId,
+    suspend: bool,
+    event: &pb::HistoryEvent,
+    now: DateTime<Utc>,
+) -> Result<SuspendOutcome> {
+    let Some(target) = state(conn, id).await? else {
+        return Err(StoreError::NotFound(id.clone()));
+    };
+    let is_suspended = target.status == RuntimeStatus::Suspended;
+    if target.status.is_terminal() || is_suspended == suspend {
+        return Ok(SuspendOutcome::Unchanged);
+    }
+    let next = if suspend {
+        RuntimeStatus::Suspended
+    } else {
+        RuntimeStatus::Running
+    };
+    let now_us = micros(now);
+    sqlx::query("UPDATE instances SET status = ?, last_updated_at = ? WHERE instance_id = ?")
+        .bind(next.name())
+        .bind(now_us)
+        .bind(id.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("suspend"))?;
+    inbox::insert(conn, id, None, now_us, event).await?;
+    Ok(SuspendOutcome::Changed)
+}
+
+/// `Store::complete_activity`: deletes the row and routes the result to the execution
+/// that scheduled it (PROTOCOL.md §4.7); the result is visible from its own timestamp.
+pub(super) async fn complete_activity(
+    conn: &mut SqliteConnection,
+    activity_id: i64,
+    result: &pb::HistoryEvent,
+) -> Result<ActivityOutcome> {
+    let row =
+        sqlx::query("DELETE FROM activities WHERE id = ? RETURNING instance_id, execution_id")
+            .bind(activity_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error("activity delete"))?;
+    let Some(row) = row else {
+        return Ok(ActivityOutcome::Unknown);
+    };
+    let id = InstanceId::new(get::<String>(&row, "instance_id")?);
+    let execution = ExecutionId::new(get::<String>(&row, "execution_id")?);
+    match state(conn, &id).await? {
+        Some(target) if !target.status.is_terminal() && target.execution_id == execution => {
+            inbox::insert(
+                conn,
+                &id,
+                Some(&execution),
+                visible_micros(timestamp_of(result)),
+                result,
+            )
+            .await?;
+            Ok(ActivityOutcome::Delivered(id))
+        }
+        _ => Ok(ActivityOutcome::Dropped),
+    }
+}
+
+/// Inserts the activities of a commit and returns their rows.
+pub(super) async fn insert_activity(
+    conn: &mut SqliteConnection,
+    id: &InstanceId,
+    execution: &ExecutionId,
+    scheduled: &pb::HistoryEvent,
+) -> Result<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO activities (instance_id, execution_id, payload) VALUES (?, ?, ?) RETURNING id",
+    )
+    .bind(id.as_str())
+    .bind(execution.as_str())
+    .bind(encode(scheduled))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_error("activity insert"))
+}

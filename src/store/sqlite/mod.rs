@@ -1,0 +1,387 @@
+//! `SqliteStore`: the [`Store`] on SQLite (sqlx).
+//!
+//! Layout (PROTOCOL.md §6.4): every write goes through one writer task that owns the only
+//! writing connection and group-commits queued requests (see `writer`); reads use a
+//! separate pool of read-only connections, which WAL lets run beside the writer. An
+//! in-memory database (`:memory:`) exists only inside one connection, so there every call,
+//! reads included, goes through the writer.
+//!
+//! Commits are durable before a call returns (`synchronous=FULL`). SQL lives in the
+//! submodules by concern; `codec` holds the column encodings. Must not depend on
+//! `engine`, `service` or `grpc`; no sqlx type leaves this module.
+
+mod codec;
+mod commit;
+mod inbox;
+mod instances;
+mod purge;
+mod queries;
+mod writer;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::ConnectOptions;
+
+use self::codec::db_error;
+pub use self::writer::WriterStats;
+use self::writer::{BoxFut, Op, Writer};
+use super::{
+    ActivityOutcome, CommitOutcome, CompletedFilter, EnqueueOutcome, InstanceFilter,
+    OrchestrationWork, PurgeFilter, Recovery, Result, Store, StoreError, SuspendOutcome,
+    TerminateOutcome,
+};
+use crate::domain::{
+    Clock, ExecutionId, InstanceId, InstanceRecord, NewInstance, ReusePolicy, SystemClock,
+    Transition,
+};
+use crate::proto as pb;
+
+/// The embedded schema migrations. `run_direct` (not `run`) keeps `open` a `Send`
+/// future: `run`'s generic `Acquire` bound is not general enough for `tokio::spawn`.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Root instances purged per writer request by `purge_where`.
+const PURGE_BATCH: u32 = 100;
+
+/// Tuning of [`SqliteStore::open`]. `Default` suits production.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Do not run the embedded migrations at open (the schema is managed elsewhere).
+    pub skip_migrations: bool,
+    /// Most requests one group commit takes (≥ 1).
+    pub max_batch: usize,
+    /// Connections of the read pool (file databases only).
+    pub read_connections: u32,
+    /// How long SQLite waits on a lock before giving up.
+    pub busy_timeout: Duration,
+    /// How long a read waits for a pool connection before `Unavailable`.
+    pub acquire_timeout: Duration,
+    /// Time source for deadlines (`purge_where`); every stored time comes from arguments.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            skip_migrations: false,
+            max_batch: 256,
+            read_connections: 4,
+            busy_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(10),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// The SQLite store. Cheap to share behind an `Arc`; see the module docs for its layout.
+#[derive(Debug)]
+pub struct SqliteStore {
+    writer: Writer,
+    /// `None` for `:memory:`, where reads go through the writer.
+    reads: Option<SqlitePool>,
+    clock: Arc<dyn Clock>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `path`, or a private in-memory one for
+    /// `:memory:`, with default [`SqliteOptions`]. See [`SqliteStore::open_with`].
+    pub async fn open(path: &str) -> Result<Self> {
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// Opens (creating if missing) the database at `path`, or a private in-memory one for
+    /// `:memory:`. `sqlite:` URLs are accepted too. Applies WAL, `synchronous=FULL`, the
+    /// busy timeout and foreign keys, then runs the migrations unless told not to.
+    pub async fn open_with(path: &str, options: SqliteOptions) -> Result<Self> {
+        let memory = matches!(path, ":memory:" | "sqlite::memory:" | "sqlite://:memory:");
+        let base = if memory {
+            SqliteConnectOptions::from_str("sqlite::memory:").map_err(db_error("open"))?
+        } else if path.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(path).map_err(db_error("open"))?
+        } else {
+            SqliteConnectOptions::new().filename(path)
+        };
+        let base = base
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(options.busy_timeout)
+            .synchronous(SqliteSynchronous::Full)
+            .journal_mode(if memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
+            .statement_cache_capacity(256);
+        let mut conn = base.connect().await.map_err(db_error("open"))?;
+        if !options.skip_migrations {
+            MIGRATOR.run_direct(&mut conn).await.map_err(|err| {
+                tracing::error!(error = %err, "sqlite migrations failed");
+                StoreError::Backend("database migration failed".into())
+            })?;
+        }
+        let reads = if memory {
+            None
+        } else {
+            // Opened after the writer: WAL is set and the -shm file exists, which a
+            // read-only connection needs.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(options.read_connections.max(1))
+                .min_connections(0)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(base.read_only(true))
+                .await
+                .map_err(db_error("open"))?;
+            Some(pool)
+        };
+        Ok(Self {
+            writer: Writer::start(conn, options.max_batch),
+            reads,
+            clock: options.clock,
+        })
+    }
+
+    /// Group-commit counters: `commits < requests` means batching happened.
+    pub fn stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+
+    /// Transactions committed so far (one per batch).
+    pub fn commit_count(&self) -> u64 {
+        self.writer.stats().commits
+    }
+
+    /// Finishes queued writes, stops the writer and closes the read pool. Later calls
+    /// fail with `Unavailable`.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        if let Some(pool) = &self.reads {
+            pool.close().await;
+        }
+    }
+
+    /// Runs a read in one snapshot: a read transaction on a pooled connection, or the
+    /// writer for in-memory databases.
+    async fn read<T: Send + 'static>(&self, op: Op<T>) -> Result<T> {
+        let Some(pool) = &self.reads else {
+            return self.writer.submit(op).await;
+        };
+        let mut tx = pool.begin().await.map_err(db_error("read"))?;
+        let value = op(&mut tx).await?;
+        // Ending a read transaction writes nothing; a failure here only means the
+        // connection is unusable, and the pool discards it.
+        tx.commit().await.map_err(db_error("read"))?;
+        Ok(value)
+    }
+}
+
+/// Boxes an async block over the connection as an [`Op`].
+macro_rules! op {
+    (|$conn:ident| $body:expr) => {
+        Box::new(move |$conn: &mut sqlx::SqliteConnection| -> BoxFut<'_, _> {
+            Box::pin(async move { $body })
+        })
+    };
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %new.instance_id))]
+    async fn create_instance(&self, new: NewInstance, policy: ReusePolicy) -> Result<()> {
+        self.writer
+            .submit(op!(|conn| instances::create(conn, &new, &policy).await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id))]
+    async fn instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>> {
+        let id = id.clone();
+        self.read(op!(|conn| queries::instance(conn, &id).await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id))]
+    async fn history(
+        &self,
+        id: &InstanceId,
+    ) -> Result<Option<(ExecutionId, Vec<pb::HistoryEvent>)>> {
+        let id = id.clone();
+        self.read(op!(|conn| queries::history(conn, &id).await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id))]
+    async fn enqueue_event(
+        &self,
+        id: &InstanceId,
+        event: pb::HistoryEvent,
+    ) -> Result<EnqueueOutcome> {
+        let id = id.clone();
+        self.writer
+            .submit(op!(|conn| instances::enqueue_event(conn, &id, &event).await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id))]
+    async fn terminate_instance(
+        &self,
+        id: &InstanceId,
+        event: pb::HistoryEvent,
+        reason: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<TerminateOutcome> {
+        let id = id.clone();
+        self.writer
+            .submit(op!(|conn| instances::terminate(
+                conn,
+                &id,
+                &event,
+                reason.as_deref(),
+                now
+            )
+            .await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id, suspend))]
+    async fn set_suspended(
+        &self,
+        id: &InstanceId,
+        suspend: bool,
+        event: pb::HistoryEvent,
+        now: DateTime<Utc>,
+    ) -> Result<SuspendOutcome> {
+        let id = id.clone();
+        self.writer
+            .submit(op!(|conn| instances::set_suspended(
+                conn, &id, suspend, &event, now
+            )
+            .await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id))]
+    async fn orchestration_work(
+        &self,
+        id: &InstanceId,
+        now: DateTime<Utc>,
+        max_messages: u32,
+    ) -> Result<Option<OrchestrationWork>> {
+        let id = id.clone();
+        self.read(op!(|conn| queries::orchestration_work(
+            conn,
+            &id,
+            now,
+            max_messages
+        )
+        .await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %transition.instance_id))]
+    async fn commit_orchestration(&self, transition: &Transition) -> Result<CommitOutcome> {
+        let transition = transition.clone();
+        self.writer
+            .submit(op!(|conn| commit::commit(conn, &transition).await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id))]
+    async fn discard_messages(&self, id: &InstanceId, seqs: &[i64]) -> Result<()> {
+        let id = id.clone();
+        let seqs = seqs.to_vec();
+        self.writer
+            .submit(op!(|conn| inbox::delete_seqs(conn, &id, &seqs).await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(activity_id))]
+    async fn complete_activity(
+        &self,
+        activity_id: i64,
+        result: pb::HistoryEvent,
+    ) -> Result<ActivityOutcome> {
+        self.writer
+            .submit(op!(|conn| instances::complete_activity(
+                conn,
+                activity_id,
+                &result
+            )
+            .await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn query_instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>> {
+        let filter = filter.clone();
+        self.read(op!(|conn| queries::query_instances(conn, &filter).await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn list_completed(
+        &self,
+        filter: &CompletedFilter,
+    ) -> Result<Vec<(InstanceId, DateTime<Utc>)>> {
+        let filter = filter.clone();
+        self.read(op!(|conn| queries::list_completed(conn, &filter).await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id, recursive))]
+    async fn purge_instance(&self, id: &InstanceId, recursive: bool) -> Result<u32> {
+        let id = id.clone();
+        self.writer
+            .submit(op!(|conn| purge::purge_instance(conn, &id, recursive).await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(recursive))]
+    async fn purge_where(
+        &self,
+        filter: &PurgeFilter,
+        recursive: bool,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<(u32, bool)> {
+        let mut total = 0u32;
+        loop {
+            if deadline.is_some_and(|d| self.clock.now() >= d) {
+                return Ok((total, false));
+            }
+            let filter = filter.clone();
+            let (deleted, more) = self
+                .writer
+                .submit(op!(|conn| purge::purge_batch(
+                    conn,
+                    &filter,
+                    recursive,
+                    PURGE_BATCH
+                )
+                .await))
+                .await?;
+            total = total.saturating_add(deleted);
+            if !more {
+                return Ok((total, true));
+            }
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn wipe(&self) -> Result<()> {
+        self.writer
+            .submit(op!(|conn| purge::wipe(conn).await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn recover(&self, now: DateTime<Utc>) -> Result<Recovery> {
+        self.read(op!(|conn| queries::recover(conn, now).await))
+            .await
+    }
+}

@@ -1,0 +1,226 @@
+//! Reads: instance records, histories, episode snapshots, paged queries and recovery.
+//! Each function takes a connection already inside a (read) transaction, so multi-
+//! statement reads see one snapshot.
+
+use chrono::{DateTime, Utc};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+
+use super::codec::{
+    activity_from_row, db_error, decode_event, get, micros, record_from_row, time,
+    INSTANCE_COLUMNS, TERMINAL_SQL,
+};
+use super::inbox;
+use crate::domain::{ExecutionId, InstanceId, InstanceRecord, RuntimeStatus};
+use crate::proto as pb;
+use crate::store::{CompletedFilter, InstanceFilter, OrchestrationWork, Recovery, Result};
+
+/// The record of `id`, if any.
+pub(super) async fn instance(
+    conn: &mut SqliteConnection,
+    id: &InstanceId,
+) -> Result<Option<InstanceRecord>> {
+    let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?");
+    let row = sqlx::query(&sql)
+        .bind(id.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error("instance read"))?;
+    row.as_ref().map(record_from_row).transpose()
+}
+
+/// The current execution's history, in order.
+async fn events(conn: &mut SqliteConnection, id: &InstanceId) -> Result<Vec<pb::HistoryEvent>> {
+    let payloads: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT payload FROM history WHERE instance_id = ? ORDER BY seq")
+            .bind(id.as_str())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error("history read"))?;
+    payloads.iter().map(|p| decode_event(p)).collect()
+}
+
+/// `Store::history`.
+pub(super) async fn history(
+    conn: &mut SqliteConnection,
+    id: &InstanceId,
+) -> Result<Option<(ExecutionId, Vec<pb::HistoryEvent>)>> {
+    let execution: Option<String> =
+        sqlx::query_scalar("SELECT execution_id FROM instances WHERE instance_id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error("history read"))?;
+    match execution {
+        None => Ok(None),
+        Some(execution) => Ok(Some((ExecutionId::new(execution), events(conn, id).await?))),
+    }
+}
+
+/// `Store::orchestration_work`: `None` for unknown or terminal instances.
+pub(super) async fn orchestration_work(
+    conn: &mut SqliteConnection,
+    id: &InstanceId,
+    now: DateTime<Utc>,
+    max_messages: u32,
+) -> Result<Option<OrchestrationWork>> {
+    let Some(record) = instance(conn, id).await? else {
+        return Ok(None);
+    };
+    if record.status.is_terminal() {
+        return Ok(None);
+    }
+    let history = events(conn, id).await?;
+    let messages = inbox::visible(conn, id, micros(now), max_messages).await?;
+    Ok(Some(OrchestrationWork {
+        record,
+        history,
+        messages,
+    }))
+}
+
+/// Adds `AND status IN (...)` for a non-empty list.
+fn push_statuses(q: &mut QueryBuilder<'_, Sqlite>, statuses: &[RuntimeStatus]) {
+    if statuses.is_empty() {
+        return;
+    }
+    q.push(" AND status IN (");
+    let mut list = q.separated(", ");
+    for s in statuses {
+        list.push_bind(s.name());
+    }
+    list.push_unseparated(")");
+}
+
+/// `Store::query_instances`: keyset page ordered by (created_at, instance_id); entity ids
+/// (`@…`) are never returned.
+pub(super) async fn query_instances(
+    conn: &mut SqliteConnection,
+    f: &InstanceFilter,
+) -> Result<Vec<InstanceRecord>> {
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {INSTANCE_COLUMNS} FROM instances WHERE substr(instance_id, 1, 1) <> '@'"
+    ));
+    push_statuses(&mut q, &f.statuses);
+    if let Some(from) = f.created_from {
+        q.push(" AND created_at >= ").push_bind(micros(from));
+    }
+    if let Some(to) = f.created_to {
+        q.push(" AND created_at < ").push_bind(micros(to));
+    }
+    if let Some(prefix) = f.id_prefix.as_deref().filter(|p| !p.is_empty()) {
+        // substr/length count characters, as `chars()` does; LIKE would fold ASCII case
+        // and ids are case-sensitive.
+        q.push(" AND substr(instance_id, 1, ")
+            .push_bind(prefix.chars().count() as i64)
+            .push(") = ")
+            .push_bind(prefix.to_owned());
+    }
+    if let Some((created, after_id)) = &f.after {
+        q.push(" AND (created_at, instance_id) > (")
+            .push_bind(micros(*created))
+            .push(", ")
+            .push_bind(after_id.clone())
+            .push(")");
+    }
+    q.push(" ORDER BY created_at, instance_id LIMIT ")
+        .push_bind(i64::from(f.limit));
+    let rows = q
+        .build()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error("query instances"))?;
+    rows.iter().map(record_from_row).collect()
+}
+
+/// `Store::list_completed`: terminal instances ordered by (completed_at, instance_id).
+pub(super) async fn list_completed(
+    conn: &mut SqliteConnection,
+    f: &CompletedFilter,
+) -> Result<Vec<(InstanceId, DateTime<Utc>)>> {
+    let mut q = QueryBuilder::new(format!(
+        "SELECT instance_id, completed_at FROM instances WHERE completed_at IS NOT NULL \
+         AND status IN {TERMINAL_SQL} AND substr(instance_id, 1, 1) <> '@'"
+    ));
+    push_statuses(&mut q, &f.statuses);
+    if let Some(from) = f.completed_from {
+        q.push(" AND completed_at >= ").push_bind(micros(from));
+    }
+    if let Some(to) = f.completed_to {
+        q.push(" AND completed_at < ").push_bind(micros(to));
+    }
+    if let Some((completed, after_id)) = &f.after {
+        q.push(" AND (completed_at, instance_id) > (")
+            .push_bind(micros(*completed))
+            .push(", ")
+            .push_bind(after_id.clone())
+            .push(")");
+    }
+    q.push(" ORDER BY completed_at, instance_id LIMIT ")
+        .push_bind(i64::from(f.limit));
+    let rows = q
+        .build()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error("list completed"))?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                InstanceId::new(get::<String>(row, "instance_id")?),
+                time(get(row, "completed_at")?)?,
+            ))
+        })
+        .collect()
+}
+
+/// `Store::recover`.
+pub(super) async fn recover(conn: &mut SqliteConnection, now: DateTime<Utc>) -> Result<Recovery> {
+    let now_us = micros(now);
+    // Oldest visible message first, so recovery dispatches in the fairness order of
+    // PROTOCOL.md §4.2.
+    let ready_sql = format!(
+        "SELECT x.instance_id, MIN(x.seq) AS oldest FROM inbox x \
+         JOIN instances i ON i.instance_id = x.instance_id \
+         WHERE x.visible_at <= ? AND i.status NOT IN {TERMINAL_SQL} \
+         GROUP BY x.instance_id ORDER BY oldest"
+    );
+    let ready = sqlx::query(&ready_sql)
+        .bind(now_us)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error("recover ready"))?
+        .iter()
+        .map(|row| Ok(InstanceId::new(get::<String>(row, "instance_id")?)))
+        .collect::<Result<Vec<_>>>()?;
+    let wakeups_sql = format!(
+        "SELECT x.instance_id, MIN(x.visible_at) AS at FROM inbox x \
+         JOIN instances i ON i.instance_id = x.instance_id \
+         WHERE x.visible_at > ? AND i.status NOT IN {TERMINAL_SQL} \
+         GROUP BY x.instance_id ORDER BY at"
+    );
+    let wakeups = sqlx::query(&wakeups_sql)
+        .bind(now_us)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error("recover wakeups"))?
+        .iter()
+        .map(|row| {
+            Ok((
+                time(get(row, "at")?)?,
+                InstanceId::new(get::<String>(row, "instance_id")?),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let activities =
+        sqlx::query("SELECT id, instance_id, execution_id, payload FROM activities ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error("recover activities"))?
+            .iter()
+            .map(activity_from_row)
+            .collect::<Result<Vec<_>>>()?;
+    Ok(Recovery {
+        ready,
+        wakeups,
+        activities,
+    })
+}

@@ -1,0 +1,257 @@
+//! Test support: a real server on an ephemeral port over a real SQLite file, a connected
+//! client, and a scripted worker that answers work items with closures.
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use durabletask_sidecar::proto as pb;
+use durabletask_sidecar::server::{self, ServerOptions};
+use pb::task_hub_sidecar_service_client::TaskHubSidecarServiceClient;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub type Client = TaskHubSidecarServiceClient<Channel>;
+
+/// Every await on the server goes through this, so a bug fails instead of hanging.
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    pub db: String,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("test.sqlite").to_string_lossy().into_owned();
+        Self::start_on(dir, db, ServerOptions::default()).await
+    }
+
+    pub async fn start_with(options: ServerOptions) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("test.sqlite").to_string_lossy().into_owned();
+        Self::start_on(dir, db, options).await
+    }
+
+    async fn start_on(dir: tempfile::TempDir, db: String, options: ServerOptions) -> Self {
+        // TEST_LOG=debug shows the server's log while debugging a test.
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let options = ServerOptions { db: db.clone(), ..options };
+        let token = cancel.clone();
+        let task = tokio::spawn(async move {
+            server::run(options, listener, token).await.expect("server failed");
+        });
+        let client = within("connect", Client::connect(format!("http://{addr}"))).await.unwrap();
+        Self { addr, client, dir, db, cancel, task: Some(task) }
+    }
+
+    /// Stops the server and starts a new one on the same database file.
+    pub async fn restart(mut self) -> Self {
+        self.stop().await;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Self::start_on(dir, self.db.clone(), ServerOptions::default()).await
+    }
+
+    pub async fn stop(&mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            within("server shutdown", task).await.unwrap();
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    pub async fn start_instance(&self, id: &str, name: &str, input: Option<&str>) -> String {
+        self.client()
+            .start_instance(pb::CreateInstanceRequest {
+                instance_id: id.into(),
+                name: name.into(),
+                input: input.map(Into::into),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .instance_id
+    }
+
+    pub async fn wait_completion(&self, id: &str) -> pb::OrchestrationState {
+        let r = within(
+            "wait for completion",
+            self.client().wait_for_instance_completion(pb::GetInstanceRequest {
+                instance_id: id.into(),
+                get_inputs_and_outputs: true,
+            }),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+        assert!(r.exists, "instance {id} does not exist");
+        r.orchestration_state.unwrap()
+    }
+
+    pub async fn get(&self, id: &str) -> Option<pb::OrchestrationState> {
+        let r = self
+            .client()
+            .get_instance(pb::GetInstanceRequest { instance_id: id.into(), get_inputs_and_outputs: true })
+            .await
+            .unwrap()
+            .into_inner();
+        r.orchestration_state
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+pub type OrchestratorFn = dyn Fn(&pb::OrchestratorRequest) -> Vec<pb::OrchestratorAction> + Send + Sync;
+pub type ActivityFn = dyn Fn(&pb::ActivityRequest) -> Result<Option<String>, String> + Send + Sync;
+
+/// A worker driven by closures: no replay engine, it decides from the events it gets.
+pub struct ScriptedWorker {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+    pub seen: Arc<Mutex<Vec<pb::WorkItem>>>,
+}
+
+impl ScriptedWorker {
+    pub async fn start(
+        client: Client,
+        orchestrator: impl Fn(&pb::OrchestratorRequest) -> Vec<pb::OrchestratorAction> + Send + Sync + 'static,
+        activity: impl Fn(&pb::ActivityRequest) -> Result<Option<String>, String> + Send + Sync + 'static,
+    ) -> Self {
+        let orchestrator: Arc<OrchestratorFn> = Arc::new(orchestrator);
+        let activity: Arc<ActivityFn> = Arc::new(activity);
+        let cancel = CancellationToken::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut c = client.clone();
+        let mut stream = within("open stream", c.get_work_items(pb::GetWorkItemsRequest::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        let token = cancel.clone();
+        let seen2 = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            loop {
+                let item = tokio::select! {
+                    _ = token.cancelled() => return,
+                    item = stream.message() => item,
+                };
+                let Ok(Some(item)) = item else { return };
+                seen2.lock().unwrap().push(item.clone());
+                let mut c = client.clone();
+                let token_str = item.completion_token.clone();
+                match item.request {
+                    Some(pb::work_item::Request::OrchestratorRequest(req)) => {
+                        let actions = orchestrator(&req);
+                        let r = c
+                            .complete_orchestrator_task(pb::OrchestratorResponse {
+                                instance_id: req.instance_id.clone(),
+                                actions,
+                                completion_token: token_str,
+                                ..Default::default()
+                            })
+                            .await;
+                        if let Err(e) = r {
+                            eprintln!("scripted worker: orchestrator completion failed: {e}");
+                        }
+                    }
+                    Some(pb::work_item::Request::ActivityRequest(req)) => {
+                        let (result, failure_details) = match activity(&req) {
+                            Ok(r) => (r, None),
+                            Err(msg) => (
+                                None,
+                                Some(pb::TaskFailureDetails { error_type: "Error".into(), error_message: msg, ..Default::default() }),
+                            ),
+                        };
+                        let _ = c
+                            .complete_activity_task(pb::ActivityResponse {
+                                instance_id: req.orchestration_instance.as_ref().unwrap().instance_id.clone(),
+                                task_id: req.task_id,
+                                result,
+                                failure_details,
+                                completion_token: token_str,
+                            })
+                            .await;
+                    }
+                    _ => {}
+                }
+            }
+        });
+        Self { cancel, task, seen }
+    }
+
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// All events of a request, past then new.
+pub fn all_events(req: &pb::OrchestratorRequest) -> impl Iterator<Item = &pb::HistoryEvent> {
+    req.past_events.iter().chain(req.new_events.iter())
+}
+
+pub fn input_of(req: &pb::OrchestratorRequest) -> Option<String> {
+    all_events(req).find_map(|e| match &e.event_type {
+        Some(pb::history_event::EventType::ExecutionStarted(s)) => s.input.clone(),
+        _ => None,
+    })
+}
+
+pub fn completed_results(req: &pb::OrchestratorRequest) -> Vec<String> {
+    all_events(req)
+        .filter_map(|e| match &e.event_type {
+            Some(pb::history_event::EventType::TaskCompleted(c)) => Some(c.result.clone().unwrap_or_default()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn act(id: i32, kind: pb::orchestrator_action::OrchestratorActionType) -> pb::OrchestratorAction {
+    pb::OrchestratorAction { id, orchestrator_action_type: Some(kind) }
+}
+
+pub fn schedule(id: i32, name: &str, input: Option<String>) -> pb::OrchestratorAction {
+    act(
+        id,
+        pb::orchestrator_action::OrchestratorActionType::ScheduleTask(pb::ScheduleTaskAction {
+            name: name.into(),
+            input,
+            ..Default::default()
+        }),
+    )
+}
+
+pub fn finish(id: i32, status: pb::OrchestrationStatus, result: Option<String>) -> pb::OrchestratorAction {
+    act(
+        id,
+        pb::orchestrator_action::OrchestratorActionType::CompleteOrchestration(pb::CompleteOrchestrationAction {
+            orchestration_status: status as i32,
+            result,
+            ..Default::default()
+        }),
+    )
+}
