@@ -5,9 +5,9 @@
 //! use `domain`; no layer names a type from a layer to its left.
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod domain;
 pub mod engine;
-pub mod config;
 pub mod grpc;
 pub mod proto;
 pub mod server;

@@ -50,7 +50,11 @@ pub enum ServerError {
 }
 
 /// Serves on `listener` until `shutdown` is cancelled.
-pub async fn run(options: ServerOptions, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServerError> {
+pub async fn run(
+    options: ServerOptions,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     let state = crate::service::AppState::open(&options, shutdown.child_token()).await?;
     tracing::info!(addr = ?addr, db = %options.db, "durabletask-sidecar listening");

@@ -416,7 +416,7 @@ async fn terminate_variants() {
         .await;
     assert_eq!(again.unwrap(), TerminateOutcome::AlreadyTerminal);
 
-    // Start visible (not yet dispatched) or running: enqueued.
+    // Start visible but nothing committed yet (no worker took it): terminated in place.
     store
         .create_instance(new_instance("now", at(0)), ReusePolicy::ReplaceTerminal)
         .await
@@ -424,7 +424,8 @@ async fn terminate_variants() {
     let outcome = store
         .terminate_instance(&id("now"), terminated(at(1)), None, at(1))
         .await;
-    assert_eq!(outcome.unwrap(), TerminateOutcome::Enqueued);
+    assert_eq!(outcome.unwrap(), TerminateOutcome::TerminatedDirectly);
+    // Running: enqueued for the worker.
     start_running(&store, "run", at(0)).await;
     let outcome = store
         .terminate_instance(&id("run"), terminated(at(1)), None, at(1))
@@ -1335,14 +1336,22 @@ async fn throughput_probe() {
             let name = format!("o{i}");
             let work = start_running(&store, &name, at(0)).await;
             let mut t = episode(&work, at(1), StatusChange::Progress);
-            t.activities.push(NewActivity { scheduled: task_scheduled(1, at(1)) });
+            t.activities.push(NewActivity {
+                scheduled: task_scheduled(1, at(1)),
+            });
             let act = store.commit_orchestration(&t).await.unwrap().activities[0].id;
-            store.complete_activity(act, task_completed(1, at(2))).await.unwrap();
+            store
+                .complete_activity(act, task_completed(1, at(2)))
+                .await
+                .unwrap();
             complete(&store, &name, at(3)).await;
         });
     }
     tasks.join_all().await;
     let secs = started.elapsed().as_secs_f64();
     let stats = store.stats();
-    eprintln!("{n} orchestrations in {secs:.2}s = {:.0}/s; {stats:?}", f64::from(n) / secs);
+    eprintln!(
+        "{n} orchestrations in {secs:.2}s = {:.0}/s; {stats:?}",
+        f64::from(n) / secs
+    );
 }

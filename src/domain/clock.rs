@@ -20,6 +20,7 @@ impl Clock for SystemClock {
         // Whole microseconds: the store keeps microseconds, so "visible at now" must
         // compare equal after a round trip (sub-microsecond parts would round up).
         let now = Utc::now();
-        now.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(now)
+        now.duration_trunc(TimeDelta::microseconds(1))
+            .unwrap_or(now)
     }
 }

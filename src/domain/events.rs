@@ -32,7 +32,11 @@ pub fn event(event_id: i32, at: DateTime<Utc>, kind: EventType) -> pb::HistoryEv
 
 /// `OrchestratorStarted` stamped with the dispatch time.
 pub fn orchestrator_started(at: DateTime<Utc>) -> pb::HistoryEvent {
-    event(-1, at, EventType::OrchestratorStarted(pb::OrchestratorStartedEvent {}))
+    event(
+        -1,
+        at,
+        EventType::OrchestratorStarted(pb::OrchestratorStartedEvent {}),
+    )
 }
 
 /// The event's timestamp, or the epoch when absent.

@@ -37,12 +37,19 @@ impl RuntimeStatus {
     ];
 
     /// The terminal set T of PROTOCOL.md §2.2.
-    pub const TERMINAL: [RuntimeStatus; 4] =
-        [Self::Completed, Self::Failed, Self::Terminated, Self::Canceled];
+    pub const TERMINAL: [RuntimeStatus; 4] = [
+        Self::Completed,
+        Self::Failed,
+        Self::Terminated,
+        Self::Canceled,
+    ];
 
     /// Whether the status ends the instance.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed | Self::Terminated | Self::Canceled)
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::Terminated | Self::Canceled
+        )
     }
 
     /// The wire enum number.

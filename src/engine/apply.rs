@@ -73,7 +73,10 @@ pub fn apply(
     for action in actions {
         let id = action.id;
         let Some(kind) = &action.orchestrator_action_type else {
-            return Err(EngineError::InvalidAction { id, reason: "action has no type".into() });
+            return Err(EngineError::InvalidAction {
+                id,
+                reason: "action has no type".into(),
+            });
         };
         match kind {
             Action::ScheduleTask(task) => {
@@ -90,19 +93,23 @@ pub fn apply(
                 );
                 // Results of work scheduled by an ending execution could never be consumed.
                 if !ending {
-                    t.activities.push(NewActivity { scheduled: scheduled.clone() });
+                    t.activities.push(NewActivity {
+                        scheduled: scheduled.clone(),
+                    });
                 }
                 t.history_append.push(scheduled);
             }
             Action::CreateTimer(timer) => {
-                let fire_at = timer.fire_at.clone().ok_or_else(|| EngineError::InvalidAction {
+                let fire_at = timer.fire_at.ok_or_else(|| EngineError::InvalidAction {
                     id,
                     reason: "createTimer without fireAt".into(),
                 })?;
                 t.history_append.push(event(
                     id,
                     ctx.now,
-                    EventType::TimerCreated(pb::TimerCreatedEvent { fire_at: Some(fire_at.clone()) }),
+                    EventType::TimerCreated(pb::TimerCreatedEvent {
+                        fire_at: Some(fire_at),
+                    }),
                 ));
                 if !ending {
                     t.messages.push(OutboundMessage {
@@ -112,7 +119,7 @@ pub fn apply(
                             -1,
                             from_timestamp(&fire_at),
                             EventType::TimerFired(pb::TimerFiredEvent {
-                                fire_at: Some(fire_at.clone()),
+                                fire_at: Some(fire_at),
                                 timer_id: id,
                             }),
                         ),
@@ -148,11 +155,16 @@ pub fn apply(
                     ),
                 ));
                 if !ending {
-                    t.children.push(child_creation(ctx, &started, id, child_id, sub, ids));
+                    t.children
+                        .push(child_creation(ctx, &started, id, child_id, sub, ids));
                 }
             }
             Action::SendEvent(send) => {
-                let target = send.instance.as_ref().map(|i| i.instance_id.clone()).unwrap_or_default();
+                let target = send
+                    .instance
+                    .as_ref()
+                    .map(|i| i.instance_id.clone())
+                    .unwrap_or_default();
                 if target.is_empty() {
                     return Err(EngineError::InvalidAction {
                         id,
@@ -197,9 +209,13 @@ pub fn apply(
                     visible_at: ctx.now,
                 });
             }
-            Action::CompleteOrchestration(done) => complete(ctx, &state, &started, id, done, &mut t, ids)?,
+            Action::CompleteOrchestration(done) => {
+                complete(ctx, &state, &started, id, done, &mut t, ids)?
+            }
             Action::SendEntityMessage(_) => {
-                return Err(EngineError::Unsupported("entity messages from orchestrations"));
+                return Err(EngineError::Unsupported(
+                    "entity messages from orchestrations",
+                ));
             }
             Action::RewindOrchestration(_) => {
                 return Err(EngineError::Unsupported("the rewindOrchestration action"));
@@ -211,16 +227,21 @@ pub fn apply(
 
 /// A transition that fails the execution with `failure`, used when a worker's response
 /// cannot be applied: the instance must not hang on a response we will never accept.
-pub fn fail(ctx: &ApplyContext<'_>, failure: pb::TaskFailureDetails) -> Result<Transition, EngineError> {
+pub fn fail(
+    ctx: &ApplyContext<'_>,
+    failure: pb::TaskFailureDetails,
+) -> Result<Transition, EngineError> {
     let response = pb::OrchestratorResponse {
         instance_id: ctx.instance_id.to_string(),
         actions: vec![pb::OrchestratorAction {
             id: -1,
-            orchestrator_action_type: Some(Action::CompleteOrchestration(pb::CompleteOrchestrationAction {
-                orchestration_status: pb::OrchestrationStatus::Failed as i32,
-                failure_details: Some(failure),
-                ..Default::default()
-            })),
+            orchestrator_action_type: Some(Action::CompleteOrchestration(
+                pb::CompleteOrchestrationAction {
+                    orchestration_status: pb::OrchestrationStatus::Failed as i32,
+                    failure_details: Some(failure),
+                    ..Default::default()
+                },
+            )),
         }],
         ..Default::default()
     };
@@ -234,7 +255,10 @@ pub fn fail(ctx: &ApplyContext<'_>, failure: pb::TaskFailureDetails) -> Result<T
 }
 
 fn is_completion(a: &pb::OrchestratorAction) -> bool {
-    matches!(a.orchestrator_action_type, Some(Action::CompleteOrchestration(_)))
+    matches!(
+        a.orchestrator_action_type,
+        Some(Action::CompleteOrchestration(_))
+    )
 }
 
 fn completion_status(a: &pb::OrchestratorAction) -> Option<i32> {
@@ -279,7 +303,9 @@ fn child_creation(
         task_scheduled_id: action_id,
         failure_details: Some(pb::TaskFailureDetails {
             error_type: "OrchestrationAlreadyExistsException".into(),
-            error_message: format!("an orchestration instance with id '{child_id}' already exists and is not finished"),
+            error_message: format!(
+                "an orchestration instance with id '{child_id}' already exists and is not finished"
+            ),
             ..Default::default()
         }),
     };
@@ -290,7 +316,11 @@ fn child_creation(
             name: sub.name.clone(),
             version: sub.version.clone(),
             input: sub.input.clone(),
-            tags: sub.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>(),
+            tags: sub
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<BTreeMap<_, _>>(),
             scheduled_start_at: None,
             parent_instance_id: Some(ctx.instance_id.clone()),
             start_event: event(-1, ctx.now, EventType::ExecutionStarted(start)),
@@ -299,7 +329,11 @@ fn child_creation(
         on_conflict: OutboundMessage {
             target: ctx.instance_id.clone(),
             target_execution: Some(ctx.execution_id.clone()),
-            event: event(-1, ctx.now, EventType::SubOrchestrationInstanceFailed(conflict)),
+            event: event(
+                -1,
+                ctx.now,
+                EventType::SubOrchestrationInstanceFailed(conflict),
+            ),
             visible_at: ctx.now,
         },
     }
@@ -315,7 +349,10 @@ fn complete(
     ids: &mut dyn IdSource,
 ) -> Result<(), EngineError> {
     let status = RuntimeStatus::from_i32(done.orchestration_status).ok_or_else(|| {
-        EngineError::InvalidAction { id, reason: format!("unknown orchestration status {}", done.orchestration_status) }
+        EngineError::InvalidAction {
+            id,
+            reason: format!("unknown orchestration status {}", done.orchestration_status),
+        }
     })?;
     match status {
         RuntimeStatus::ContinuedAsNew => {
@@ -342,10 +379,18 @@ fn complete(
             // Only fire-and-forget effects survive into the new execution (§4.4.6 step 4).
             t.activities.clear();
             t.children.clear();
-            t.messages.retain(|m| !matches!(m.event.event_type, Some(EventType::TimerFired(_))));
+            t.messages
+                .retain(|m| !matches!(m.event.event_type, Some(EventType::TimerFired(_))));
         }
-        RuntimeStatus::Completed | RuntimeStatus::Failed | RuntimeStatus::Terminated | RuntimeStatus::Canceled => {
-            let failure = if status == RuntimeStatus::Failed { done.failure_details.clone() } else { None };
+        RuntimeStatus::Completed
+        | RuntimeStatus::Failed
+        | RuntimeStatus::Terminated
+        | RuntimeStatus::Canceled => {
+            let failure = if status == RuntimeStatus::Failed {
+                done.failure_details.clone()
+            } else {
+                None
+            };
             t.history_append.push(event(
                 id,
                 ctx.now,
@@ -370,7 +415,11 @@ fn complete(
                     }
                 }
             }
-            t.status = StatusChange::Terminal { status, output: done.result.clone(), failure };
+            t.status = StatusChange::Terminal {
+                status,
+                output: done.result.clone(),
+                failure,
+            };
         }
         RuntimeStatus::Running | RuntimeStatus::Pending | RuntimeStatus::Suspended => {
             return Err(EngineError::InvalidAction {
@@ -391,7 +440,10 @@ fn parent_notice(
     let task_scheduled_id = parent.task_scheduled_id;
     let kind = match status {
         RuntimeStatus::Completed => EventType::SubOrchestrationInstanceCompleted(
-            pb::SubOrchestrationInstanceCompletedEvent { task_scheduled_id, result: done.result.clone() },
+            pb::SubOrchestrationInstanceCompletedEvent {
+                task_scheduled_id,
+                result: done.result.clone(),
+            },
         ),
         _ => {
             let failure_details = match (status, &done.failure_details) {
@@ -401,7 +453,10 @@ fn parent_notice(
                     error_message: format!(
                         "sub-orchestration '{}' ended with status {status}{}",
                         ctx.instance_id,
-                        done.result.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                        done.result
+                            .as_deref()
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default()
                     ),
                     ..Default::default()
                 },
@@ -415,7 +470,10 @@ fn parent_notice(
     let instance = parent.orchestration_instance.clone().unwrap_or_default();
     OutboundMessage {
         target: InstanceId::new(instance.instance_id),
-        target_execution: instance.execution_id.filter(|e| !e.is_empty()).map(ExecutionId::new),
+        target_execution: instance
+            .execution_id
+            .filter(|e| !e.is_empty())
+            .map(ExecutionId::new),
         event: event(-1, ctx.now, kind),
         visible_at: ctx.now,
     }
@@ -445,7 +503,10 @@ mod tests {
     }
 
     fn action(id: i32, kind: A) -> pb::OrchestratorAction {
-        pb::OrchestratorAction { id, orchestrator_action_type: Some(kind) }
+        pb::OrchestratorAction {
+            id,
+            orchestrator_action_type: Some(kind),
+        }
     }
 
     fn complete(status: pb::OrchestrationStatus, result: Option<&str>) -> A {
@@ -456,16 +517,35 @@ mod tests {
         })
     }
 
-    fn run(past: &[pb::HistoryEvent], new: &[pb::HistoryEvent], actions: Vec<pb::OrchestratorAction>) -> Result<Transition, EngineError> {
+    fn run(
+        past: &[pb::HistoryEvent],
+        new: &[pb::HistoryEvent],
+        actions: Vec<pb::OrchestratorAction>,
+    ) -> Result<Transition, EngineError> {
         let id = InstanceId::new("i1");
         let exec = ExecutionId::new("e1");
-        let ctx = ApplyContext { instance_id: &id, execution_id: &exec, past, new_events: new, consumed: &[7], now: at(10) };
-        let response = pb::OrchestratorResponse { instance_id: "i1".into(), actions, custom_status: Some("cs".into()), ..Default::default() };
+        let ctx = ApplyContext {
+            instance_id: &id,
+            execution_id: &exec,
+            past,
+            new_events: new,
+            consumed: &[7],
+            now: at(10),
+        };
+        let response = pb::OrchestratorResponse {
+            instance_id: "i1".into(),
+            actions,
+            custom_status: Some("cs".into()),
+            ..Default::default()
+        };
         apply(&ctx, &response, &mut SeqIds(0))
     }
 
     fn kinds(events: &[pb::HistoryEvent]) -> Vec<&'static str> {
-        events.iter().map(crate::domain::events::kind_name).collect()
+        events
+            .iter()
+            .map(crate::domain::events::kind_name)
+            .collect()
     }
 
     /// First episode: 1 OrchestratorStarted, 2 ExecutionStarted; the worker schedules
@@ -473,13 +553,43 @@ mod tests {
     #[test]
     fn first_episode_schedules_tasks_in_id_order_and_a_timer_for_this_execution() {
         let new = HistoryBuilder::new("i1", "o").build();
-        let t = run(&[], &new, vec![
-            action(1, A::ScheduleTask(pb::ScheduleTaskAction { name: "b".into(), ..Default::default() })),
-            action(0, A::ScheduleTask(pb::ScheduleTaskAction { name: "a".into(), ..Default::default() })),
-            action(2, A::CreateTimer(pb::CreateTimerAction { fire_at: Some(to_ts(at(70))) })),
-        ])
+        let t = run(
+            &[],
+            &new,
+            vec![
+                action(
+                    1,
+                    A::ScheduleTask(pb::ScheduleTaskAction {
+                        name: "b".into(),
+                        ..Default::default()
+                    }),
+                ),
+                action(
+                    0,
+                    A::ScheduleTask(pb::ScheduleTaskAction {
+                        name: "a".into(),
+                        ..Default::default()
+                    }),
+                ),
+                action(
+                    2,
+                    A::CreateTimer(pb::CreateTimerAction {
+                        fire_at: Some(to_ts(at(70))),
+                    }),
+                ),
+            ],
+        )
         .unwrap();
-        assert_eq!(kinds(&t.history_append), vec!["OrchestratorStarted", "ExecutionStarted", "TaskScheduled", "TaskScheduled", "TimerCreated"]);
+        assert_eq!(
+            kinds(&t.history_append),
+            vec![
+                "OrchestratorStarted",
+                "ExecutionStarted",
+                "TaskScheduled",
+                "TaskScheduled",
+                "TimerCreated"
+            ]
+        );
         assert_eq!(t.history_append[2].event_id, 0);
         assert_eq!(t.activities.len(), 2);
         assert_eq!(t.status, StatusChange::Progress);
@@ -489,7 +599,9 @@ mod tests {
         let timer = &t.messages[0];
         assert_eq!(timer.target_execution, Some(ExecutionId::new("e1")));
         assert_eq!(timer.visible_at, at(70));
-        assert!(matches!(timer.event.event_type, Some(EventType::TimerFired(ref f)) if f.timer_id == 2));
+        assert!(
+            matches!(timer.event.event_type, Some(EventType::TimerFired(ref f)) if f.timer_id == 2)
+        );
     }
 
     fn to_ts(t: DateTime<Utc>) -> prost_types::Timestamp {
@@ -504,18 +616,45 @@ mod tests {
             task_scheduled_id: 5,
             name: Some("p".into()),
             version: None,
-            orchestration_instance: Some(pb::OrchestrationInstance { instance_id: "p1".into(), execution_id: Some("pe".into()) }),
+            orchestration_instance: Some(pb::OrchestrationInstance {
+                instance_id: "p1".into(),
+                execution_id: Some("pe".into()),
+            }),
         };
         let mut past = vec![HistoryBuilder::started("i1", "child", Some(parent))];
-        past.push(event(0, at(1), EventType::TaskScheduled(pb::TaskScheduledEvent::default())));
+        past.push(event(
+            0,
+            at(1),
+            EventType::TaskScheduled(pb::TaskScheduledEvent::default()),
+        ));
         let new = vec![crate::domain::events::orchestrator_started(at(10))];
-        let t = run(&past, &new, vec![action(1, complete(pb::OrchestrationStatus::Completed, Some("42")))]).unwrap();
-        assert_eq!(t.status, StatusChange::Terminal { status: RuntimeStatus::Completed, output: Some("42".into()), failure: None });
-        assert_eq!(kinds(&t.history_append), vec!["OrchestratorStarted", "ExecutionCompleted"]);
+        let t = run(
+            &past,
+            &new,
+            vec![action(
+                1,
+                complete(pb::OrchestrationStatus::Completed, Some("42")),
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            t.status,
+            StatusChange::Terminal {
+                status: RuntimeStatus::Completed,
+                output: Some("42".into()),
+                failure: None
+            }
+        );
+        assert_eq!(
+            kinds(&t.history_append),
+            vec!["OrchestratorStarted", "ExecutionCompleted"]
+        );
         let notice = &t.messages[0];
         assert_eq!(notice.target, InstanceId::new("p1"));
         assert_eq!(notice.target_execution, Some(ExecutionId::new("pe")));
-        assert!(matches!(&notice.event.event_type, Some(EventType::SubOrchestrationInstanceCompleted(c)) if c.task_scheduled_id == 5 && c.result.as_deref() == Some("42")));
+        assert!(
+            matches!(&notice.event.event_type, Some(EventType::SubOrchestrationInstanceCompleted(c)) if c.task_scheduled_id == 5 && c.result.as_deref() == Some("42"))
+        );
     }
 
     /// Continue-as-new with a carry-over event and a sendEvent: the new execution's inbox
@@ -525,29 +664,65 @@ mod tests {
     fn continue_as_new_builds_the_new_inbox_head_and_keeps_fire_and_forget_sends() {
         let new = HistoryBuilder::new("i1", "o").build();
         let carry = HistoryBuilder::raised("e", Some("1"));
-        let t = run(&[], &new, vec![
-            action(0, A::ScheduleTask(pb::ScheduleTaskAction { name: "a".into(), ..Default::default() })),
-            action(1, A::SendEvent(pb::SendEventAction {
-                instance: Some(pb::OrchestrationInstance { instance_id: "other".into(), execution_id: None }),
-                name: "n".into(),
-                data: None,
-            })),
-            action(2, A::CompleteOrchestration(pb::CompleteOrchestrationAction {
-                orchestration_status: pb::OrchestrationStatus::ContinuedAsNew as i32,
-                result: Some("7".into()),
-                new_version: Some("v2".into()),
-                carryover_events: vec![carry.clone()],
-                ..Default::default()
-            })),
-        ])
+        let t = run(
+            &[],
+            &new,
+            vec![
+                action(
+                    0,
+                    A::ScheduleTask(pb::ScheduleTaskAction {
+                        name: "a".into(),
+                        ..Default::default()
+                    }),
+                ),
+                action(
+                    1,
+                    A::SendEvent(pb::SendEventAction {
+                        instance: Some(pb::OrchestrationInstance {
+                            instance_id: "other".into(),
+                            execution_id: None,
+                        }),
+                        name: "n".into(),
+                        data: None,
+                    }),
+                ),
+                action(
+                    2,
+                    A::CompleteOrchestration(pb::CompleteOrchestrationAction {
+                        orchestration_status: pb::OrchestrationStatus::ContinuedAsNew as i32,
+                        result: Some("7".into()),
+                        new_version: Some("v2".into()),
+                        carryover_events: vec![carry.clone()],
+                        ..Default::default()
+                    }),
+                ),
+            ],
+        )
         .unwrap();
-        let StatusChange::ContinuedAsNew { execution_id, input, version, inbox_head } = &t.status else { panic!("{:?}", t.status) };
+        let StatusChange::ContinuedAsNew {
+            execution_id,
+            input,
+            version,
+            inbox_head,
+        } = &t.status
+        else {
+            panic!("{:?}", t.status)
+        };
         assert_eq!(execution_id, &ExecutionId::new("x1"));
         assert_eq!(input.as_deref(), Some("7"));
         assert_eq!(version.as_deref(), Some("v2"));
         assert_eq!(kinds(inbox_head), vec!["ExecutionStarted", "EventRaised"]);
-        let Some(EventType::ExecutionStarted(s)) = &inbox_head[0].event_type else { panic!() };
-        assert_eq!(s.orchestration_instance.as_ref().unwrap().execution_id.as_deref(), Some("x1"));
+        let Some(EventType::ExecutionStarted(s)) = &inbox_head[0].event_type else {
+            panic!()
+        };
+        assert_eq!(
+            s.orchestration_instance
+                .as_ref()
+                .unwrap()
+                .execution_id
+                .as_deref(),
+            Some("x1")
+        );
         assert!(t.activities.is_empty());
         assert_eq!(t.messages.len(), 1);
         assert_eq!(t.messages[0].target, InstanceId::new("other"));
@@ -557,35 +732,76 @@ mod tests {
     /// TERMINATED: both children get ExecutionTerminated.
     #[test]
     fn recursive_termination_reaches_every_child() {
-        let past = HistoryBuilder::new("i1", "o").child_created(0, "c0", "k").child_created(1, "c1", "k").build();
-        let new = vec![crate::domain::events::orchestrator_started(at(10)), HistoryBuilder::terminated("\"bye\"", true)];
-        let t = run(&past, &new, vec![action(-1, complete(pb::OrchestrationStatus::Terminated, Some("\"bye\"")))]).unwrap();
+        let past = HistoryBuilder::new("i1", "o")
+            .child_created(0, "c0", "k")
+            .child_created(1, "c1", "k")
+            .build();
+        let new = vec![
+            crate::domain::events::orchestrator_started(at(10)),
+            HistoryBuilder::terminated("\"bye\"", true),
+        ];
+        let t = run(
+            &past,
+            &new,
+            vec![action(
+                -1,
+                complete(pb::OrchestrationStatus::Terminated, Some("\"bye\"")),
+            )],
+        )
+        .unwrap();
         let targets: Vec<_> = t.messages.iter().map(|m| m.target.to_string()).collect();
         assert_eq!(targets, vec!["c0", "c1"]);
-        assert!(matches!(t.status, StatusChange::Terminal { status: RuntimeStatus::Terminated, .. }));
+        assert!(matches!(
+            t.status,
+            StatusChange::Terminal {
+                status: RuntimeStatus::Terminated,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn sub_orchestration_without_id_gets_the_go_fallback_id_and_a_conflict_notice() {
         let new = HistoryBuilder::new("i1", "o").build();
-        let t = run(&[], &new, vec![action(10, A::CreateSubOrchestration(pb::CreateSubOrchestrationAction {
-            name: "k".into(),
-            ..Default::default()
-        }))])
+        let t = run(
+            &[],
+            &new,
+            vec![action(
+                10,
+                A::CreateSubOrchestration(pb::CreateSubOrchestrationAction {
+                    name: "k".into(),
+                    ..Default::default()
+                }),
+            )],
+        )
         .unwrap();
         let child = &t.children[0];
         assert_eq!(child.instance.instance_id, InstanceId::new("i1:000a"));
-        assert_eq!(child.instance.parent_instance_id, Some(InstanceId::new("i1")));
-        assert!(matches!(&child.on_conflict.event.event_type, Some(EventType::SubOrchestrationInstanceFailed(f)) if f.task_scheduled_id == 10));
+        assert_eq!(
+            child.instance.parent_instance_id,
+            Some(InstanceId::new("i1"))
+        );
+        assert!(
+            matches!(&child.on_conflict.event.event_type, Some(EventType::SubOrchestrationInstanceFailed(f)) if f.task_scheduled_id == 10)
+        );
     }
 
     #[test]
     fn empty_action_and_non_final_completion_are_invalid() {
         let new = HistoryBuilder::new("i1", "o").build();
-        let empty = pb::OrchestratorAction { id: 3, orchestrator_action_type: None };
-        assert!(matches!(run(&[], &new, vec![empty]), Err(EngineError::InvalidAction { id: 3, .. })));
+        let empty = pb::OrchestratorAction {
+            id: 3,
+            orchestrator_action_type: None,
+        };
+        assert!(matches!(
+            run(&[], &new, vec![empty]),
+            Err(EngineError::InvalidAction { id: 3, .. })
+        ));
         let running = action(4, complete(pb::OrchestrationStatus::Running, None));
-        assert!(matches!(run(&[], &new, vec![running]), Err(EngineError::InvalidAction { id: 4, .. })));
+        assert!(matches!(
+            run(&[], &new, vec![running]),
+            Err(EngineError::InvalidAction { id: 4, .. })
+        ));
     }
 
     #[test]
@@ -593,8 +809,24 @@ mod tests {
         let new = HistoryBuilder::new("i1", "o").build();
         let id = InstanceId::new("i1");
         let exec = ExecutionId::new("e1");
-        let ctx = ApplyContext { instance_id: &id, execution_id: &exec, past: &[], new_events: &new, consumed: &[], now: at(1) };
-        let t = fail(&ctx, pb::TaskFailureDetails { error_message: "bad".into(), ..Default::default() }).unwrap();
-        assert!(matches!(t.status, StatusChange::Terminal { status: RuntimeStatus::Failed, failure: Some(ref f), .. } if f.error_message == "bad"));
+        let ctx = ApplyContext {
+            instance_id: &id,
+            execution_id: &exec,
+            past: &[],
+            new_events: &new,
+            consumed: &[],
+            now: at(1),
+        };
+        let t = fail(
+            &ctx,
+            pb::TaskFailureDetails {
+                error_message: "bad".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(
+            matches!(t.status, StatusChange::Terminal { status: RuntimeStatus::Failed, failure: Some(ref f), .. } if f.error_message == "bad")
+        );
     }
 }

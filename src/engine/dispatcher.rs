@@ -36,7 +36,10 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { max_batch_messages: 1000, max_abandon_backoff: Duration::from_secs(60) }
+        Self {
+            max_batch_messages: 1000,
+            max_abandon_backoff: Duration::from_secs(60),
+        }
     }
 }
 
@@ -111,7 +114,15 @@ impl DispatchState {
 
     fn enqueue_activity(&mut self, item: ActivityItem) {
         let id = item.id;
-        self.activities.insert(id, ActivityState { item, tokens: Vec::new(), dispatched: None, abandons: 0 });
+        self.activities.insert(
+            id,
+            ActivityState {
+                item,
+                tokens: Vec::new(),
+                dispatched: None,
+                abandons: 0,
+            },
+        );
         self.activity_queue.push_back(id);
     }
 
@@ -171,7 +182,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("store", &self.store).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
 }
 
@@ -290,7 +303,9 @@ impl Engine {
         let lost: Vec<InstanceId> = st
             .flights
             .iter()
-            .filter(|(_, f)| f.reservation.stream == stream && matches!(f.phase, Phase::Outstanding(_)))
+            .filter(|(_, f)| {
+                f.reservation.stream == stream && matches!(f.phase, Phase::Outstanding(_))
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in &lost {
@@ -313,7 +328,11 @@ impl Engine {
         }
         drop(st);
         if !lost.is_empty() {
-            tracing::info!(stream, episodes = lost.len(), "requeued work of a closed stream");
+            tracing::info!(
+                stream,
+                episodes = lost.len(),
+                "requeued work of a closed stream"
+            );
         }
         self.wake.notify_one();
     }
@@ -330,7 +349,11 @@ impl Engine {
                     st.mark_ready(id);
                 }
             }
-            while st.activity_timers.peek().is_some_and(|Reverse((at, _))| *at <= now) {
+            while st
+                .activity_timers
+                .peek()
+                .is_some_and(|Reverse((at, _))| *at <= now)
+            {
                 if let Some(Reverse((_, id))) = st.activity_timers.pop() {
                     st.activity_queue.push_back(id);
                 }
@@ -347,7 +370,15 @@ impl Engine {
                     break;
                 };
                 let token = self.token();
-                st.flights.insert(id.clone(), Flight { reservation, token, phase: Phase::Fetching, again: false });
+                st.flights.insert(
+                    id.clone(),
+                    Flight {
+                        reservation,
+                        token,
+                        phase: Phase::Fetching,
+                        again: false,
+                    },
+                );
                 fetches.push((id, reservation, token));
             }
             while let Some(&aid) = st.activity_queue.front() {
@@ -358,7 +389,9 @@ impl Engine {
                         continue;
                     }
                 };
-                let Some(reservation) = self.executor.reserve(WorkKind::Activity) else { break };
+                let Some(reservation) = self.executor.reserve(WorkKind::Activity) else {
+                    break;
+                };
                 st.activity_queue.pop_front();
                 let token = self.token();
                 let item = activity_work_item(&item, token);
@@ -386,14 +419,19 @@ impl Engine {
         }
         for (id, reservation, token) in fetches {
             let this = Arc::clone(self);
-            self.tasks.spawn(async move { this.fetch_and_send(id, reservation, token).await });
+            self.tasks
+                .spawn(async move { this.fetch_and_send(id, reservation, token).await });
         }
         next
     }
 
     async fn fetch_and_send(self: Arc<Self>, id: InstanceId, reservation: Reservation, token: u64) {
         let now = self.clock.now();
-        let work = match self.store.orchestration_work(&id, now, self.config.max_batch_messages).await {
+        let work = match self
+            .store
+            .orchestration_work(&id, now, self.config.max_batch_messages)
+            .await
+        {
             Ok(w) => w,
             Err(err) => {
                 tracing::warn!(instance_id = %id, error = %err, "could not load orchestration work; retrying in 1 s");
@@ -422,19 +460,28 @@ impl Engine {
                 new_events.extend(deliver.into_iter().map(|m| m.event));
                 let item = pb::WorkItem {
                     completion_token: format!("{ORCH_PREFIX}{token}"),
-                    request: Some(pb::work_item::Request::OrchestratorRequest(pb::OrchestratorRequest {
-                        instance_id: id.to_string(),
-                        execution_id: Some(work.record.execution_id.to_string()),
-                        past_events: work.history.clone(),
-                        new_events: new_events.clone(),
-                        orchestration_trace_context: work.record.trace_context.clone(),
-                        ..Default::default()
-                    })),
+                    request: Some(pb::work_item::Request::OrchestratorRequest(
+                        pb::OrchestratorRequest {
+                            instance_id: id.to_string(),
+                            execution_id: Some(work.record.execution_id.to_string()),
+                            past_events: work.history.clone(),
+                            new_events: new_events.clone(),
+                            orchestration_trace_context: work.record.trace_context.clone(),
+                            ..Default::default()
+                        },
+                    )),
                 };
-                let episode = Episode { record: work.record, past: work.history, new_events, consumed };
+                let episode = Episode {
+                    record: work.record,
+                    past: work.history,
+                    new_events,
+                    consumed,
+                };
                 {
                     let mut st = self.lock();
-                    let Some(f) = st.flights.get_mut(&id) else { return };
+                    let Some(f) = st.flights.get_mut(&id) else {
+                        return;
+                    };
                     f.phase = Phase::Outstanding(Box::new(episode));
                     st.orch_tokens.insert(token, id.clone());
                 }
@@ -453,7 +500,12 @@ impl Engine {
 
     /// Ends a flight without a commit, releasing its capacity; the instance is looked at
     /// again when `retry_at` comes or when a message arrived meanwhile.
-    fn end_flight(&self, id: &InstanceId, reservation: Reservation, retry_at: Option<DateTime<Utc>>) {
+    fn end_flight(
+        &self,
+        id: &InstanceId,
+        reservation: Reservation,
+        retry_at: Option<DateTime<Utc>>,
+    ) {
         self.executor.release(reservation);
         let mut st = self.lock();
         if let Some(f) = st.flights.remove(id) {
@@ -470,7 +522,10 @@ impl Engine {
     }
 
     /// Applies a worker's `OrchestratorResponse` and commits it.
-    pub async fn complete_orchestration(&self, response: pb::OrchestratorResponse) -> Result<(), CompletionError> {
+    pub async fn complete_orchestration(
+        &self,
+        response: pb::OrchestratorResponse,
+    ) -> Result<(), CompletionError> {
         let token_text = response.completion_token.clone();
         let (id, flight_token, reservation, episode) = {
             let mut st = self.lock();
@@ -478,14 +533,22 @@ impl Engine {
                 // Old-proto workers (durabletask-go) send no token: the instance has at
                 // most one outstanding episode.
                 let id = InstanceId::new(response.instance_id.clone());
-                st.flights.get(&id).filter(|f| matches!(f.phase, Phase::Outstanding(_))).map(|f| (id.clone(), f.token))
+                st.flights
+                    .get(&id)
+                    .filter(|f| matches!(f.phase, Phase::Outstanding(_)))
+                    .map(|f| (id.clone(), f.token))
             } else {
                 parse_token(&token_text, ORCH_PREFIX)
                     .and_then(|t| st.orch_tokens.get(&t).map(|id| (id.clone(), t)))
             };
             let Some((id, token)) = found else {
-                let duplicate = parse_token(&token_text, ORCH_PREFIX).is_some_and(|t| st.recent.set.contains(&t));
-                return if duplicate { Ok(()) } else { Err(CompletionError::Stale(token_text)) };
+                let duplicate = parse_token(&token_text, ORCH_PREFIX)
+                    .is_some_and(|t| st.recent.set.contains(&t));
+                return if duplicate {
+                    Ok(())
+                } else {
+                    Err(CompletionError::Stale(token_text))
+                };
             };
             if !response.instance_id.is_empty() && response.instance_id != id.as_str() {
                 return Err(CompletionError::Invalid(format!(
@@ -496,7 +559,8 @@ impl Engine {
             let Some(f) = st.flights.get_mut(&id) else {
                 return Err(CompletionError::Stale(token_text));
             };
-            let Phase::Outstanding(episode) = std::mem::replace(&mut f.phase, Phase::Committing) else {
+            let Phase::Outstanding(episode) = std::mem::replace(&mut f.phase, Phase::Committing)
+            else {
                 return Err(CompletionError::Stale(token_text));
             };
             let reservation = f.reservation;
@@ -576,7 +640,13 @@ impl Engine {
 
     /// Removes a committing flight; `ready` = look at the instance again now (`Some(true)`),
     /// not unless something arrived (`Some(false)`), or retry at `retry_at` (`None`).
-    fn finish_flight(&self, id: &InstanceId, token: u64, ready: Option<bool>, retry_at: DateTime<Utc>) {
+    fn finish_flight(
+        &self,
+        id: &InstanceId,
+        token: u64,
+        ready: Option<bool>,
+        retry_at: DateTime<Utc>,
+    ) {
         let mut st = self.lock();
         let again = st.flights.remove(id).is_some_and(|f| f.again);
         st.recent.insert(token);
@@ -595,10 +665,16 @@ impl Engine {
     /// Puts an orchestration work item back (explicit abandon): first retry at once,
     /// then with doubling backoff up to the configured cap.
     pub fn abandon_orchestration(&self, token_text: &str) {
-        let Some(token) = parse_token(token_text, ORCH_PREFIX) else { return };
+        let Some(token) = parse_token(token_text, ORCH_PREFIX) else {
+            return;
+        };
         let mut st = self.lock();
-        let Some(id) = st.orch_tokens.remove(&token) else { return };
-        let Some(f) = st.flights.remove(&id) else { return };
+        let Some(id) = st.orch_tokens.remove(&token) else {
+            return;
+        };
+        let Some(f) = st.flights.remove(&id) else {
+            return;
+        };
         let n = st.abandons.entry(id.clone()).or_default();
         *n += 1;
         let delay = backoff(*n, self.config.max_abandon_backoff);
@@ -616,7 +692,10 @@ impl Engine {
     /// Applies a worker's `ActivityResponse`. Exactly one result per activity is ever
     /// enqueued; a late completion over an old token is accepted while the activity is
     /// still open (PROTOCOL.md §4.8).
-    pub async fn complete_activity(&self, response: pb::ActivityResponse) -> Result<(), CompletionError> {
+    pub async fn complete_activity(
+        &self,
+        response: pb::ActivityResponse,
+    ) -> Result<(), CompletionError> {
         let token_text = response.completion_token.clone();
         let aid = {
             let st = self.lock();
@@ -635,8 +714,13 @@ impl Engine {
             match found {
                 Some(aid) => aid,
                 None => {
-                    let duplicate = parse_token(&token_text, ACT_PREFIX).is_some_and(|t| st.recent.set.contains(&t));
-                    return if duplicate { Ok(()) } else { Err(CompletionError::Stale(token_text)) };
+                    let duplicate = parse_token(&token_text, ACT_PREFIX)
+                        .is_some_and(|t| st.recent.set.contains(&t));
+                    return if duplicate {
+                        Ok(())
+                    } else {
+                        Err(CompletionError::Stale(token_text))
+                    };
                 }
             }
         };
@@ -651,7 +735,10 @@ impl Engine {
                 result: response.result,
             }),
         };
-        let outcome = self.store.complete_activity(aid, event(-1, now, kind)).await?;
+        let outcome = self
+            .store
+            .complete_activity(aid, event(-1, now, kind))
+            .await?;
         let released = {
             let mut st = self.lock();
             let state = st.forget_activity(aid);
@@ -672,12 +759,20 @@ impl Engine {
 
     /// Puts an activity back (explicit abandon), with the same backoff as orchestrations.
     pub fn abandon_activity(&self, token_text: &str) {
-        let Some(token) = parse_token(token_text, ACT_PREFIX) else { return };
+        let Some(token) = parse_token(token_text, ACT_PREFIX) else {
+            return;
+        };
         let now = self.clock.now();
         let mut st = self.lock();
-        let Some(&aid) = st.act_tokens.get(&token) else { return };
-        let Some(a) = st.activities.get_mut(&aid) else { return };
-        let Some((t, reservation)) = a.dispatched else { return };
+        let Some(&aid) = st.act_tokens.get(&token) else {
+            return;
+        };
+        let Some(a) = st.activities.get_mut(&aid) else {
+            return;
+        };
+        let Some((t, reservation)) = a.dispatched else {
+            return;
+        };
         if t != token {
             return;
         }
@@ -725,18 +820,20 @@ fn activity_work_item(item: &ActivityItem, token: u64) -> pb::WorkItem {
     };
     pb::WorkItem {
         completion_token: format!("{ACT_PREFIX}{token}"),
-        request: Some(pb::work_item::Request::ActivityRequest(pb::ActivityRequest {
-            name: task.name,
-            version: task.version,
-            input: task.input,
-            orchestration_instance: Some(pb::OrchestrationInstance {
-                instance_id: item.instance_id.to_string(),
-                execution_id: Some(item.execution_id.to_string()),
-            }),
-            task_id: item.scheduled.event_id,
-            parent_trace_context: task.parent_trace_context,
-            tags: task.tags,
-        })),
+        request: Some(pb::work_item::Request::ActivityRequest(
+            pb::ActivityRequest {
+                name: task.name,
+                version: task.version,
+                input: task.input,
+                orchestration_instance: Some(pb::OrchestrationInstance {
+                    instance_id: item.instance_id.to_string(),
+                    execution_id: Some(item.execution_id.to_string()),
+                }),
+                task_id: item.scheduled.event_id,
+                parent_trace_context: task.parent_trace_context,
+                tags: task.tags,
+            },
+        )),
     }
 }
 

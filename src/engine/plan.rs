@@ -104,7 +104,10 @@ mod tests {
     #[test]
     fn first_episode_puts_execution_started_first() {
         let r = record("i", RuntimeStatus::Pending);
-        let msgs = vec![inbox(1, HistoryBuilder::raised("e", None), None), HistoryBuilder::start_message(2, &r)];
+        let msgs = vec![
+            inbox(1, HistoryBuilder::raised("e", None), None),
+            HistoryBuilder::start_message(2, &r),
+        ];
         assert_eq!(seqs(&plan_episode(&r, &[], msgs)), (vec![2, 1], vec![]));
     }
 
@@ -132,9 +135,15 @@ mod tests {
         let r = record("i", RuntimeStatus::Suspended);
         let h = HistoryBuilder::new("i", "o").build();
         let held = vec![inbox(1, HistoryBuilder::raised("e", None), None)];
-        assert_eq!(plan_episode(&r, &h, held.clone()), Plan::Wait { stale: vec![] });
+        assert_eq!(
+            plan_episode(&r, &h, held.clone()),
+            Plan::Wait { stale: vec![] }
+        );
         let mut with_resume = held;
         with_resume.push(inbox(2, HistoryBuilder::resumed(), None));
-        assert_eq!(seqs(&plan_episode(&r, &h, with_resume)), (vec![1, 2], vec![]));
+        assert_eq!(
+            seqs(&plan_episode(&r, &h, with_resume)),
+            (vec![1, 2], vec![])
+        );
     }
 }

@@ -38,7 +38,9 @@ impl OrchestrationState {
 
     fn fold(&mut self, event: &pb::HistoryEvent) -> Result<(), EngineError> {
         let Some(kind) = &event.event_type else {
-            return Err(EngineError::CorruptHistory("history event without a type".into()));
+            return Err(EngineError::CorruptHistory(
+                "history event without a type".into(),
+            ));
         };
         match kind {
             EventType::ExecutionStarted(started) => {
@@ -51,10 +53,10 @@ impl OrchestrationState {
             }
             EventType::ExecutionCompleted(_) => self.completed = true,
             EventType::ExecutionTerminated(t) => self.terminated = Some(t.clone()),
-            EventType::SubOrchestrationInstanceCreated(c) => {
-                if !self.children.contains(&c.instance_id) {
-                    self.children.push(c.instance_id.clone());
-                }
+            EventType::SubOrchestrationInstanceCreated(c)
+                if !self.children.contains(&c.instance_id) =>
+            {
+                self.children.push(c.instance_id.clone());
             }
             EventType::TaskScheduled(_) => {
                 *self.pending_tasks.entry(event.event_id).or_default() += 1;

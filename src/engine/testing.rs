@@ -40,7 +40,12 @@ pub(crate) fn record(id: &str, status: RuntimeStatus) -> InstanceRecord {
 
 /// An inbox row.
 pub(crate) fn inbox(seq: i64, event: pb::HistoryEvent, exec: Option<ExecutionId>) -> InboxMessage {
-    InboxMessage { seq, target_execution: exec, event, visible_at: at(0) }
+    InboxMessage {
+        seq,
+        target_execution: exec,
+        event,
+        visible_at: at(0),
+    }
 }
 
 /// Builds histories event by event; starts with OrchestratorStarted + ExecutionStarted.
@@ -50,10 +55,23 @@ pub(crate) struct HistoryBuilder {
 
 impl HistoryBuilder {
     pub(crate) fn new(instance_id: &str, name: &str) -> Self {
-        Self { events: vec![event(-1, at(0), EventType::OrchestratorStarted(pb::OrchestratorStartedEvent {})), Self::started(instance_id, name, None)] }
+        Self {
+            events: vec![
+                event(
+                    -1,
+                    at(0),
+                    EventType::OrchestratorStarted(pb::OrchestratorStartedEvent {}),
+                ),
+                Self::started(instance_id, name, None),
+            ],
+        }
     }
 
-    pub(crate) fn started(instance_id: &str, name: &str, parent: Option<pb::ParentInstanceInfo>) -> pb::HistoryEvent {
+    pub(crate) fn started(
+        instance_id: &str,
+        name: &str,
+        parent: Option<pb::ParentInstanceInfo>,
+    ) -> pb::HistoryEvent {
         event(
             -1,
             at(0),
@@ -76,11 +94,25 @@ impl HistoryBuilder {
     }
 
     pub(crate) fn task_scheduled(self, id: i32, name: &str) -> Self {
-        self.push(event(id, at(1), EventType::TaskScheduled(pb::TaskScheduledEvent { name: name.into(), ..Default::default() })))
+        self.push(event(
+            id,
+            at(1),
+            EventType::TaskScheduled(pb::TaskScheduledEvent {
+                name: name.into(),
+                ..Default::default()
+            }),
+        ))
     }
 
     pub(crate) fn task_completed(self, id: i32, result: &str) -> Self {
-        self.push(event(-1, at(2), EventType::TaskCompleted(pb::TaskCompletedEvent { task_scheduled_id: id, result: Some(result.into()) })))
+        self.push(event(
+            -1,
+            at(2),
+            EventType::TaskCompleted(pb::TaskCompletedEvent {
+                task_scheduled_id: id,
+                result: Some(result.into()),
+            }),
+        ))
     }
 
     pub(crate) fn child_created(self, id: i32, child: &str, name: &str) -> Self {
@@ -100,22 +132,51 @@ impl HistoryBuilder {
     }
 
     pub(crate) fn raised(name: &str, input: Option<&str>) -> pb::HistoryEvent {
-        event(-1, at(3), EventType::EventRaised(pb::EventRaisedEvent { name: name.into(), input: input.map(Into::into) }))
+        event(
+            -1,
+            at(3),
+            EventType::EventRaised(pb::EventRaisedEvent {
+                name: name.into(),
+                input: input.map(Into::into),
+            }),
+        )
     }
 
     pub(crate) fn resumed() -> pb::HistoryEvent {
-        event(-1, at(3), EventType::ExecutionResumed(pb::ExecutionResumedEvent { input: None }))
+        event(
+            -1,
+            at(3),
+            EventType::ExecutionResumed(pb::ExecutionResumedEvent { input: None }),
+        )
     }
 
     pub(crate) fn terminated(reason: &str, recurse: bool) -> pb::HistoryEvent {
-        event(-1, at(3), EventType::ExecutionTerminated(pb::ExecutionTerminatedEvent { input: Some(reason.into()), recurse }))
+        event(
+            -1,
+            at(3),
+            EventType::ExecutionTerminated(pb::ExecutionTerminatedEvent {
+                input: Some(reason.into()),
+                recurse,
+            }),
+        )
     }
 
     pub(crate) fn timer_fired(id: i32) -> pb::HistoryEvent {
-        event(-1, at(3), EventType::TimerFired(pb::TimerFiredEvent { fire_at: Some(to_timestamp(at(3))), timer_id: id }))
+        event(
+            -1,
+            at(3),
+            EventType::TimerFired(pb::TimerFiredEvent {
+                fire_at: Some(to_timestamp(at(3))),
+                timer_id: id,
+            }),
+        )
     }
 
     pub(crate) fn start_message(seq: i64, r: &InstanceRecord) -> InboxMessage {
-        inbox(seq, Self::started(r.instance_id.as_str(), &r.name, None), None)
+        inbox(
+            seq,
+            Self::started(r.instance_id.as_str(), &r.name, None),
+            None,
+        )
     }
 }

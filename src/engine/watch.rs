@@ -28,7 +28,11 @@ impl Watchers {
     pub fn watch(&self, id: &InstanceId) -> Watch<'_> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let notify = Arc::clone(map.entry(id.clone()).or_default());
-        Watch { owner: self, id: id.clone(), notify }
+        Watch {
+            owner: self,
+            id: id.clone(),
+            notify,
+        }
     }
 
     /// Wakes every current waiter on `id`.

@@ -10,7 +10,10 @@ use crate::service::ServiceError;
 
 /// Builds `OrchestrationState` per PROTOCOL.md §3.2. Failure details are always included
 /// for FAILED instances; payloads only when asked for.
-pub(crate) fn orchestration_state(r: InstanceRecord, with_payloads: bool) -> pb::OrchestrationState {
+pub(crate) fn orchestration_state(
+    r: InstanceRecord,
+    with_payloads: bool,
+) -> pb::OrchestrationState {
     let non_empty = |s: Option<String>| s.filter(|v| !v.is_empty());
     let terminal = r.status.is_terminal();
     pb::OrchestrationState {
@@ -24,10 +27,22 @@ pub(crate) fn orchestration_state(r: InstanceRecord, with_payloads: bool) -> pb:
         input: if with_payloads { r.input } else { None },
         output: if with_payloads { r.output } else { None },
         // An empty custom status counts as none for Java and Python clients.
-        custom_status: if with_payloads { non_empty(r.custom_status) } else { None },
-        failure_details: if r.status == RuntimeStatus::Failed { r.failure } else { None },
+        custom_status: if with_payloads {
+            non_empty(r.custom_status)
+        } else {
+            None
+        },
+        failure_details: if r.status == RuntimeStatus::Failed {
+            r.failure
+        } else {
+            None
+        },
         execution_id: Some(r.execution_id.to_string()),
-        completed_timestamp: if terminal { r.completed_at.map(to_timestamp) } else { None },
+        completed_timestamp: if terminal {
+            r.completed_at.map(to_timestamp)
+        } else {
+            None
+        },
         parent_instance_id: r.parent_instance_id.map(|p| p.into_string()),
         tags: r.tags.into_iter().collect(),
     }
@@ -46,7 +61,9 @@ pub(crate) fn start_request(req: pb::CreateInstanceRequest) -> Result<StartReque
                 .iter()
                 .map(|v| {
                     RuntimeStatus::from_i32(*v).ok_or_else(|| {
-                        ServiceError::InvalidArgument(format!("unknown orchestration status value {v} in replaceableStatus"))
+                        ServiceError::InvalidArgument(format!(
+                            "unknown orchestration status value {v} in replaceableStatus"
+                        ))
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?,

@@ -33,10 +33,16 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1().map_err(|e| ServerError::Reflection(e.to_string()))?;
-    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| ServerError::Reflection(e.to_string()))?;
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<TaskHubSidecarServiceServer<Api>>().await;
+    health
+        .set_serving::<TaskHubSidecarServiceServer<Api>>()
+        .await;
 
     let api = TaskHubSidecarServiceServer::new(Api { state })
         .max_decoding_message_size(options.max_message_bytes)
@@ -50,7 +56,9 @@ pub async fn serve(
         .add_service(api)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             stop.cancelled().await;
-            health.set_not_serving::<TaskHubSidecarServiceServer<Api>>().await;
+            health
+                .set_not_serving::<TaskHubSidecarServiceServer<Api>>()
+                .await;
         })
         .await;
     result.map_err(ServerError::from)
@@ -66,7 +74,9 @@ type Rpc<T> = Result<Response<T>, Status>;
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 fn unimplemented(rpc: &str, why: &str) -> Status {
-    Status::unimplemented(format!("{rpc} is not implemented by this sidecar yet: {why}"))
+    Status::unimplemented(format!(
+        "{rpc} is not implemented by this sidecar yet: {why}"
+    ))
 }
 
 /// The caller's deadline from the `grpc-timeout` header, if it sent one.
@@ -91,61 +101,111 @@ impl TaskHubSidecarService for Api {
         Ok(Response::new(()))
     }
 
-    async fn start_instance(&self, r: Request<pb::CreateInstanceRequest>) -> Rpc<pb::CreateInstanceResponse> {
+    async fn start_instance(
+        &self,
+        r: Request<pb::CreateInstanceRequest>,
+    ) -> Rpc<pb::CreateInstanceResponse> {
         client_api::start_instance(&self.state, r.into_inner()).await
     }
 
-    async fn get_instance(&self, r: Request<pb::GetInstanceRequest>) -> Rpc<pb::GetInstanceResponse> {
+    async fn get_instance(
+        &self,
+        r: Request<pb::GetInstanceRequest>,
+    ) -> Rpc<pb::GetInstanceResponse> {
         client_api::get_instance(&self.state, r.into_inner()).await
     }
 
-    async fn rewind_instance(&self, _: Request<pb::RewindInstanceRequest>) -> Rpc<pb::RewindInstanceResponse> {
-        Err(unimplemented("RewindInstance", "rewind is planned for a later release"))
+    async fn rewind_instance(
+        &self,
+        _: Request<pb::RewindInstanceRequest>,
+    ) -> Rpc<pb::RewindInstanceResponse> {
+        Err(unimplemented(
+            "RewindInstance",
+            "rewind is planned for a later release",
+        ))
     }
 
-    async fn restart_instance(&self, r: Request<pb::RestartInstanceRequest>) -> Rpc<pb::RestartInstanceResponse> {
+    async fn restart_instance(
+        &self,
+        r: Request<pb::RestartInstanceRequest>,
+    ) -> Rpc<pb::RestartInstanceResponse> {
         client_api::restart_instance(&self.state, r.into_inner()).await
     }
 
-    async fn wait_for_instance_start(&self, r: Request<pb::GetInstanceRequest>) -> Rpc<pb::GetInstanceResponse> {
+    async fn wait_for_instance_start(
+        &self,
+        r: Request<pb::GetInstanceRequest>,
+    ) -> Rpc<pb::GetInstanceResponse> {
         let limit = deadline(&r);
-        client_api::wait(&self.state, r.into_inner(), crate::service::client::WaitFor::Start, limit).await
+        client_api::wait(
+            &self.state,
+            r.into_inner(),
+            crate::service::client::WaitFor::Start,
+            limit,
+        )
+        .await
     }
 
-    async fn wait_for_instance_completion(&self, r: Request<pb::GetInstanceRequest>) -> Rpc<pb::GetInstanceResponse> {
+    async fn wait_for_instance_completion(
+        &self,
+        r: Request<pb::GetInstanceRequest>,
+    ) -> Rpc<pb::GetInstanceResponse> {
         let limit = deadline(&r);
-        client_api::wait(&self.state, r.into_inner(), crate::service::client::WaitFor::Completion, limit).await
+        client_api::wait(
+            &self.state,
+            r.into_inner(),
+            crate::service::client::WaitFor::Completion,
+            limit,
+        )
+        .await
     }
 
     async fn raise_event(&self, r: Request<pb::RaiseEventRequest>) -> Rpc<pb::RaiseEventResponse> {
         let r = r.into_inner();
-        self.state.raise_event(&r.instance_id, &r.name, r.input).await?;
+        self.state
+            .raise_event(&r.instance_id, &r.name, r.input)
+            .await?;
         Ok(Response::new(pb::RaiseEventResponse {}))
     }
 
-    async fn terminate_instance(&self, r: Request<pb::TerminateRequest>) -> Rpc<pb::TerminateResponse> {
+    async fn terminate_instance(
+        &self,
+        r: Request<pb::TerminateRequest>,
+    ) -> Rpc<pb::TerminateResponse> {
         let r = r.into_inner();
-        self.state.terminate_instance(&r.instance_id, r.output, r.recursive).await?;
+        self.state
+            .terminate_instance(&r.instance_id, r.output, r.recursive)
+            .await?;
         Ok(Response::new(pb::TerminateResponse {}))
     }
 
     async fn suspend_instance(&self, r: Request<pb::SuspendRequest>) -> Rpc<pb::SuspendResponse> {
         let r = r.into_inner();
-        self.state.set_suspended(&r.instance_id, true, r.reason).await?;
+        self.state
+            .set_suspended(&r.instance_id, true, r.reason)
+            .await?;
         Ok(Response::new(pb::SuspendResponse {}))
     }
 
     async fn resume_instance(&self, r: Request<pb::ResumeRequest>) -> Rpc<pb::ResumeResponse> {
         let r = r.into_inner();
-        self.state.set_suspended(&r.instance_id, false, r.reason).await?;
+        self.state
+            .set_suspended(&r.instance_id, false, r.reason)
+            .await?;
         Ok(Response::new(pb::ResumeResponse {}))
     }
 
-    async fn query_instances(&self, r: Request<pb::QueryInstancesRequest>) -> Rpc<pb::QueryInstancesResponse> {
+    async fn query_instances(
+        &self,
+        r: Request<pb::QueryInstancesRequest>,
+    ) -> Rpc<pb::QueryInstancesResponse> {
         client_api::query_instances(&self.state, r.into_inner()).await
     }
 
-    async fn list_instance_ids(&self, r: Request<pb::ListInstanceIdsRequest>) -> Rpc<pb::ListInstanceIdsResponse> {
+    async fn list_instance_ids(
+        &self,
+        r: Request<pb::ListInstanceIdsRequest>,
+    ) -> Rpc<pb::ListInstanceIdsResponse> {
         let page = self.state.list_instance_ids(&r.into_inner()).await?;
         Ok(Response::new(pb::ListInstanceIdsResponse {
             instance_ids: page.items.into_iter().map(|i| i.into_string()).collect(),
@@ -153,28 +213,48 @@ impl TaskHubSidecarService for Api {
         }))
     }
 
-    async fn purge_instances(&self, r: Request<pb::PurgeInstancesRequest>) -> Rpc<pb::PurgeInstancesResponse> {
+    async fn purge_instances(
+        &self,
+        r: Request<pb::PurgeInstancesRequest>,
+    ) -> Rpc<pb::PurgeInstancesResponse> {
         client_api::purge_instances(&self.state, r.into_inner()).await
     }
 
     type GetWorkItemsStream = BoxStream<pb::WorkItem>;
 
-    async fn get_work_items(&self, r: Request<pb::GetWorkItemsRequest>) -> Rpc<Self::GetWorkItemsStream> {
+    async fn get_work_items(
+        &self,
+        r: Request<pb::GetWorkItemsRequest>,
+    ) -> Rpc<Self::GetWorkItemsStream> {
         worker_api::get_work_items(&self.state, r.into_inner())
     }
 
-    async fn complete_activity_task(&self, r: Request<pb::ActivityResponse>) -> Rpc<pb::CompleteTaskResponse> {
+    async fn complete_activity_task(
+        &self,
+        r: Request<pb::ActivityResponse>,
+    ) -> Rpc<pb::CompleteTaskResponse> {
         self.state.complete_activity_task(r.into_inner()).await?;
         Ok(Response::new(pb::CompleteTaskResponse {}))
     }
 
-    async fn complete_orchestrator_task(&self, r: Request<pb::OrchestratorResponse>) -> Rpc<pb::CompleteTaskResponse> {
-        self.state.complete_orchestrator_task(r.into_inner()).await?;
+    async fn complete_orchestrator_task(
+        &self,
+        r: Request<pb::OrchestratorResponse>,
+    ) -> Rpc<pb::CompleteTaskResponse> {
+        self.state
+            .complete_orchestrator_task(r.into_inner())
+            .await?;
         Ok(Response::new(pb::CompleteTaskResponse {}))
     }
 
-    async fn complete_entity_task(&self, _: Request<pb::EntityBatchResult>) -> Rpc<pb::CompleteTaskResponse> {
-        Err(unimplemented("CompleteEntityTask", "durable entities are planned for a later release"))
+    async fn complete_entity_task(
+        &self,
+        _: Request<pb::EntityBatchResult>,
+    ) -> Rpc<pb::CompleteTaskResponse> {
+        Err(unimplemented(
+            "CompleteEntityTask",
+            "durable entities are planned for a later release",
+        ))
     }
 
     type StreamInstanceHistoryStream = BoxStream<pb::HistoryChunk>;
@@ -186,37 +266,67 @@ impl TaskHubSidecarService for Api {
         worker_api::stream_instance_history(&self.state, r.into_inner()).await
     }
 
-    async fn create_task_hub(&self, r: Request<pb::CreateTaskHubRequest>) -> Rpc<pb::CreateTaskHubResponse> {
-        self.state.reset_task_hub(r.into_inner().recreate_if_exists).await?;
+    async fn create_task_hub(
+        &self,
+        r: Request<pb::CreateTaskHubRequest>,
+    ) -> Rpc<pb::CreateTaskHubResponse> {
+        self.state
+            .reset_task_hub(r.into_inner().recreate_if_exists)
+            .await?;
         Ok(Response::new(pb::CreateTaskHubResponse {}))
     }
 
-    async fn delete_task_hub(&self, _: Request<pb::DeleteTaskHubRequest>) -> Rpc<pb::DeleteTaskHubResponse> {
+    async fn delete_task_hub(
+        &self,
+        _: Request<pb::DeleteTaskHubRequest>,
+    ) -> Rpc<pb::DeleteTaskHubResponse> {
         self.state.reset_task_hub(true).await?;
         Ok(Response::new(pb::DeleteTaskHubResponse {}))
     }
 
-    async fn signal_entity(&self, _: Request<pb::SignalEntityRequest>) -> Rpc<pb::SignalEntityResponse> {
-        Err(unimplemented("SignalEntity", "durable entities are planned for a later release"))
+    async fn signal_entity(
+        &self,
+        _: Request<pb::SignalEntityRequest>,
+    ) -> Rpc<pb::SignalEntityResponse> {
+        Err(unimplemented(
+            "SignalEntity",
+            "durable entities are planned for a later release",
+        ))
     }
 
     async fn get_entity(&self, _: Request<pb::GetEntityRequest>) -> Rpc<pb::GetEntityResponse> {
-        Err(unimplemented("GetEntity", "durable entities are planned for a later release"))
+        Err(unimplemented(
+            "GetEntity",
+            "durable entities are planned for a later release",
+        ))
     }
 
-    async fn query_entities(&self, _: Request<pb::QueryEntitiesRequest>) -> Rpc<pb::QueryEntitiesResponse> {
-        Err(unimplemented("QueryEntities", "durable entities are planned for a later release"))
+    async fn query_entities(
+        &self,
+        _: Request<pb::QueryEntitiesRequest>,
+    ) -> Rpc<pb::QueryEntitiesResponse> {
+        Err(unimplemented(
+            "QueryEntities",
+            "durable entities are planned for a later release",
+        ))
     }
 
-    async fn clean_entity_storage(&self, _: Request<pb::CleanEntityStorageRequest>) -> Rpc<pb::CleanEntityStorageResponse> {
-        Err(unimplemented("CleanEntityStorage", "durable entities are planned for a later release"))
+    async fn clean_entity_storage(
+        &self,
+        _: Request<pb::CleanEntityStorageRequest>,
+    ) -> Rpc<pb::CleanEntityStorageResponse> {
+        Err(unimplemented(
+            "CleanEntityStorage",
+            "durable entities are planned for a later release",
+        ))
     }
 
     async fn abandon_task_activity_work_item(
         &self,
         r: Request<pb::AbandonActivityTaskRequest>,
     ) -> Rpc<pb::AbandonActivityTaskResponse> {
-        self.state.abandon_activity(&r.into_inner().completion_token);
+        self.state
+            .abandon_activity(&r.into_inner().completion_token);
         Ok(Response::new(pb::AbandonActivityTaskResponse {}))
     }
 
@@ -224,7 +334,8 @@ impl TaskHubSidecarService for Api {
         &self,
         r: Request<pb::AbandonOrchestrationTaskRequest>,
     ) -> Rpc<pb::AbandonOrchestrationTaskResponse> {
-        self.state.abandon_orchestration(&r.into_inner().completion_token);
+        self.state
+            .abandon_orchestration(&r.into_inner().completion_token);
         Ok(Response::new(pb::AbandonOrchestrationTaskResponse {}))
     }
 
@@ -232,13 +343,19 @@ impl TaskHubSidecarService for Api {
         &self,
         _: Request<pb::AbandonEntityTaskRequest>,
     ) -> Rpc<pb::AbandonEntityTaskResponse> {
-        Err(unimplemented("AbandonTaskEntityWorkItem", "durable entities are planned for a later release"))
+        Err(unimplemented(
+            "AbandonTaskEntityWorkItem",
+            "durable entities are planned for a later release",
+        ))
     }
 
     async fn skip_graceful_orchestration_terminations(
         &self,
         _: Request<pb::SkipGracefulOrchestrationTerminationsRequest>,
     ) -> Rpc<pb::SkipGracefulOrchestrationTerminationsResponse> {
-        Err(unimplemented("SkipGracefulOrchestrationTerminations", "a Durable Task Scheduler-only RPC that no open SDK calls"))
+        Err(unimplemented(
+            "SkipGracefulOrchestrationTerminations",
+            "a Durable Task Scheduler-only RPC that no open SDK calls",
+        ))
     }
 }

@@ -9,7 +9,9 @@ use pb::history_event::EventType;
 
 use super::{AppState, Result, ServiceError};
 use crate::domain::events::{event, to_timestamp};
-use crate::domain::{ExecutionId, InstanceId, InstanceRecord, NewInstance, ReusePolicy, RuntimeStatus};
+use crate::domain::{
+    ExecutionId, InstanceId, InstanceRecord, NewInstance, ReusePolicy, RuntimeStatus,
+};
 use crate::proto as pb;
 use crate::store::{
     CompletedFilter, EnqueueOutcome, InstanceFilter, PurgeFilter, SuspendOutcome, TerminateOutcome,
@@ -68,7 +70,9 @@ pub struct Page<T> {
 /// Validates an orchestration instance id from a request.
 pub fn instance_id(raw: &str) -> Result<InstanceId> {
     if raw.is_empty() {
-        return Err(ServiceError::InvalidArgument("instanceId is required".into()));
+        return Err(ServiceError::InvalidArgument(
+            "instanceId is required".into(),
+        ));
     }
     if raw.len() > MAX_INSTANCE_ID_LEN {
         return Err(ServiceError::InvalidArgument(format!(
@@ -88,13 +92,22 @@ fn page_size(requested: i32) -> u32 {
 
 /// Encodes a keyset cursor `<RFC 3339 time>|<instance id>`.
 fn encode_cursor(at: DateTime<Utc>, id: &str) -> String {
-    format!("{}|{id}", at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    format!(
+        "{}|{id}",
+        at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    )
 }
 
 fn decode_cursor(token: &str) -> Result<(DateTime<Utc>, String)> {
-    let bad = || ServiceError::InvalidArgument(format!("continuation token '{token}' is not one this server issued"));
+    let bad = || {
+        ServiceError::InvalidArgument(format!(
+            "continuation token '{token}' is not one this server issued"
+        ))
+    };
     let (at, id) = token.split_once('|').ok_or_else(bad)?;
-    let at = DateTime::parse_from_rfc3339(at).map_err(|_| bad())?.with_timezone(&Utc);
+    let at = DateTime::parse_from_rfc3339(at)
+        .map_err(|_| bad())?
+        .with_timezone(&Utc);
     Ok((at, id.to_string()))
 }
 
@@ -110,9 +123,15 @@ impl AppState {
     /// `StartInstance` (PROTOCOL.md §3.1).
     pub async fn start_instance(&self, req: StartRequest) -> Result<InstanceId> {
         if req.name.is_empty() {
-            return Err(ServiceError::InvalidArgument("name (the orchestrator name) is required".into()));
+            return Err(ServiceError::InvalidArgument(
+                "name (the orchestrator name) is required".into(),
+            ));
         }
-        let id = if req.instance_id.is_empty() { InstanceId::generate() } else { instance_id(&req.instance_id)? };
+        let id = if req.instance_id.is_empty() {
+            InstanceId::generate()
+        } else {
+            instance_id(&req.instance_id)?
+        };
         if id.is_entity() {
             return Err(ServiceError::InvalidArgument(format!(
                 "instance id '{id}' starts with '@', which is reserved for entity ids"
@@ -166,7 +185,12 @@ impl AppState {
 
     /// `WaitForInstanceStart` / `WaitForInstanceCompletion`: woken by commits, bounded by
     /// the caller's deadline or, without one, the server's maximum wait.
-    pub async fn wait_for_instance(&self, id: &str, until: WaitFor, deadline: Option<Duration>) -> Result<Option<InstanceRecord>> {
+    pub async fn wait_for_instance(
+        &self,
+        id: &str,
+        until: WaitFor,
+        deadline: Option<Duration>,
+    ) -> Result<Option<InstanceRecord>> {
         let id = instance_id(id)?;
         let limit = deadline.unwrap_or(self.options().max_wait);
         let expires = tokio::time::Instant::now() + limit;
@@ -202,25 +226,44 @@ impl AppState {
     pub async fn raise_event(&self, id: &str, name: &str, input: Option<String>) -> Result<()> {
         let id = instance_id(id)?;
         if name.is_empty() {
-            return Err(ServiceError::InvalidArgument("event name is required".into()));
+            return Err(ServiceError::InvalidArgument(
+                "event name is required".into(),
+            ));
         }
         let now = self.clock().now();
-        let e = event(-1, now, EventType::EventRaised(pb::EventRaisedEvent { name: name.into(), input }));
+        let e = event(
+            -1,
+            now,
+            EventType::EventRaised(pb::EventRaisedEvent {
+                name: name.into(),
+                input,
+            }),
+        );
         match self.store().enqueue_event(&id, e).await? {
             EnqueueOutcome::Enqueued => self.engine().instance_ready(&id),
-            EnqueueOutcome::Dropped => tracing::debug!(instance_id = %id, "event for a finished instance dropped"),
+            EnqueueOutcome::Dropped => {
+                tracing::debug!(instance_id = %id, "event for a finished instance dropped")
+            }
         }
         Ok(())
     }
 
     /// `TerminateInstance` (PROTOCOL.md §3.5).
-    pub async fn terminate_instance(&self, id: &str, output: Option<String>, recursive: bool) -> Result<()> {
+    pub async fn terminate_instance(
+        &self,
+        id: &str,
+        output: Option<String>,
+        recursive: bool,
+    ) -> Result<()> {
         let id = instance_id(id)?;
         let now = self.clock().now();
         let e = event(
             -1,
             now,
-            EventType::ExecutionTerminated(pb::ExecutionTerminatedEvent { input: output.clone(), recurse: recursive }),
+            EventType::ExecutionTerminated(pb::ExecutionTerminatedEvent {
+                input: output.clone(),
+                recurse: recursive,
+            }),
         );
         match self.store().terminate_instance(&id, e, output, now).await? {
             TerminateOutcome::Enqueued => self.engine().instance_ready(&id),
@@ -231,7 +274,12 @@ impl AppState {
     }
 
     /// `SuspendInstance` / `ResumeInstance` (PROTOCOL.md §3.6).
-    pub async fn set_suspended(&self, id: &str, suspend: bool, reason: Option<String>) -> Result<()> {
+    pub async fn set_suspended(
+        &self,
+        id: &str,
+        suspend: bool,
+        reason: Option<String>,
+    ) -> Result<()> {
         let id = instance_id(id)?;
         let now = self.clock().now();
         let kind = if suspend {
@@ -239,7 +287,12 @@ impl AppState {
         } else {
             EventType::ExecutionResumed(pb::ExecutionResumedEvent { input: reason })
         };
-        if self.store().set_suspended(&id, suspend, event(-1, now, kind), now).await? == SuspendOutcome::Changed {
+        if self
+            .store()
+            .set_suspended(&id, suspend, event(-1, now, kind), now)
+            .await?
+            == SuspendOutcome::Changed
+        {
             self.engine().instance_ready(&id);
             self.engine().watchers().notify(&id);
         }
@@ -250,7 +303,9 @@ impl AppState {
     pub async fn restart_instance(&self, id: &str, new_id: bool) -> Result<InstanceId> {
         let id = instance_id(id)?;
         let Some(old) = self.store().instance(&id).await? else {
-            return Err(ServiceError::NotFound(format!("no orchestration instance with id '{id}'")));
+            return Err(ServiceError::NotFound(format!(
+                "no orchestration instance with id '{id}'"
+            )));
         };
         let (target, policy) = if new_id {
             (InstanceId::generate(), ReusePolicy::Replaceable(Vec::new()))
@@ -261,7 +316,10 @@ impl AppState {
                     old.status
                 )));
             }
-            (id.clone(), ReusePolicy::Replaceable(RuntimeStatus::TERMINAL.to_vec()))
+            (
+                id.clone(),
+                ReusePolicy::Replaceable(RuntimeStatus::TERMINAL.to_vec()),
+            )
         };
         let now = self.clock().now();
         let new = new_instance(NewExecution {
@@ -275,10 +333,13 @@ impl AppState {
             parent_trace_context: None,
             now,
         });
-        self.store().create_instance(new, policy).await.map_err(|e| match ServiceError::from(e) {
-            ServiceError::AlreadyExists(msg) => ServiceError::FailedPrecondition(msg),
-            other => other,
-        })?;
+        self.store()
+            .create_instance(new, policy)
+            .await
+            .map_err(|e| match ServiceError::from(e) {
+                ServiceError::AlreadyExists(msg) => ServiceError::FailedPrecondition(msg),
+                other => other,
+            })?;
         self.engine().instance_ready(&target);
         self.engine().watchers().notify(&target);
         Ok(target)
@@ -289,8 +350,14 @@ impl AppState {
         let limit = page_size(q.max_instance_count);
         let filter = InstanceFilter {
             statuses: statuses(&q.runtime_status)?,
-            created_from: q.created_time_from.as_ref().map(crate::domain::events::from_timestamp),
-            created_to: q.created_time_to.as_ref().map(crate::domain::events::from_timestamp),
+            created_from: q
+                .created_time_from
+                .as_ref()
+                .map(crate::domain::events::from_timestamp),
+            created_to: q
+                .created_time_to
+                .as_ref()
+                .map(crate::domain::events::from_timestamp),
             id_prefix: q.instance_id_prefix.clone().filter(|p| !p.is_empty()),
             after: cursor(q.continuation_token.as_deref())?,
             limit: limit + 1,
@@ -298,7 +365,9 @@ impl AppState {
         let mut items = self.store().query_instances(&filter).await?;
         let next = if items.len() > limit as usize {
             items.truncate(limit as usize);
-            items.last().map(|r| encode_cursor(r.created_at, r.instance_id.as_str()))
+            items
+                .last()
+                .map(|r| encode_cursor(r.created_at, r.instance_id.as_str()))
         } else {
             None
         };
@@ -306,21 +375,37 @@ impl AppState {
     }
 
     /// `ListInstanceIds` (PROTOCOL.md §3.10).
-    pub async fn list_instance_ids(&self, req: &pb::ListInstanceIdsRequest) -> Result<Page<InstanceId>> {
+    pub async fn list_instance_ids(
+        &self,
+        req: &pb::ListInstanceIdsRequest,
+    ) -> Result<Page<InstanceId>> {
         let limit = page_size(req.page_size);
         let wanted = statuses(&req.runtime_status)?;
         let filter = CompletedFilter {
             statuses: wanted.into_iter().filter(|s| s.is_terminal()).collect(),
-            completed_from: req.completed_time_from.as_ref().map(crate::domain::events::from_timestamp),
-            completed_to: req.completed_time_to.as_ref().map(crate::domain::events::from_timestamp),
+            completed_from: req
+                .completed_time_from
+                .as_ref()
+                .map(crate::domain::events::from_timestamp),
+            completed_to: req
+                .completed_time_to
+                .as_ref()
+                .map(crate::domain::events::from_timestamp),
             after: cursor(req.last_instance_key.as_deref())?,
             limit: limit + 1,
         };
         let mut rows = self.store().list_completed(&filter).await?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
-        let next = if more { rows.last().map(|(id, at)| encode_cursor(*at, id.as_str())) } else { None };
-        Ok(Page { items: rows.into_iter().map(|(id, _)| id).collect(), next })
+        let next = if more {
+            rows.last().map(|(id, at)| encode_cursor(*at, id.as_str()))
+        } else {
+            None
+        };
+        Ok(Page {
+            items: rows.into_iter().map(|(id, _)| id).collect(),
+            next,
+        })
     }
 
     /// `PurgeInstances` by id (PROTOCOL.md §3.11): 0 for unknown or live instances.
@@ -347,27 +432,50 @@ impl AppState {
     }
 
     /// `PurgeInstances` by filter; returns (count, complete).
-    pub async fn purge_where(&self, f: &pb::PurgeInstanceFilter, recursive: bool) -> Result<(u32, bool)> {
+    pub async fn purge_where(
+        &self,
+        f: &pb::PurgeInstanceFilter,
+        recursive: bool,
+    ) -> Result<(u32, bool)> {
         let filter = PurgeFilter {
-            created_from: f.created_time_from.as_ref().map(crate::domain::events::from_timestamp),
-            created_to: f.created_time_to.as_ref().map(crate::domain::events::from_timestamp),
-            statuses: statuses(&f.runtime_status)?.into_iter().filter(|s| s.is_terminal()).collect(),
+            created_from: f
+                .created_time_from
+                .as_ref()
+                .map(crate::domain::events::from_timestamp),
+            created_to: f
+                .created_time_to
+                .as_ref()
+                .map(crate::domain::events::from_timestamp),
+            statuses: statuses(&f.runtime_status)?
+                .into_iter()
+                .filter(|s| s.is_terminal())
+                .collect(),
         };
         let deadline = match &f.timeout {
             Some(d) if d.seconds > 0 || d.nanos > 0 => {
-                let d = chrono::Duration::seconds(d.seconds) + chrono::Duration::nanoseconds(i64::from(d.nanos));
+                let d = chrono::Duration::seconds(d.seconds)
+                    + chrono::Duration::nanoseconds(i64::from(d.nanos));
                 Some(self.clock().now() + d)
             }
             _ => None,
         };
-        Ok(self.store().purge_where(&filter, recursive, deadline).await?)
+        Ok(self
+            .store()
+            .purge_where(&filter, recursive, deadline)
+            .await?)
     }
 
     /// `StreamInstanceHistory` (PROTOCOL.md §3.12).
-    pub async fn instance_history(&self, id: &str, execution_id: Option<&str>) -> Result<Vec<pb::HistoryEvent>> {
+    pub async fn instance_history(
+        &self,
+        id: &str,
+        execution_id: Option<&str>,
+    ) -> Result<Vec<pb::HistoryEvent>> {
         let id = instance_id(id)?;
         let Some((current, events)) = self.store().history(&id).await? else {
-            return Err(ServiceError::NotFound(format!("no orchestration instance with id '{id}'")));
+            return Err(ServiceError::NotFound(format!(
+                "no orchestration instance with id '{id}'"
+            )));
         };
         if let Some(wanted) = execution_id.filter(|e| !e.is_empty()) {
             if wanted != current.as_str() {
@@ -386,7 +494,8 @@ impl AppState {
         }
         if !self.options().task_hub_admin {
             return Err(ServiceError::FailedPrecondition(
-                "task hub administration is disabled on this sidecar (--disable-task-hub-admin)".into(),
+                "task hub administration is disabled on this sidecar (--disable-task-hub-admin)"
+                    .into(),
             ));
         }
         self.store().wipe().await?;
@@ -399,8 +508,9 @@ impl AppState {
 fn statuses(raw: &[i32]) -> Result<Vec<RuntimeStatus>> {
     raw.iter()
         .map(|v| {
-            RuntimeStatus::from_i32(*v)
-                .ok_or_else(|| ServiceError::InvalidArgument(format!("unknown orchestration status value {v}")))
+            RuntimeStatus::from_i32(*v).ok_or_else(|| {
+                ServiceError::InvalidArgument(format!("unknown orchestration status value {v}"))
+            })
         })
         .collect()
 }
@@ -452,13 +562,18 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_first_page_markers_mean_none() {
-        let at = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z").unwrap().with_timezone(&Utc);
+        let at = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let token = encode_cursor(at, "a|b");
         assert!(token.contains("a|b"));
         assert_eq!(cursor(Some(&token)).unwrap(), Some((at, "a|b".to_string())));
         assert_eq!(cursor(Some("0")).unwrap(), None);
         assert_eq!(cursor(Some("")).unwrap(), None);
-        assert!(matches!(cursor(Some("garbage")), Err(ServiceError::InvalidArgument(_))));
+        assert!(matches!(
+            cursor(Some("garbage")),
+            Err(ServiceError::InvalidArgument(_))
+        ));
     }
 
     #[test]
@@ -469,4 +584,3 @@ mod tests {
         assert_eq!(page_size(1_000_000), MAX_PAGE_SIZE);
     }
 }
-

@@ -41,7 +41,10 @@ struct Inner {
 
 impl AppState {
     /// Opens the SQLite store named by the options and recovers dispatch state.
-    pub async fn open(options: &ServerOptions, shutdown: CancellationToken) -> Result<Self, StoreError> {
+    pub async fn open(
+        options: &ServerOptions,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StoreError> {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&options.db).await?);
         Self::with_store(store, Arc::new(SystemClock), options, shutdown).await
     }
@@ -55,7 +58,12 @@ impl AppState {
     ) -> Result<Self, StoreError> {
         let hub = Arc::new(WorkerHub::default());
         let executor: Arc<dyn WorkExecutor> = Arc::clone(&hub) as Arc<dyn WorkExecutor>;
-        let engine = Engine::new(Arc::clone(&store), Arc::clone(&clock), executor, EngineConfig::default());
+        let engine = Engine::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            executor,
+            EngineConfig::default(),
+        );
         engine.recover().await?;
         Ok(Self {
             inner: Arc::new(Inner {

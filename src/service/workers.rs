@@ -44,7 +44,10 @@ fn slot_index(kind: WorkKind) -> usize {
 }
 
 fn limit(hint: i32) -> usize {
-    usize::try_from(hint).ok().filter(|n| *n > 0).unwrap_or(DEFAULT_CAPACITY)
+    usize::try_from(hint)
+        .ok()
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_CAPACITY)
 }
 
 impl WorkerHub {
@@ -53,7 +56,14 @@ impl WorkerHub {
     }
 
     /// Registers a stream with the request's concurrency hints.
-    pub fn connect(&self, request: &pb::GetWorkItemsRequest) -> (StreamId, mpsc::Receiver<pb::WorkItem>, mpsc::Sender<pb::WorkItem>) {
+    pub fn connect(
+        &self,
+        request: &pb::GetWorkItemsRequest,
+    ) -> (
+        StreamId,
+        mpsc::Receiver<pb::WorkItem>,
+        mpsc::Sender<pb::WorkItem>,
+    ) {
         let limits = [
             limit(request.max_concurrent_orchestration_work_items),
             limit(request.max_concurrent_activity_work_items),
@@ -61,7 +71,14 @@ impl WorkerHub {
         // Room for every item the limits allow plus a few pings: sends never block.
         let (tx, rx) = mpsc::channel(limits[0] + limits[1] + 4);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        self.lock().streams.insert(id, Slot { tx: tx.clone(), limits, used: [0, 0] });
+        self.lock().streams.insert(
+            id,
+            Slot {
+                tx: tx.clone(),
+                limits,
+                used: [0, 0],
+            },
+        );
         (id, rx, tx)
     }
 
@@ -119,13 +136,21 @@ impl WorkExecutor for WorkerHub {
 impl AppState {
     /// Opens a work-item stream: registers it, keeps it alive with pings, and when the
     /// client goes away (or the server drains) hands its outstanding items back.
-    pub fn open_work_stream(&self, request: &pb::GetWorkItemsRequest) -> Result<mpsc::Receiver<pb::WorkItem>> {
+    pub fn open_work_stream(
+        &self,
+        request: &pb::GetWorkItemsRequest,
+    ) -> Result<mpsc::Receiver<pb::WorkItem>> {
         if self.shutdown_token().is_cancelled() {
             return Err(ServiceError::ShuttingDown);
         }
         let hub = &self.inner.hub;
         let (id, rx, tx) = hub.connect(request);
-        tracing::info!(stream = id, orchestrations = request.max_concurrent_orchestration_work_items, activities = request.max_concurrent_activity_work_items, "worker connected");
+        tracing::info!(
+            stream = id,
+            orchestrations = request.max_concurrent_orchestration_work_items,
+            activities = request.max_concurrent_activity_work_items,
+            "worker connected"
+        );
         let state = self.clone();
         let ping_every = self.options().health_ping_interval;
         self.inner.tasks.spawn(async move {
@@ -140,7 +165,10 @@ impl AppState {
     }
 
     /// Routes a `CompleteOrchestratorTask`.
-    pub async fn complete_orchestrator_task(&self, response: pb::OrchestratorResponse) -> Result<()> {
+    pub async fn complete_orchestrator_task(
+        &self,
+        response: pb::OrchestratorResponse,
+    ) -> Result<()> {
         #[allow(deprecated)] // still sent by .NET and Java for oversized responses
         let partial = response.is_partial;
         if partial {
@@ -168,7 +196,11 @@ impl AppState {
 }
 
 /// Sends a `HealthPing` every `every` until the receiver is dropped or shutdown starts.
-async fn keep_alive(tx: &mpsc::Sender<pb::WorkItem>, every: Duration, shutdown: &tokio_util::sync::CancellationToken) {
+async fn keep_alive(
+    tx: &mpsc::Sender<pb::WorkItem>,
+    every: Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = tx.closed() => return,

@@ -10,7 +10,9 @@ use std::fmt;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{ExecutionId, InstanceId, InstanceRecord, NewInstance, ReusePolicy, RuntimeStatus, Transition};
+use crate::domain::{
+    ExecutionId, InstanceId, InstanceRecord, NewInstance, ReusePolicy, RuntimeStatus, Transition,
+};
 use crate::proto as pb;
 
 pub mod sqlite;
@@ -204,15 +206,23 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>>;
 
     /// The committed history of the current execution, or `None` for unknown ids.
-    async fn history(&self, id: &InstanceId) -> Result<Option<(ExecutionId, Vec<pb::HistoryEvent>)>>;
+    async fn history(
+        &self,
+        id: &InstanceId,
+    ) -> Result<Option<(ExecutionId, Vec<pb::HistoryEvent>)>>;
 
     /// Adds a client event (`EventRaised`) to the inbox: `NotFound` for unknown ids,
     /// `Dropped` for terminal ones.
-    async fn enqueue_event(&self, id: &InstanceId, event: pb::HistoryEvent) -> Result<EnqueueOutcome>;
+    async fn enqueue_event(
+        &self,
+        id: &InstanceId,
+        event: pb::HistoryEvent,
+    ) -> Result<EnqueueOutcome>;
 
-    /// Terminates: terminal → no-op; PENDING whose `ExecutionStarted` is not visible yet →
-    /// status TERMINATED in place (output = reason, completed now, inbox dropped);
-    /// otherwise enqueue `event` (an `ExecutionTerminated`).
+    /// Terminates: terminal → no-op; a top-level instance with nothing committed yet
+    /// (PENDING, or SUSPENDED before its first episode) → status TERMINATED in place
+    /// (output = reason, completed now, inbox dropped); otherwise enqueue `event` (an
+    /// `ExecutionTerminated`).
     async fn terminate_instance(
         &self,
         id: &InstanceId,
@@ -249,14 +259,21 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Completes an activity row with its `TaskCompleted`/`TaskFailed` event: deletes the
     /// row and enqueues the event for the row's (instance, execution) when still current.
-    async fn complete_activity(&self, activity_id: i64, result: pb::HistoryEvent) -> Result<ActivityOutcome>;
+    async fn complete_activity(
+        &self,
+        activity_id: i64,
+        result: pb::HistoryEvent,
+    ) -> Result<ActivityOutcome>;
 
     /// One page of instances, ordered by (created_at, instance_id).
     async fn query_instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>>;
 
     /// One page of terminal instance ids with their completion time, ordered by
     /// (completed_at, instance_id).
-    async fn list_completed(&self, filter: &CompletedFilter) -> Result<Vec<(InstanceId, DateTime<Utc>)>>;
+    async fn list_completed(
+        &self,
+        filter: &CompletedFilter,
+    ) -> Result<Vec<(InstanceId, DateTime<Utc>)>>;
 
     /// Purges a terminal instance (and, if `recursive`, its terminal descendants found by
     /// `parent_instance_id`). Returns the number of instances deleted; 0 when unknown or

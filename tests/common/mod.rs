@@ -1,6 +1,6 @@
 //! Test support: a real server on an ephemeral port over a real SQLite file, a connected
 //! client, and a scripted worker that answers work items with closures.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)] // test support code
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -35,31 +35,56 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("test.sqlite").to_string_lossy().into_owned();
+        let db = dir
+            .path()
+            .join("test.sqlite")
+            .to_string_lossy()
+            .into_owned();
         Self::start_on(dir, db, ServerOptions::default()).await
     }
 
     pub async fn start_with(options: ServerOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("test.sqlite").to_string_lossy().into_owned();
+        let db = dir
+            .path()
+            .join("test.sqlite")
+            .to_string_lossy()
+            .into_owned();
         Self::start_on(dir, db, options).await
     }
 
     async fn start_on(dir: tempfile::TempDir, db: String, options: ServerOptions) -> Self {
         // TEST_LOG=debug shows the server's log while debugging a test.
         if let Ok(filter) = std::env::var("TEST_LOG") {
-            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
-        let options = ServerOptions { db: db.clone(), ..options };
+        let options = ServerOptions {
+            db: db.clone(),
+            ..options
+        };
         let token = cancel.clone();
         let task = tokio::spawn(async move {
-            server::run(options, listener, token).await.expect("server failed");
+            server::run(options, listener, token)
+                .await
+                .expect("server failed");
         });
-        let client = within("connect", Client::connect(format!("http://{addr}"))).await.unwrap();
-        Self { addr, client, dir, db, cancel, task: Some(task) }
+        let client = within("connect", Client::connect(format!("http://{addr}")))
+            .await
+            .unwrap();
+        Self {
+            addr,
+            client,
+            dir,
+            db,
+            cancel,
+            task: Some(task),
+        }
     }
 
     /// Stops the server and starts a new one on the same database file.
@@ -97,10 +122,11 @@ impl TestServer {
     pub async fn wait_completion(&self, id: &str) -> pb::OrchestrationState {
         let r = within(
             "wait for completion",
-            self.client().wait_for_instance_completion(pb::GetInstanceRequest {
-                instance_id: id.into(),
-                get_inputs_and_outputs: true,
-            }),
+            self.client()
+                .wait_for_instance_completion(pb::GetInstanceRequest {
+                    instance_id: id.into(),
+                    get_inputs_and_outputs: true,
+                }),
         )
         .await
         .unwrap()
@@ -112,7 +138,10 @@ impl TestServer {
     pub async fn get(&self, id: &str) -> Option<pb::OrchestrationState> {
         let r = self
             .client()
-            .get_instance(pb::GetInstanceRequest { instance_id: id.into(), get_inputs_and_outputs: true })
+            .get_instance(pb::GetInstanceRequest {
+                instance_id: id.into(),
+                get_inputs_and_outputs: true,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -126,7 +155,8 @@ impl Drop for TestServer {
     }
 }
 
-pub type OrchestratorFn = dyn Fn(&pb::OrchestratorRequest) -> Vec<pb::OrchestratorAction> + Send + Sync;
+pub type OrchestratorFn =
+    dyn Fn(&pb::OrchestratorRequest) -> Vec<pb::OrchestratorAction> + Send + Sync;
 pub type ActivityFn = dyn Fn(&pb::ActivityRequest) -> Result<Option<String>, String> + Send + Sync;
 
 /// A worker driven by closures: no replay engine, it decides from the events it gets.
@@ -139,18 +169,27 @@ pub struct ScriptedWorker {
 impl ScriptedWorker {
     pub async fn start(
         client: Client,
-        orchestrator: impl Fn(&pb::OrchestratorRequest) -> Vec<pb::OrchestratorAction> + Send + Sync + 'static,
-        activity: impl Fn(&pb::ActivityRequest) -> Result<Option<String>, String> + Send + Sync + 'static,
+        orchestrator: impl Fn(&pb::OrchestratorRequest) -> Vec<pb::OrchestratorAction>
+            + Send
+            + Sync
+            + 'static,
+        activity: impl Fn(&pb::ActivityRequest) -> Result<Option<String>, String>
+            + Send
+            + Sync
+            + 'static,
     ) -> Self {
         let orchestrator: Arc<OrchestratorFn> = Arc::new(orchestrator);
         let activity: Arc<ActivityFn> = Arc::new(activity);
         let cancel = CancellationToken::new();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut c = client.clone();
-        let mut stream = within("open stream", c.get_work_items(pb::GetWorkItemsRequest::default()))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut stream = within(
+            "open stream",
+            c.get_work_items(pb::GetWorkItemsRequest::default()),
+        )
+        .await
+        .unwrap()
+        .into_inner();
         let token = cancel.clone();
         let seen2 = Arc::clone(&seen);
         let task = tokio::spawn(async move {
@@ -183,12 +222,21 @@ impl ScriptedWorker {
                             Ok(r) => (r, None),
                             Err(msg) => (
                                 None,
-                                Some(pb::TaskFailureDetails { error_type: "Error".into(), error_message: msg, ..Default::default() }),
+                                Some(pb::TaskFailureDetails {
+                                    error_type: "Error".into(),
+                                    error_message: msg,
+                                    ..Default::default()
+                                }),
                             ),
                         };
                         let _ = c
                             .complete_activity_task(pb::ActivityResponse {
-                                instance_id: req.orchestration_instance.as_ref().unwrap().instance_id.clone(),
+                                instance_id: req
+                                    .orchestration_instance
+                                    .as_ref()
+                                    .unwrap()
+                                    .instance_id
+                                    .clone(),
                                 task_id: req.task_id,
                                 result,
                                 failure_details,
@@ -224,14 +272,22 @@ pub fn input_of(req: &pb::OrchestratorRequest) -> Option<String> {
 pub fn completed_results(req: &pb::OrchestratorRequest) -> Vec<String> {
     all_events(req)
         .filter_map(|e| match &e.event_type {
-            Some(pb::history_event::EventType::TaskCompleted(c)) => Some(c.result.clone().unwrap_or_default()),
+            Some(pb::history_event::EventType::TaskCompleted(c)) => {
+                Some(c.result.clone().unwrap_or_default())
+            }
             _ => None,
         })
         .collect()
 }
 
-pub fn act(id: i32, kind: pb::orchestrator_action::OrchestratorActionType) -> pb::OrchestratorAction {
-    pb::OrchestratorAction { id, orchestrator_action_type: Some(kind) }
+pub fn act(
+    id: i32,
+    kind: pb::orchestrator_action::OrchestratorActionType,
+) -> pb::OrchestratorAction {
+    pb::OrchestratorAction {
+        id,
+        orchestrator_action_type: Some(kind),
+    }
 }
 
 pub fn schedule(id: i32, name: &str, input: Option<String>) -> pb::OrchestratorAction {
@@ -245,13 +301,19 @@ pub fn schedule(id: i32, name: &str, input: Option<String>) -> pb::OrchestratorA
     )
 }
 
-pub fn finish(id: i32, status: pb::OrchestrationStatus, result: Option<String>) -> pb::OrchestratorAction {
+pub fn finish(
+    id: i32,
+    status: pb::OrchestrationStatus,
+    result: Option<String>,
+) -> pb::OrchestratorAction {
     act(
         id,
-        pb::orchestrator_action::OrchestratorActionType::CompleteOrchestration(pb::CompleteOrchestrationAction {
-            orchestration_status: status as i32,
-            result,
-            ..Default::default()
-        }),
+        pb::orchestrator_action::OrchestratorActionType::CompleteOrchestration(
+            pb::CompleteOrchestrationAction {
+                orchestration_status: status as i32,
+                result,
+                ..Default::default()
+            },
+        ),
     )
 }

@@ -3,7 +3,7 @@
 
 use sqlx::SqliteConnection;
 
-use super::codec::{self, db_error, decode_event, encode, get, micros, time, visible_micros};
+use super::codec::{db_error, decode_event, encode, get, micros, time, visible_micros};
 use super::instances;
 use crate::domain::{ExecutionId, InstanceId, OutboundMessage};
 use crate::proto as pb;
@@ -183,30 +183,4 @@ pub(super) async fn put_head(
             .map_err(db_error("inbox reorder"))?;
     }
     Ok(())
-}
-
-/// Whether one of `id`'s messages visible at `now_us` is an `ExecutionStarted`.
-pub(super) async fn start_is_visible(
-    conn: &mut SqliteConnection,
-    id: &InstanceId,
-    now_us: i64,
-) -> Result<bool> {
-    let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT payload FROM inbox WHERE instance_id = ? AND visible_at <= ? ORDER BY seq",
-    )
-    .bind(id.as_str())
-    .bind(now_us)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_error("inbox read"))?;
-    for payload in payloads {
-        let event = codec::decode_event(&payload)?;
-        if matches!(
-            event.event_type,
-            Some(pb::history_event::EventType::ExecutionStarted(_))
-        ) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }

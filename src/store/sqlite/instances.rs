@@ -136,14 +136,16 @@ pub(super) async fn terminate(
         return Ok(TerminateOutcome::AlreadyTerminal);
     }
     let now_us = micros(now);
-    // Not started yet (nothing committed, start not visible): a work item holding only
-    // `ExecutionTerminated` would break SDK workers (PROTOCOL.md §3.5), so end it here.
-    // SUSPENDED counts too: suspending a not-yet-started instance does not start it.
+    // Not started yet (nothing committed): end it here rather than wait for a worker
+    // that may never come (scheduled start, no matching worker; PROTOCOL.md §3.5). An
+    // episode already out for it fails its commit guard (terminal). SUSPENDED counts too:
+    // suspending a not-yet-started instance does not start it. Children go through their
+    // inbox instead, so the parent hears of the termination from the usual episode.
     let unstarted = matches!(
         target.status,
         RuntimeStatus::Pending | RuntimeStatus::Suspended
     ) && target.history_len == 0
-        && !inbox::start_is_visible(conn, id, now_us).await?;
+        && !has_parent(conn, id).await?;
     if !unstarted {
         inbox::insert(conn, id, None, now_us, event).await?;
         return Ok(TerminateOutcome::Enqueued);
@@ -162,6 +164,15 @@ pub(super) async fn terminate(
     .map_err(db_error("terminate"))?;
     inbox::clear(conn, id).await?;
     Ok(TerminateOutcome::TerminatedDirectly)
+}
+
+/// Whether the instance is a sub-orchestration.
+async fn has_parent(conn: &mut SqliteConnection, id: &InstanceId) -> Result<bool> {
+    sqlx::query_scalar("SELECT parent_instance_id IS NOT NULL FROM instances WHERE instance_id = ?")
+        .bind(id.as_str())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error("instance lookup"))
 }
 
 /// `Store::set_suspended`: the stored status flips at RPC time (PROTOCOL.md §3.6).

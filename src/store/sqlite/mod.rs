@@ -135,7 +135,7 @@ impl SqliteStore {
                 .max_connections(options.read_connections.max(1))
                 .min_connections(0)
                 .acquire_timeout(options.acquire_timeout)
-                .connect_with(base.read_only(true))
+                .connect_with(base.read_only(true).create_if_missing(false))
                 .await
                 .map_err(db_error("open"))?;
             Some(pool)
