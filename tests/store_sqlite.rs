@@ -139,14 +139,14 @@ async fn start_running(
         .await
         .unwrap();
     let work = store
-        .orchestration_work(&id(instance), now, 100)
+        .orchestration_work(&id(instance), now, 100, None)
         .await
         .unwrap()
         .unwrap();
     let t = episode(&work, now, StatusChange::Progress);
     store.commit_orchestration(&t).await.unwrap();
     store
-        .orchestration_work(&id(instance), now, 100)
+        .orchestration_work(&id(instance), now, 100, None)
         .await
         .unwrap()
         .unwrap()
@@ -183,7 +183,7 @@ fn completed() -> StatusChange {
 
 async fn complete(store: &SqliteStore, instance: &str, now: DateTime<Utc>) {
     let work = store
-        .orchestration_work(&id(instance), now, 100)
+        .orchestration_work(&id(instance), now, 100, None)
         .await
         .unwrap()
         .unwrap();
@@ -299,12 +299,12 @@ async fn replacement_clears_history_inbox_and_activities() {
         .await
         .unwrap();
     let work = store
-        .orchestration_work(&id("r"), at(2), 100)
+        .orchestration_work(&id("r"), at(2), 100, None)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(work.record.execution_id, replacement.execution_id);
-    assert!(work.history.is_empty());
+    assert!(work.history.unwrap().is_empty());
     assert_eq!(work.messages.len(), 1);
     assert!(is_started(&work.messages[0].event));
     assert_eq!(work.messages[0].target_execution, None);
@@ -337,7 +337,7 @@ async fn enqueue_event_rules() {
         EnqueueOutcome::Enqueued
     );
     let work = store
-        .orchestration_work(&id("p"), at(1), 100)
+        .orchestration_work(&id("p"), at(1), 100, None)
         .await
         .unwrap()
         .unwrap();
@@ -346,7 +346,7 @@ async fn enqueue_event_rules() {
     // The batch cap and visibility apply.
     assert_eq!(
         store
-            .orchestration_work(&id("p"), at(1), 1)
+            .orchestration_work(&id("p"), at(1), 1, None)
             .await
             .unwrap()
             .unwrap()
@@ -356,7 +356,7 @@ async fn enqueue_event_rules() {
     );
     assert_eq!(
         store
-            .orchestration_work(&id("p"), at(0), 100)
+            .orchestration_work(&id("p"), at(0), 100, None)
             .await
             .unwrap()
             .unwrap()
@@ -374,7 +374,7 @@ async fn enqueue_event_rules() {
         EnqueueOutcome::Dropped
     );
     assert!(store
-        .orchestration_work(&id("p"), at(3), 100)
+        .orchestration_work(&id("p"), at(3), 100, None)
         .await
         .unwrap()
         .is_none());
@@ -432,7 +432,7 @@ async fn terminate_variants() {
         .await;
     assert_eq!(outcome.unwrap(), TerminateOutcome::Enqueued);
     let work = store
-        .orchestration_work(&id("run"), at(1), 100)
+        .orchestration_work(&id("run"), at(1), 100, None)
         .await
         .unwrap()
         .unwrap();
@@ -495,7 +495,7 @@ async fn suspend_and_resume_flip_status_once() {
 
     // A Progress commit leaves SUSPENDED alone.
     let work = store
-        .orchestration_work(&s, at(2), 100)
+        .orchestration_work(&s, at(2), 100, None)
         .await
         .unwrap()
         .unwrap();
@@ -538,7 +538,7 @@ async fn progress_commit_appends_history_and_updates_record() {
         .await
         .unwrap();
     let work = store
-        .orchestration_work(&id("w"), at(1), 100)
+        .orchestration_work(&id("w"), at(1), 100, None)
         .await
         .unwrap()
         .unwrap();
@@ -581,13 +581,13 @@ async fn progress_commit_appends_history_and_updates_record() {
         "history round-trips byte for byte"
     );
     let work = store
-        .orchestration_work(&id("w"), at(1), 100)
+        .orchestration_work(&id("w"), at(1), 100, None)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(work.messages.len(), 1);
     assert_eq!(raised_name(&work.messages[0].event), Some("during"));
-    assert_eq!(work.history.len(), 2);
+    assert_eq!(work.history.as_ref().map(Vec::len), Some(2));
 }
 
 #[tokio::test]
@@ -599,7 +599,7 @@ async fn stale_guard_is_lease_lost_and_writes_nothing() {
         .await
         .unwrap();
     let work_now = store
-        .orchestration_work(&id("g"), at(1), 100)
+        .orchestration_work(&id("g"), at(1), 100, None)
         .await
         .unwrap()
         .unwrap();
@@ -625,7 +625,7 @@ async fn stale_guard_is_lease_lost_and_writes_nothing() {
     ));
 
     let after = store
-        .orchestration_work(&id("g"), at(1), 100)
+        .orchestration_work(&id("g"), at(1), 100, None)
         .await
         .unwrap()
         .unwrap();
@@ -642,7 +642,7 @@ async fn a_failing_commit_rolls_back_its_partial_writes() {
         .await
         .unwrap();
     let work = store
-        .orchestration_work(&id("x"), at(1), 100)
+        .orchestration_work(&id("x"), at(1), 100, None)
         .await
         .unwrap()
         .unwrap();
@@ -658,7 +658,7 @@ async fn a_failing_commit_rolls_back_its_partial_writes() {
         .unwrap_err();
     assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
     let after = store
-        .orchestration_work(&id("x"), at(1), 100)
+        .orchestration_work(&id("x"), at(1), 100, None)
         .await
         .unwrap()
         .unwrap();
@@ -736,7 +736,7 @@ async fn continue_as_new_puts_the_new_head_before_waiting_messages() {
         .await
         .unwrap();
     let work = store
-        .orchestration_work(&id("c"), at(2), 100)
+        .orchestration_work(&id("c"), at(2), 100, None)
         .await
         .unwrap()
         .unwrap();
@@ -776,7 +776,7 @@ async fn continue_as_new_puts_the_new_head_before_waiting_messages() {
     assert!(outcome.touched.is_empty());
 
     let work = store
-        .orchestration_work(&id("c"), at(60), 100)
+        .orchestration_work(&id("c"), at(60), 100, None)
         .await
         .unwrap()
         .unwrap();
@@ -794,7 +794,7 @@ async fn continue_as_new_puts_the_new_head_before_waiting_messages() {
         (rec.output.as_deref(), rec.custom_status.as_deref()),
         (None, Some("kept"))
     );
-    assert!(work.history.is_empty());
+    assert!(work.history.unwrap().is_empty());
     assert!(is_started(&work.messages[0].event));
     let names: Vec<_> = work.messages[1..]
         .iter()
@@ -843,7 +843,7 @@ async fn message_drop_rules_and_touched() {
     assert_eq!(outcome.touched, vec![id("live")]);
     assert!(!outcome.has_visible_inbox, "the timer is in the future");
     let got = store
-        .orchestration_work(&id("live"), at(2), 100)
+        .orchestration_work(&id("live"), at(2), 100, None)
         .await
         .unwrap()
         .unwrap();
@@ -857,7 +857,7 @@ async fn message_drop_rules_and_touched() {
     let recovery = store.recover(at(2)).await.unwrap();
     assert_eq!(recovery.wakeups, vec![(at(30), id("src"))]);
     let timer = store
-        .orchestration_work(&id("src"), at(30), 100)
+        .orchestration_work(&id("src"), at(30), 100, None)
         .await
         .unwrap()
         .unwrap();
@@ -892,7 +892,7 @@ async fn children_are_created_replaced_or_conflict() {
     assert!(outcome.has_visible_inbox);
 
     let new = store
-        .orchestration_work(&id("new"), at(2), 100)
+        .orchestration_work(&id("new"), at(2), 100, None)
         .await
         .unwrap()
         .unwrap();
@@ -906,7 +906,7 @@ async fn children_are_created_replaced_or_conflict() {
         RuntimeStatus::Running
     );
     let inbox = store
-        .orchestration_work(&id("parent"), at(2), 100)
+        .orchestration_work(&id("parent"), at(2), 100, None)
         .await
         .unwrap()
         .unwrap()
@@ -941,7 +941,7 @@ async fn activity_completes_exactly_once_and_stale_results_drop() {
         .unwrap();
     assert_eq!(second, ActivityOutcome::Unknown);
     let work = store
-        .orchestration_work(&id("a"), at(2), 100)
+        .orchestration_work(&id("a"), at(2), 100, None)
         .await
         .unwrap()
         .unwrap();
@@ -972,7 +972,7 @@ async fn discard_messages_only_touches_the_given_rows() {
         .await
         .unwrap();
     let work = store
-        .orchestration_work(&id("d"), at(1), 100)
+        .orchestration_work(&id("d"), at(1), 100, None)
         .await
         .unwrap()
         .unwrap();
@@ -985,7 +985,7 @@ async fn discard_messages_only_touches_the_given_rows() {
         .await
         .unwrap();
     let work = store
-        .orchestration_work(&id("d"), at(1), 100)
+        .orchestration_work(&id("d"), at(1), 100, None)
         .await
         .unwrap()
         .unwrap();
@@ -1353,5 +1353,48 @@ async fn throughput_probe() {
     eprintln!(
         "{n} orchestrations in {secs:.2}s = {:.0}/s; {stats:?}",
         f64::from(n) / secs
+    );
+}
+
+#[tokio::test]
+async fn orchestration_work_skips_history_the_caller_already_holds() {
+    let (_dir, store) = fresh().await;
+    start_running(&store, "c", at(0)).await;
+    store
+        .enqueue_event(&id("c"), raised("e", at(1)))
+        .await
+        .unwrap();
+    let record = store.instance(&id("c")).await.unwrap().unwrap();
+    assert!(record.history_len > 0);
+    let current = Some((record.execution_id.clone(), record.history_len));
+    let work = store
+        .orchestration_work(&id("c"), at(2), 100, current)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        work.history.is_none(),
+        "a current cached copy must not be re-read"
+    );
+    assert_eq!(work.messages.len(), 1);
+    let stale = Some((record.execution_id.clone(), record.history_len - 1));
+    let work = store
+        .orchestration_work(&id("c"), at(2), 100, stale)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        work.history.map(|h| h.len() as u32),
+        Some(record.history_len)
+    );
+    let other = Some((ExecutionId::new("old"), record.history_len));
+    let work = store
+        .orchestration_work(&id("c"), at(2), 100, other)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        work.history.is_some(),
+        "another execution's copy is not current"
     );
 }

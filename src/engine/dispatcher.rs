@@ -21,7 +21,7 @@ use super::plan::{plan_episode, Plan};
 use super::watch::Watchers;
 use super::EngineError;
 use crate::domain::events::{event, orchestrator_started};
-use crate::domain::{Clock, ExecutionId, InstanceId, InstanceRecord};
+use crate::domain::{Clock, ExecutionId, InstanceId, InstanceRecord, StatusChange, Transition};
 use crate::proto as pb;
 use crate::store::{ActivityItem, ActivityOutcome, Store, StoreError};
 
@@ -68,7 +68,7 @@ enum Phase {
 
 struct Episode {
     record: InstanceRecord,
-    past: Vec<pb::HistoryEvent>,
+    past: Arc<Vec<pb::HistoryEvent>>,
     new_events: Vec<pb::HistoryEvent>,
     consumed: Vec<i64>,
 }
@@ -101,7 +101,18 @@ struct DispatchState {
     act_tokens: HashMap<u64, i64>,
     abandons: HashMap<InstanceId, u32>,
     recent: RecentTokens,
+    /// Committed histories of running instances, so an episode does not re-read (and
+    /// re-decode) a history that only ever grows by what this process appended.
+    histories: HashMap<InstanceId, CachedHistory>,
 }
+
+struct CachedHistory {
+    execution_id: ExecutionId,
+    events: Arc<Vec<pb::HistoryEvent>>,
+}
+
+/// Most histories kept in memory; beyond it episodes read history from the store.
+const HISTORY_CACHE_CAP: usize = 50_000;
 
 impl DispatchState {
     fn mark_ready(&mut self, id: InstanceId) {
@@ -124,6 +135,48 @@ impl DispatchState {
             },
         );
         self.activity_queue.push_back(id);
+    }
+
+    fn cache_history(
+        &mut self,
+        id: &InstanceId,
+        execution_id: &ExecutionId,
+        events: &Arc<Vec<pb::HistoryEvent>>,
+    ) {
+        if self.histories.len() < HISTORY_CACHE_CAP || self.histories.contains_key(id) {
+            let entry = CachedHistory {
+                execution_id: execution_id.clone(),
+                events: Arc::clone(events),
+            };
+            self.histories.insert(id.clone(), entry);
+        }
+    }
+
+    /// Keeps the cached history in step with a committed transition.
+    fn advance_history(&mut self, t: &Transition) {
+        let id = &t.instance_id;
+        match &t.status {
+            StatusChange::Progress => {
+                let current = self.histories.get_mut(id).filter(|h| {
+                    h.execution_id == t.expected_execution_id
+                        && h.events.len() == t.expected_history_len as usize
+                });
+                match current {
+                    Some(h) => {
+                        Arc::make_mut(&mut h.events).extend(t.history_append.iter().cloned())
+                    }
+                    None => {
+                        self.histories.remove(id);
+                    }
+                }
+            }
+            StatusChange::ContinuedAsNew { execution_id, .. } => {
+                self.cache_history(id, execution_id, &Arc::new(Vec::new()));
+            }
+            StatusChange::Terminal { .. } => {
+                self.histories.remove(id);
+            }
+        }
     }
 
     fn forget_activity(&mut self, id: i64) -> Option<ActivityState> {
@@ -427,9 +480,15 @@ impl Engine {
 
     async fn fetch_and_send(self: Arc<Self>, id: InstanceId, reservation: Reservation, token: u64) {
         let now = self.clock.now();
+        let cached = {
+            let st = self.lock();
+            st.histories
+                .get(&id)
+                .map(|h| (h.execution_id.clone(), h.events.len() as u32))
+        };
         let work = match self
             .store
-            .orchestration_work(&id, now, self.config.max_batch_messages)
+            .orchestration_work(&id, now, self.config.max_batch_messages, cached)
             .await
         {
             Ok(w) => w,
@@ -443,7 +502,28 @@ impl Engine {
             self.end_flight(&id, reservation, None);
             return;
         };
-        match plan_episode(&work.record, &work.history, work.messages) {
+        let history = match work.history {
+            Some(events) => {
+                let events = Arc::new(events);
+                self.lock()
+                    .cache_history(&id, &work.record.execution_id, &events);
+                events
+            }
+            None => match self
+                .lock()
+                .histories
+                .get(&id)
+                .map(|h| Arc::clone(&h.events))
+            {
+                Some(events) => events,
+                None => {
+                    // Evicted between the two reads: look again right away.
+                    self.end_flight(&id, reservation, Some(now));
+                    return;
+                }
+            },
+        };
+        match plan_episode(&work.record, &history, work.messages) {
             Plan::Wait { stale } => {
                 if !stale.is_empty() {
                     if let Err(err) = self.store.discard_messages(&id, &stale).await {
@@ -464,7 +544,7 @@ impl Engine {
                         pb::OrchestratorRequest {
                             instance_id: id.to_string(),
                             execution_id: Some(work.record.execution_id.to_string()),
-                            past_events: work.history.clone(),
+                            past_events: history.as_ref().clone(),
                             new_events: new_events.clone(),
                             orchestration_trace_context: work.record.trace_context.clone(),
                             ..Default::default()
@@ -473,7 +553,7 @@ impl Engine {
                 };
                 let episode = Episode {
                     record: work.record,
-                    past: work.history,
+                    past: history,
                     new_events,
                     consumed,
                 };
@@ -596,10 +676,12 @@ impl Engine {
                 }
             }
         };
+        drop(episode);
         match self.store.commit_orchestration(&transition).await {
             Ok(outcome) => {
                 {
                     let mut st = self.lock();
+                    st.advance_history(&transition);
                     for item in outcome.activities {
                         st.enqueue_activity(item);
                     }
@@ -626,11 +708,13 @@ impl Engine {
                 }
             }
             Err(StoreError::LeaseLost(_)) => {
+                self.lock().histories.remove(&id);
                 tracing::info!(instance_id = %id, "instance changed while its episode was out; completion dropped");
                 self.finish_flight(&id, flight_token, Some(true), now);
                 Err(CompletionError::Stale(token_text))
             }
             Err(err) => {
+                self.lock().histories.remove(&id);
                 tracing::warn!(instance_id = %id, error = %err, "commit failed; the episode will be redelivered");
                 self.finish_flight(&id, flight_token, None, now + chrono::Duration::seconds(1));
                 Err(err.into())

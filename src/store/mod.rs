@@ -69,8 +69,9 @@ pub struct InboxMessage {
 pub struct OrchestrationWork {
     /// The instance record.
     pub record: InstanceRecord,
-    /// Committed history of the current execution.
-    pub history: Vec<pb::HistoryEvent>,
+    /// Committed history of the current execution; `None` when the caller's cached copy
+    /// (same execution, same length) is still current and was not re-read.
+    pub history: Option<Vec<pb::HistoryEvent>>,
     /// Visible inbox messages (visible_at <= now), in inbox order, at most the batch cap.
     pub messages: Vec<InboxMessage>,
 }
@@ -243,11 +244,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> Result<SuspendOutcome>;
 
     /// Reads what an episode needs: `None` when the instance is unknown or terminal.
+    /// `cached` = the (execution, history length) the caller already holds in memory; the
+    /// history is only read when the stored one differs, so an episode costs no full
+    /// history reload (it would grow with every step).
     async fn orchestration_work(
         &self,
         id: &InstanceId,
         now: DateTime<Utc>,
         max_messages: u32,
+        cached: Option<(ExecutionId, u32)>,
     ) -> Result<Option<OrchestrationWork>>;
 
     /// Commits an episode atomically (see `Transition`). `LeaseLost` when the guard

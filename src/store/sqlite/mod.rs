@@ -272,13 +272,15 @@ impl Store for SqliteStore {
         id: &InstanceId,
         now: DateTime<Utc>,
         max_messages: u32,
+        cached: Option<(ExecutionId, u32)>,
     ) -> Result<Option<OrchestrationWork>> {
         let id = id.clone();
         self.read(op!(|conn| queries::orchestration_work(
             conn,
             &id,
             now,
-            max_messages
+            max_messages,
+            cached.as_ref()
         )
         .await))
             .await

@@ -62,6 +62,7 @@ pub(super) async fn orchestration_work(
     id: &InstanceId,
     now: DateTime<Utc>,
     max_messages: u32,
+    cached: Option<&(ExecutionId, u32)>,
 ) -> Result<Option<OrchestrationWork>> {
     let Some(record) = instance(conn, id).await? else {
         return Ok(None);
@@ -69,7 +70,14 @@ pub(super) async fn orchestration_work(
     if record.status.is_terminal() {
         return Ok(None);
     }
-    let history = events(conn, id).await?;
+    let current = cached.is_some_and(|(execution, len)| {
+        *execution == record.execution_id && *len == record.history_len
+    });
+    let history = if current {
+        None
+    } else {
+        Some(events(conn, id).await?)
+    };
     let messages = inbox::visible(conn, id, micros(now), max_messages).await?;
     Ok(Some(OrchestrationWork {
         record,
