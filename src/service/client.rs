@@ -380,9 +380,14 @@ impl AppState {
         req: &pb::ListInstanceIdsRequest,
     ) -> Result<Page<InstanceId>> {
         let limit = page_size(req.page_size);
-        let wanted = statuses(&req.runtime_status)?;
+        let Some(wanted) = terminal_subset(&req.runtime_status)? else {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        };
         let filter = CompletedFilter {
-            statuses: wanted.into_iter().filter(|s| s.is_terminal()).collect(),
+            statuses: wanted,
             completed_from: req
                 .completed_time_from
                 .as_ref()
@@ -446,10 +451,10 @@ impl AppState {
                 .created_time_to
                 .as_ref()
                 .map(crate::domain::events::from_timestamp),
-            statuses: statuses(&f.runtime_status)?
-                .into_iter()
-                .filter(|s| s.is_terminal())
-                .collect(),
+            statuses: match terminal_subset(&f.runtime_status)? {
+                Some(wanted) => wanted,
+                None => return Ok((0, true)),
+            },
         };
         let deadline = match &f.timeout {
             Some(d) if d.seconds > 0 || d.nanos > 0 => {
@@ -513,6 +518,14 @@ fn statuses(raw: &[i32]) -> Result<Vec<RuntimeStatus>> {
             })
         })
         .collect()
+}
+
+/// The terminal statuses of a filter list: `Some(empty)` = no filter (all terminal);
+/// `None` = the list names only live statuses, so nothing terminal can match.
+fn terminal_subset(raw: &[i32]) -> Result<Option<Vec<RuntimeStatus>>> {
+    let all = statuses(raw)?;
+    let terminal: Vec<_> = all.iter().copied().filter(|s| s.is_terminal()).collect();
+    Ok((all.is_empty() || !terminal.is_empty()).then_some(terminal))
 }
 
 struct NewExecution {

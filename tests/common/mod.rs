@@ -2,6 +2,7 @@
 //! client, and a scripted worker that answers work items with closures.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)] // test support code
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -316,4 +317,202 @@ pub fn finish(
             },
         ),
     )
+}
+
+/// The status of a call that is expected to fail.
+pub fn expect_err<T: std::fmt::Debug>(
+    r: Result<tonic::Response<T>, tonic::Status>,
+) -> tonic::Status {
+    match r {
+        Ok(v) => panic!("expected an error status, got OK: {v:?}"),
+        Err(s) => s,
+    }
+}
+
+/// The committed history of an instance's current execution (all chunks, in order).
+pub async fn history(client: &Client, id: &str) -> Vec<pb::HistoryEvent> {
+    let mut c = client.clone();
+    within("stream history", async move {
+        let mut stream = c
+            .stream_instance_history(pb::StreamInstanceHistoryRequest {
+                instance_id: id.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut events = Vec::new();
+        while let Some(chunk) = stream.message().await.unwrap() {
+            events.extend(chunk.events);
+        }
+        events
+    })
+    .await
+}
+
+/// Polls `check` every 20 ms until it yields a value; bounded like `within`.
+pub async fn eventually<T, Fut>(what: &str, mut check: impl FnMut() -> Fut) -> T
+where
+    Fut: Future<Output = Option<T>>,
+{
+    within(what, async {
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// One `GetWorkItems` stream, read by hand. Health pings are skipped; items of the other
+/// kind are kept for later calls.
+pub struct WorkStream {
+    pub client: Client,
+    pub inner: tonic::Streaming<pb::WorkItem>,
+    pub stash: VecDeque<pb::WorkItem>,
+}
+
+impl WorkStream {
+    pub async fn open(client: Client, req: pb::GetWorkItemsRequest) -> Self {
+        let mut c = client.clone();
+        let inner = within("open stream", c.get_work_items(req))
+            .await
+            .unwrap()
+            .into_inner();
+        Self {
+            client,
+            inner,
+            stash: VecDeque::new(),
+        }
+    }
+
+    pub async fn raw(&mut self) -> pb::WorkItem {
+        loop {
+            let item = within("next work item", self.inner.message())
+                .await
+                .unwrap()
+                .expect("stream ended");
+            if !matches!(item.request, Some(pb::work_item::Request::HealthPing(_))) {
+                return item;
+            }
+        }
+    }
+
+    pub async fn next_where(&mut self, pred: fn(&pb::WorkItem) -> bool) -> pb::WorkItem {
+        if let Some(i) = self.stash.iter().position(pred) {
+            return self.stash.remove(i).unwrap();
+        }
+        loop {
+            let item = self.raw().await;
+            if pred(&item) {
+                return item;
+            }
+            self.stash.push_back(item);
+        }
+    }
+
+    pub async fn orchestration(&mut self) -> (String, pb::OrchestratorRequest) {
+        let item = self
+            .next_where(|i| {
+                matches!(
+                    i.request,
+                    Some(pb::work_item::Request::OrchestratorRequest(_))
+                )
+            })
+            .await;
+        match item.request {
+            Some(pb::work_item::Request::OrchestratorRequest(r)) => (item.completion_token, r),
+            _ => unreachable!(),
+        }
+    }
+
+    pub async fn activity(&mut self) -> (String, pb::ActivityRequest) {
+        let item = self
+            .next_where(|i| matches!(i.request, Some(pb::work_item::Request::ActivityRequest(_))))
+            .await;
+        match item.request {
+            Some(pb::work_item::Request::ActivityRequest(r)) => (item.completion_token, r),
+            _ => unreachable!(),
+        }
+    }
+
+    /// Asserts that no item matching `pred` arrives within `d`.
+    pub async fn none_within(&mut self, d: Duration, pred: fn(&pb::WorkItem) -> bool, what: &str) {
+        assert!(
+            !self.stash.iter().any(pred),
+            "unexpected {what}: {:?}",
+            self.stash
+        );
+        let deadline = tokio::time::Instant::now() + d;
+        while let Ok(item) = tokio::time::timeout_at(deadline, self.inner.message()).await {
+            let item = item.unwrap().expect("stream ended");
+            assert!(!pred(&item), "unexpected {what}: {item:?}");
+            if !matches!(item.request, Some(pb::work_item::Request::HealthPing(_))) {
+                self.stash.push_back(item);
+            }
+        }
+    }
+
+    pub async fn complete(
+        &self,
+        token: &str,
+        instance: &str,
+        actions: Vec<pb::OrchestratorAction>,
+    ) -> Result<(), tonic::Status> {
+        let mut c = self.client.clone();
+        within(
+            "complete orchestration",
+            c.complete_orchestrator_task(pb::OrchestratorResponse {
+                instance_id: instance.into(),
+                actions,
+                completion_token: token.into(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn complete_activity(
+        &self,
+        token: &str,
+        req: &pb::ActivityRequest,
+        result: Result<&str, pb::TaskFailureDetails>,
+    ) -> Result<(), tonic::Status> {
+        let (result, failure_details) = match result {
+            Ok(r) => (Some(r.to_string()), None),
+            Err(f) => (None, Some(f)),
+        };
+        let mut c = self.client.clone();
+        within(
+            "complete activity",
+            c.complete_activity_task(pb::ActivityResponse {
+                instance_id: req
+                    .orchestration_instance
+                    .as_ref()
+                    .unwrap()
+                    .instance_id
+                    .clone(),
+                task_id: req.task_id,
+                result,
+                failure_details,
+                completion_token: token.into(),
+            }),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+pub fn is_orchestration(i: &pb::WorkItem) -> bool {
+    matches!(
+        i.request,
+        Some(pb::work_item::Request::OrchestratorRequest(_))
+    )
+}
+
+pub fn is_activity(i: &pb::WorkItem) -> bool {
+    matches!(i.request, Some(pb::work_item::Request::ActivityRequest(_)))
 }
