@@ -11,49 +11,6 @@ use durabletask_sidecar::proto as pb;
 use durabletask_sidecar::server::ServerOptions;
 use tonic::Code;
 
-async fn start(server: &TestServer, id: &str, input: Option<&str>) {
-    within(
-        "start instance",
-        server.client().start_instance(pb::CreateInstanceRequest {
-            instance_id: id.into(),
-            name: "Orch".into(),
-            input: input.map(Into::into),
-            ..Default::default()
-        }),
-    )
-    .await
-    .unwrap();
-}
-
-/// A TERMINATED instance, made without a worker (terminated before dispatch).
-async fn terminated(server: &TestServer, id: &str) {
-    start(server, id, Some("\"in\"")).await;
-    within(
-        "terminate",
-        server.client().terminate_instance(pb::TerminateRequest {
-            instance_id: id.into(),
-            output: Some("\"stop\"".into()),
-            recursive: false,
-        }),
-    )
-    .await
-    .unwrap();
-}
-
-async fn exists(server: &TestServer, id: &str) -> bool {
-    within(
-        "get instance",
-        server.client().get_instance(pb::GetInstanceRequest {
-            instance_id: id.into(),
-            get_inputs_and_outputs: false,
-        }),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .exists
-}
-
 // ---- Unimplemented RPCs and Hello ----------------------------------------------------
 
 #[tokio::test]

@@ -14,49 +14,6 @@ use pb::history_event::EventType;
 use pb::OrchestrationStatus as S;
 use tonic::Code;
 
-async fn start(server: &TestServer, id: &str, input: Option<&str>) {
-    within(
-        "start instance",
-        server.client().start_instance(pb::CreateInstanceRequest {
-            instance_id: id.into(),
-            name: "Orch".into(),
-            input: input.map(Into::into),
-            ..Default::default()
-        }),
-    )
-    .await
-    .unwrap();
-}
-
-/// A TERMINATED instance, made without a worker (terminated before dispatch).
-async fn terminated(server: &TestServer, id: &str) {
-    start(server, id, Some("\"in\"")).await;
-    within(
-        "terminate",
-        server.client().terminate_instance(pb::TerminateRequest {
-            instance_id: id.into(),
-            output: Some("\"stop\"".into()),
-            recursive: false,
-        }),
-    )
-    .await
-    .unwrap();
-}
-
-async fn exists(server: &TestServer, id: &str) -> bool {
-    within(
-        "get instance",
-        server.client().get_instance(pb::GetInstanceRequest {
-            instance_id: id.into(),
-            get_inputs_and_outputs: false,
-        }),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .exists
-}
-
 async fn query(
     server: &TestServer,
     q: pb::InstanceQuery,

@@ -516,3 +516,48 @@ pub fn is_orchestration(i: &pb::WorkItem) -> bool {
 pub fn is_activity(i: &pb::WorkItem) -> bool {
     matches!(i.request, Some(pb::work_item::Request::ActivityRequest(_)))
 }
+
+/// Starts an instance of "Orch" (no worker needed).
+pub async fn start(server: &TestServer, id: &str, input: Option<&str>) {
+    within(
+        "start instance",
+        server.client().start_instance(pb::CreateInstanceRequest {
+            instance_id: id.into(),
+            name: "Orch".into(),
+            input: input.map(Into::into),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+}
+
+/// A TERMINATED instance, made without a worker (terminated before dispatch).
+pub async fn terminated(server: &TestServer, id: &str) {
+    start(server, id, Some("\"in\"")).await;
+    within(
+        "terminate",
+        server.client().terminate_instance(pb::TerminateRequest {
+            instance_id: id.into(),
+            output: Some("\"stop\"".into()),
+            recursive: false,
+        }),
+    )
+    .await
+    .unwrap();
+}
+
+/// Whether GetInstance finds the instance.
+pub async fn exists(server: &TestServer, id: &str) -> bool {
+    within(
+        "get instance",
+        server.client().get_instance(pb::GetInstanceRequest {
+            instance_id: id.into(),
+            get_inputs_and_outputs: false,
+        }),
+    )
+    .await
+    .unwrap()
+    .into_inner()
+    .exists
+}
