@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::Stream;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::proto as pb;
@@ -48,13 +48,16 @@ pub async fn serve(
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);
     let stop = shutdown.clone();
+    // Nagle's algorithm holds small writes (a completion ack, a work item) until the
+    // peer's delayed ACK: tens of milliseconds per step at low concurrency.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(api)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             stop.cancelled().await;
             health
                 .set_not_serving::<TaskHubSidecarServiceServer<Api>>()

@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::codec::{db_error, encode, micros, visible_micros};
+use super::hot::{Hot, State};
 use super::{inbox, instances};
-use crate::domain::{InstanceId, OutboundMessage, StatusChange, Transition};
+use crate::domain::{InstanceId, OutboundMessage, RuntimeStatus, StatusChange, Transition};
 use crate::proto as pb;
 use crate::store::{ActivityItem, CommitOutcome, Result, StoreError};
 
@@ -18,20 +19,24 @@ use crate::store::{ActivityItem, CommitOutcome, Result, StoreError};
 const HISTORY_ROWS_PER_INSERT: usize = 64;
 
 /// Runs the whole commit; see the module docs and `Store::commit_orchestration`.
-pub(super) async fn commit(conn: &mut SqliteConnection, t: &Transition) -> Result<CommitOutcome> {
+pub(super) async fn commit(
+    conn: &mut SqliteConnection,
+    hot: &Hot,
+    t: &Transition,
+) -> Result<CommitOutcome> {
     let id = &t.instance_id;
     let now = micros(t.now);
 
     // (1) Guard: the episode ran against the current execution and history.
-    let current = instances::state(conn, id).await?;
+    let current = hot.state(conn, id).await?;
     let guard_holds = current.as_ref().is_some_and(|s| {
         s.execution_id == t.expected_execution_id
             && s.history_len == i64::from(t.expected_history_len)
             && !s.status.is_terminal()
     });
-    if !guard_holds {
+    let Some(current) = current.filter(|_| guard_holds) else {
         return Err(StoreError::LeaseLost(id.clone()));
-    }
+    };
 
     // (2) The delivered (or stale) messages leave the inbox.
     inbox::delete_seqs(conn, id, &t.consumed).await?;
@@ -56,6 +61,18 @@ pub(super) async fn commit(conn: &mut SqliteConnection, t: &Transition) -> Resul
             .execute(&mut *conn)
             .await
             .map_err(db_error("commit progress"))?;
+            let status = match current.status {
+                RuntimeStatus::Pending => RuntimeStatus::Running,
+                other => other,
+            };
+            hot.set(
+                id,
+                State {
+                    status,
+                    execution_id: current.execution_id.clone(),
+                    history_len: current.history_len + t.history_append.len() as i64,
+                },
+            );
         }
         StatusChange::Terminal {
             status,
@@ -87,6 +104,13 @@ pub(super) async fn commit(conn: &mut SqliteConnection, t: &Transition) -> Resul
             .map_err(db_error("commit terminal"))?;
             // A terminal instance is never dispatched again (PROTOCOL.md §4.4.2 step 5).
             inbox::clear(conn, id).await?;
+            hot.set(
+                id,
+                State {
+                    status: *status,
+                    ..current.clone()
+                },
+            );
         }
         StatusChange::ContinuedAsNew {
             execution_id,
@@ -119,6 +143,18 @@ pub(super) async fn commit(conn: &mut SqliteConnection, t: &Transition) -> Resul
             .await
             .map_err(db_error("commit continue-as-new"))?;
             inbox::put_head(conn, id, inbox_head, t.now, &t.expected_execution_id).await?;
+            let status = match current.status {
+                RuntimeStatus::Suspended => RuntimeStatus::Suspended,
+                _ => RuntimeStatus::Running,
+            };
+            hot.set(
+                id,
+                State {
+                    status,
+                    execution_id: execution_id.clone(),
+                    history_len: 0,
+                },
+            );
         }
     }
 
@@ -141,16 +177,16 @@ pub(super) async fn commit(conn: &mut SqliteConnection, t: &Transition) -> Resul
     let mut touched = BTreeSet::new();
     for child in &t.children {
         let child_id = &child.instance.instance_id;
-        match instances::state(conn, child_id).await? {
+        match hot.state(conn, child_id).await? {
             Some(existing) if !existing.status.is_terminal() => {
-                route(conn, id, &child.on_conflict, now, &mut touched).await?;
+                route(conn, hot, id, &child.on_conflict, now, &mut touched).await?;
             }
             existing => {
                 // A terminal child is replaced (retries reuse child ids, PROTOCOL.md §4.4.3).
                 if existing.is_some() {
-                    instances::delete(conn, child_id).await?;
+                    instances::delete(conn, hot, child_id).await?;
                 }
-                let visible = instances::insert_new(conn, &child.instance).await?;
+                let visible = instances::insert_new(conn, hot, &child.instance).await?;
                 if visible <= now && child_id != id {
                     touched.insert(child_id.clone());
                 }
@@ -161,7 +197,7 @@ pub(super) async fn commit(conn: &mut SqliteConnection, t: &Transition) -> Resul
     // (6) Messages. The committing instance's own row is already updated, so the usual
     // drop rules give the right answer for messages to itself.
     for message in &t.messages {
-        route(conn, id, message, now, &mut touched).await?;
+        route(conn, hot, id, message, now, &mut touched).await?;
     }
 
     Ok(CommitOutcome {
@@ -175,12 +211,13 @@ pub(super) async fn commit(conn: &mut SqliteConnection, t: &Transition) -> Resul
 /// the committing instance (that one is reported through `has_visible_inbox`).
 async fn route(
     conn: &mut SqliteConnection,
+    hot: &Hot,
     committing: &InstanceId,
     message: &OutboundMessage,
     now_us: i64,
     touched: &mut BTreeSet<InstanceId>,
 ) -> Result<()> {
-    let stored = inbox::deliver(conn, message).await?;
+    let stored = inbox::deliver(conn, hot, message).await?;
     if stored && visible_micros(message.visible_at) <= now_us && message.target != *committing {
         touched.insert(message.target.clone());
     }

@@ -4,7 +4,7 @@
 use sqlx::SqliteConnection;
 
 use super::codec::{db_error, decode_event, encode, get, micros, time, visible_micros};
-use super::instances;
+use super::hot::Hot;
 use crate::domain::{ExecutionId, InstanceId, OutboundMessage};
 use crate::proto as pb;
 use crate::store::{InboxMessage, Result};
@@ -33,8 +33,12 @@ pub(super) async fn insert(
 /// Delivers an outbound message unless §4.5 says to drop it: the target must exist, be
 /// non-terminal and, for execution-scoped messages, still run that execution. Dropped
 /// messages are never stored. Returns whether the message was stored.
-pub(super) async fn deliver(conn: &mut SqliteConnection, msg: &OutboundMessage) -> Result<bool> {
-    let Some(target) = instances::state(conn, &msg.target).await? else {
+pub(super) async fn deliver(
+    conn: &mut SqliteConnection,
+    hot: &Hot,
+    msg: &OutboundMessage,
+) -> Result<bool> {
+    let Some(target) = hot.state(conn, &msg.target).await? else {
         return Ok(false);
     };
     if target.status.is_terminal() {

@@ -5,7 +5,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
-use super::codec::{self, db_error, encode, get, micros, tags_json, visible_micros};
+use super::codec::{db_error, encode, get, micros, tags_json, visible_micros};
+use super::hot::{Hot, State};
 use super::inbox;
 use crate::domain::events::timestamp_of;
 use crate::domain::{ExecutionId, InstanceId, NewInstance, ReusePolicy, RuntimeStatus};
@@ -14,37 +15,14 @@ use crate::store::{
     ActivityOutcome, EnqueueOutcome, Result, StoreError, SuspendOutcome, TerminateOutcome,
 };
 
-/// What the routing and guard checks need to know about an instance.
-#[derive(Debug, Clone)]
-pub(super) struct State {
-    pub(super) status: RuntimeStatus,
-    pub(super) execution_id: ExecutionId,
-    pub(super) history_len: i64,
-}
-
-/// The instance's routing state, or `None` when it does not exist.
-pub(super) async fn state(conn: &mut SqliteConnection, id: &InstanceId) -> Result<Option<State>> {
-    let row = sqlx::query(
-        "SELECT status, execution_id, history_len FROM instances WHERE instance_id = ?",
-    )
-    .bind(id.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_error("instance lookup"))?;
-    row.map(|row| {
-        Ok(State {
-            status: codec::status(&get::<String>(&row, "status")?)?,
-            execution_id: ExecutionId::new(get::<String>(&row, "execution_id")?),
-            history_len: get(&row, "history_len")?,
-        })
-    })
-    .transpose()
-}
-
 /// Inserts a fresh instance row (PENDING) and its `ExecutionStarted`, visible at the
 /// scheduled start or the creation time, whichever is later (PROTOCOL.md §3.1 step 4).
 /// Returns the start's visibility time as stored.
-pub(super) async fn insert_new(conn: &mut SqliteConnection, new: &NewInstance) -> Result<i64> {
+pub(super) async fn insert_new(
+    conn: &mut SqliteConnection,
+    hot: &Hot,
+    new: &NewInstance,
+) -> Result<i64> {
     let created = micros(new.created_at);
     sqlx::query(
         "INSERT INTO instances (instance_id, execution_id, name, version, status, created_at, \
@@ -71,11 +49,20 @@ pub(super) async fn insert_new(conn: &mut SqliteConnection, new: &NewInstance) -
             visible_micros(at).max(visible_micros(new.created_at))
         });
     inbox::insert(conn, &new.instance_id, None, visible, &new.start_event).await?;
+    hot.set(
+        &new.instance_id,
+        State {
+            status: RuntimeStatus::Pending,
+            execution_id: new.execution_id.clone(),
+            history_len: 0,
+        },
+    );
     Ok(visible)
 }
 
 /// Deletes an instance row; the schema cascades to its history, inbox and activities.
-pub(super) async fn delete(conn: &mut SqliteConnection, id: &InstanceId) -> Result<()> {
+pub(super) async fn delete(conn: &mut SqliteConnection, hot: &Hot, id: &InstanceId) -> Result<()> {
+    hot.remove(id);
     sqlx::query("DELETE FROM instances WHERE instance_id = ?")
         .bind(id.as_str())
         .execute(&mut *conn)
@@ -87,10 +74,11 @@ pub(super) async fn delete(conn: &mut SqliteConnection, id: &InstanceId) -> Resu
 /// `Store::create_instance`: create, or replace when `policy` allows the existing status.
 pub(super) async fn create(
     conn: &mut SqliteConnection,
+    hot: &Hot,
     new: &NewInstance,
     policy: &ReusePolicy,
 ) -> Result<()> {
-    if let Some(existing) = state(conn, &new.instance_id).await? {
+    if let Some(existing) = hot.state(conn, &new.instance_id).await? {
         if !policy.allows(existing.status) {
             return Err(StoreError::AlreadyExists {
                 instance_id: new.instance_id.clone(),
@@ -99,19 +87,20 @@ pub(super) async fn create(
         }
         // Replacement is delete + insert in one savepoint: the old history, inbox and
         // activities go with the row, and the new row starts clean.
-        delete(conn, &new.instance_id).await?;
+        delete(conn, hot, &new.instance_id).await?;
     }
-    insert_new(conn, new).await?;
+    insert_new(conn, hot, new).await?;
     Ok(())
 }
 
 /// `Store::enqueue_event`. Client events are visible from their own timestamp.
 pub(super) async fn enqueue_event(
     conn: &mut SqliteConnection,
+    hot: &Hot,
     id: &InstanceId,
     event: &pb::HistoryEvent,
 ) -> Result<EnqueueOutcome> {
-    let Some(target) = state(conn, id).await? else {
+    let Some(target) = hot.state(conn, id).await? else {
         return Err(StoreError::NotFound(id.clone()));
     };
     if target.status.is_terminal() {
@@ -124,12 +113,13 @@ pub(super) async fn enqueue_event(
 /// `Store::terminate_instance`.
 pub(super) async fn terminate(
     conn: &mut SqliteConnection,
+    hot: &Hot,
     id: &InstanceId,
     event: &pb::HistoryEvent,
     reason: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<TerminateOutcome> {
-    let Some(target) = state(conn, id).await? else {
+    let Some(target) = hot.state(conn, id).await? else {
         return Err(StoreError::NotFound(id.clone()));
     };
     if target.status.is_terminal() {
@@ -163,6 +153,7 @@ pub(super) async fn terminate(
     .await
     .map_err(db_error("terminate"))?;
     inbox::clear(conn, id).await?;
+    hot.remove(id);
     Ok(TerminateOutcome::TerminatedDirectly)
 }
 
@@ -178,12 +169,13 @@ async fn has_parent(conn: &mut SqliteConnection, id: &InstanceId) -> Result<bool
 /// `Store::set_suspended`: the stored status flips at RPC time (PROTOCOL.md §3.6).
 pub(super) async fn set_suspended(
     conn: &mut SqliteConnection,
+    hot: &Hot,
     id: &InstanceId,
     suspend: bool,
     event: &pb::HistoryEvent,
     now: DateTime<Utc>,
 ) -> Result<SuspendOutcome> {
-    let Some(target) = state(conn, id).await? else {
+    let Some(target) = hot.state(conn, id).await? else {
         return Err(StoreError::NotFound(id.clone()));
     };
     let is_suspended = target.status == RuntimeStatus::Suspended;
@@ -204,6 +196,13 @@ pub(super) async fn set_suspended(
         .await
         .map_err(db_error("suspend"))?;
     inbox::insert(conn, id, None, now_us, event).await?;
+    hot.set(
+        id,
+        State {
+            status: next,
+            ..target
+        },
+    );
     Ok(SuspendOutcome::Changed)
 }
 
@@ -211,6 +210,7 @@ pub(super) async fn set_suspended(
 /// that scheduled it (PROTOCOL.md §4.7); the result is visible from its own timestamp.
 pub(super) async fn complete_activity(
     conn: &mut SqliteConnection,
+    hot: &Hot,
     activity_id: i64,
     result: &pb::HistoryEvent,
 ) -> Result<ActivityOutcome> {
@@ -225,7 +225,7 @@ pub(super) async fn complete_activity(
     };
     let id = InstanceId::new(get::<String>(&row, "instance_id")?);
     let execution = ExecutionId::new(get::<String>(&row, "execution_id")?);
-    match state(conn, &id).await? {
+    match hot.state(conn, &id).await? {
         Some(target) if !target.status.is_terminal() && target.execution_id == execution => {
             inbox::insert(
                 conn,

@@ -12,6 +12,7 @@
 
 mod codec;
 mod commit;
+mod hot;
 mod inbox;
 mod instances;
 mod purge;
@@ -30,6 +31,7 @@ use sqlx::sqlite::{
 use sqlx::ConnectOptions;
 
 use self::codec::db_error;
+use self::hot::Hot;
 pub use self::writer::WriterStats;
 use self::writer::{BoxFut, Op, Writer};
 use super::{
@@ -84,6 +86,8 @@ impl Default for SqliteOptions {
 #[derive(Debug)]
 pub struct SqliteStore {
     writer: Writer,
+    /// Routing state mirrored for the writer (see `hot`).
+    hot: Arc<Hot>,
     /// `None` for `:memory:`, where reads go through the writer.
     reads: Option<SqlitePool>,
     clock: Arc<dyn Clock>,
@@ -140,8 +144,14 @@ impl SqliteStore {
                 .map_err(db_error("open"))?;
             Some(pool)
         };
+        let hot = Arc::new(Hot::default());
+        let on_rollback = {
+            let hot = Arc::clone(&hot);
+            Box::new(move || hot.clear())
+        };
         Ok(Self {
-            writer: Writer::start(conn, options.max_batch),
+            writer: Writer::start(conn, options.max_batch, on_rollback),
+            hot,
             reads,
             clock: options.clock,
         })
@@ -194,8 +204,11 @@ macro_rules! op {
 impl Store for SqliteStore {
     #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %new.instance_id))]
     async fn create_instance(&self, new: NewInstance, policy: ReusePolicy) -> Result<()> {
+        let hot = Arc::clone(&self.hot);
         self.writer
-            .submit(op!(|conn| instances::create(conn, &new, &policy).await))
+            .submit(op!(
+                |conn| instances::create(conn, &hot, &new, &policy).await
+            ))
             .await
     }
 
@@ -222,9 +235,12 @@ impl Store for SqliteStore {
         id: &InstanceId,
         event: pb::HistoryEvent,
     ) -> Result<EnqueueOutcome> {
-        let id = id.clone();
+        let (id, hot) = (id.clone(), Arc::clone(&self.hot));
         self.writer
-            .submit(op!(|conn| instances::enqueue_event(conn, &id, &event).await))
+            .submit(op!(|conn| instances::enqueue_event(
+                conn, &hot, &id, &event
+            )
+            .await))
             .await
     }
 
@@ -236,10 +252,11 @@ impl Store for SqliteStore {
         reason: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<TerminateOutcome> {
-        let id = id.clone();
+        let (id, hot) = (id.clone(), Arc::clone(&self.hot));
         self.writer
             .submit(op!(|conn| instances::terminate(
                 conn,
+                &hot,
                 &id,
                 &event,
                 reason.as_deref(),
@@ -257,10 +274,10 @@ impl Store for SqliteStore {
         event: pb::HistoryEvent,
         now: DateTime<Utc>,
     ) -> Result<SuspendOutcome> {
-        let id = id.clone();
+        let (id, hot) = (id.clone(), Arc::clone(&self.hot));
         self.writer
             .submit(op!(|conn| instances::set_suspended(
-                conn, &id, suspend, &event, now
+                conn, &hot, &id, suspend, &event, now
             )
             .await))
             .await
@@ -288,9 +305,9 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %transition.instance_id))]
     async fn commit_orchestration(&self, transition: &Transition) -> Result<CommitOutcome> {
-        let transition = transition.clone();
+        let (transition, hot) = (transition.clone(), Arc::clone(&self.hot));
         self.writer
-            .submit(op!(|conn| commit::commit(conn, &transition).await))
+            .submit(op!(|conn| commit::commit(conn, &hot, &transition).await))
             .await
     }
 
@@ -309,9 +326,11 @@ impl Store for SqliteStore {
         activity_id: i64,
         result: pb::HistoryEvent,
     ) -> Result<ActivityOutcome> {
+        let hot = Arc::clone(&self.hot);
         self.writer
             .submit(op!(|conn| instances::complete_activity(
                 conn,
+                &hot,
                 activity_id,
                 &result
             )
@@ -338,9 +357,14 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id, recursive))]
     async fn purge_instance(&self, id: &InstanceId, recursive: bool) -> Result<u32> {
-        let id = id.clone();
+        let (id, hot) = (id.clone(), Arc::clone(&self.hot));
         self.writer
-            .submit(op!(|conn| purge::purge_instance(conn, &id, recursive).await))
+            .submit(op!(|conn| {
+                let deleted = purge::purge_instance(conn, &hot, &id, recursive).await;
+                // Deleted rows may be cached (terminal entries stay after a commit).
+                hot.clear();
+                deleted
+            }))
             .await
     }
 
@@ -356,16 +380,15 @@ impl Store for SqliteStore {
             if deadline.is_some_and(|d| self.clock.now() >= d) {
                 return Ok((total, false));
             }
-            let filter = filter.clone();
+            let (filter, hot) = (filter.clone(), Arc::clone(&self.hot));
             let (deleted, more) = self
                 .writer
-                .submit(op!(|conn| purge::purge_batch(
-                    conn,
-                    &filter,
-                    recursive,
-                    PURGE_BATCH
-                )
-                .await))
+                .submit(op!(|conn| {
+                    let result =
+                        purge::purge_batch(conn, &hot, &filter, recursive, PURGE_BATCH).await;
+                    hot.clear();
+                    result
+                }))
                 .await?;
             total = total.saturating_add(deleted);
             if !more {
@@ -376,8 +399,13 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn wipe(&self) -> Result<()> {
+        let hot = Arc::clone(&self.hot);
         self.writer
-            .submit(op!(|conn| purge::wipe(conn).await))
+            .submit(op!(|conn| {
+                let result = purge::wipe(conn).await;
+                hot.clear();
+                result
+            }))
             .await
     }
 

@@ -4,7 +4,7 @@
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::codec::{db_error, micros, TERMINAL_SQL};
-use super::instances;
+use super::hot::Hot;
 use crate::domain::{InstanceId, RuntimeStatus};
 use crate::store::{PurgeFilter, Result};
 
@@ -13,10 +13,13 @@ use crate::store::{PurgeFilter, Result};
 /// them). Returns how many instances were deleted.
 pub(super) async fn purge_instance(
     conn: &mut SqliteConnection,
+    hot: &Hot,
     id: &InstanceId,
     recursive: bool,
 ) -> Result<u32> {
-    match instances::state(conn, id).await? {
+    // Only terminal instances are purged, and the cache holds live ones; the descendants
+    // deleted below are terminal too, so no cached entry goes stale.
+    match hot.state(conn, id).await? {
         Some(root) if root.status.is_terminal() => {}
         _ => return Ok(0),
     }
@@ -50,6 +53,7 @@ pub(super) async fn purge_instance(
 /// the writer for long and can stop at a deadline between batches.
 pub(super) async fn purge_batch(
     conn: &mut SqliteConnection,
+    hot: &Hot,
     filter: &PurgeFilter,
     recursive: bool,
     batch: u32,
@@ -91,8 +95,9 @@ pub(super) async fn purge_batch(
     let mut deleted = 0u32;
     for id in &ids {
         // An earlier recursive purge in this batch may already have taken it: then 0.
-        deleted = deleted
-            .saturating_add(purge_instance(conn, &InstanceId::new(id.as_str()), recursive).await?);
+        deleted = deleted.saturating_add(
+            purge_instance(conn, hot, &InstanceId::new(id.as_str()), recursive).await?,
+        );
     }
     Ok((deleted, ids.len() as u64 >= u64::from(batch)))
 }

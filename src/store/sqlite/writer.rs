@@ -22,6 +22,9 @@ use tokio::task::JoinHandle;
 use super::codec::db_error;
 use crate::store::{Result, StoreError};
 
+/// Called when the writer rolls back (see [`Writer::start`]).
+pub(super) type OnRollback = Box<dyn Fn() + Send + Sync>;
+
 /// A boxed future borrowing the writer's connection.
 pub(super) type BoxFut<'c, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'c>>;
 
@@ -104,12 +107,14 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Starts the task; it owns `conn` until every handle is closed or dropped.
-    pub(super) fn start(conn: SqliteConnection, max_batch: usize) -> Self {
+    /// `on_rollback` runs whenever a request or a whole batch is rolled back, so state
+    /// mirrored in memory by the requests can be dropped.
+    pub(super) fn start(conn: SqliteConnection, max_batch: usize, on_rollback: OnRollback) -> Self {
         let max_batch = max_batch.max(1);
         // Room for a few batches: beyond that callers wait, which is the backpressure.
         let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4));
         let counters = Arc::new(Counters::default());
-        let task = tokio::spawn(run(conn, rx, max_batch, Arc::clone(&counters)));
+        let task = tokio::spawn(run(conn, rx, max_batch, Arc::clone(&counters), on_rollback));
         Self {
             tx: Mutex::new(Some(tx)),
             task: tokio::sync::Mutex::new(Some(task)),
@@ -166,10 +171,11 @@ async fn run(
     mut rx: mpsc::Receiver<Box<dyn Job>>,
     max_batch: usize,
     counters: Arc<Counters>,
+    on_rollback: OnRollback,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
-        let committed = run_batch(&mut conn, &mut batch).await;
+        let committed = run_batch(&mut conn, &mut batch, &on_rollback).await;
         if committed {
             counters.commits.fetch_add(1, Ordering::Relaxed);
         }
@@ -191,18 +197,23 @@ async fn run(
 /// Transaction control is merged into multi-statement calls ("RELEASE; SAVEPOINT" between
 /// jobs, "RELEASE; COMMIT" at the end): every statement is a round trip to the
 /// connection's worker thread, and these would otherwise be a third of a batch's trips.
-async fn run_batch(conn: &mut SqliteConnection, batch: &mut [Box<dyn Job>]) -> bool {
+async fn run_batch(
+    conn: &mut SqliteConnection,
+    batch: &mut [Box<dyn Job>],
+    on_rollback: &OnRollback,
+) -> bool {
     // IMMEDIATE takes the write lock up front, so no statement inside can hit SQLITE_BUSY
     // half-way through a batch (readers never block the WAL writer).
     if let Err(err) = exec(conn, "BEGIN IMMEDIATE; SAVEPOINT request").await {
         // BEGIN may have succeeded before SAVEPOINT failed.
-        return abort(conn, batch, err).await;
+        return abort(conn, batch, err, on_rollback).await;
     }
     let last = batch.len().saturating_sub(1);
     for (i, job) in batch.iter_mut().enumerate() {
         if !job.run(conn).await {
+            on_rollback();
             if let Err(err) = exec(conn, "ROLLBACK TO request").await {
-                return abort(conn, batch, err).await;
+                return abort(conn, batch, err, on_rollback).await;
             }
         }
         let next = if i == last {
@@ -211,13 +222,19 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut [Box<dyn Job>]) -> b
             "RELEASE request; SAVEPOINT request"
         };
         if let Err(err) = exec(conn, next).await {
-            return abort(conn, batch, err).await;
+            return abort(conn, batch, err, on_rollback).await;
         }
     }
     true
 }
 
-async fn abort(conn: &mut SqliteConnection, batch: &mut [Box<dyn Job>], err: StoreError) -> bool {
+async fn abort(
+    conn: &mut SqliteConnection,
+    batch: &mut [Box<dyn Job>],
+    err: StoreError,
+    on_rollback: &OnRollback,
+) -> bool {
+    on_rollback();
     // The transaction may already be gone (SQLite rolls back on some errors); a failing
     // ROLLBACK then only says so.
     if let Err(rollback) = exec(conn, "ROLLBACK").await {

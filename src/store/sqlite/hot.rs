@@ -1,0 +1,95 @@
+//! The routing state of instances (status, execution, history length), kept in memory
+//! so the writer's guard and routing checks need no SELECT: this process is the only
+//! writer of the database file, so what it wrote last is what is stored.
+//!
+//! Only the writer task reads or changes it, inside its transaction, so entries follow
+//! the uncommitted state of the current batch. When any request or batch rolls back,
+//! the writer clears the whole map (rare), and entries are re-read on demand.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use sqlx::SqliteConnection;
+
+use super::codec::{self, db_error, get};
+use crate::domain::{ExecutionId, InstanceId, RuntimeStatus};
+use crate::store::Result;
+
+/// What the routing and guard checks need to know about an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct State {
+    pub(super) status: RuntimeStatus,
+    pub(super) execution_id: ExecutionId,
+    pub(super) history_len: i64,
+}
+
+/// Entries kept at most; past it the map starts over (memory stays bounded).
+const CAP: usize = 100_000;
+
+/// The cache. See the module docs.
+#[derive(Debug, Default)]
+pub(super) struct Hot {
+    map: Mutex<HashMap<InstanceId, State>>,
+}
+
+impl Hot {
+    fn lock(&self) -> MutexGuard<'_, HashMap<InstanceId, State>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The instance's routing state, or `None` when it does not exist.
+    pub(super) async fn state(
+        &self,
+        conn: &mut SqliteConnection,
+        id: &InstanceId,
+    ) -> Result<Option<State>> {
+        if let Some(s) = self.lock().get(id) {
+            return Ok(Some(s.clone()));
+        }
+        let found = read(conn, id).await?;
+        if let Some(s) = &found {
+            // Terminal instances are rarely touched again; keep the map to live ones.
+            if !s.status.is_terminal() {
+                self.set(id, s.clone());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Records a state just written.
+    pub(super) fn set(&self, id: &InstanceId, state: State) {
+        let mut map = self.lock();
+        if map.len() >= CAP && !map.contains_key(id) {
+            map.clear();
+        }
+        map.insert(id.clone(), state);
+    }
+
+    /// Forgets one instance (deleted, or changed by a rare path that does not update).
+    pub(super) fn remove(&self, id: &InstanceId) {
+        self.lock().remove(id);
+    }
+
+    /// Forgets everything (a rollback, a purge, a wipe).
+    pub(super) fn clear(&self) {
+        self.lock().clear();
+    }
+}
+
+async fn read(conn: &mut SqliteConnection, id: &InstanceId) -> Result<Option<State>> {
+    let row = sqlx::query(
+        "SELECT status, execution_id, history_len FROM instances WHERE instance_id = ?",
+    )
+    .bind(id.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_error("instance lookup"))?;
+    row.map(|row| {
+        Ok(State {
+            status: codec::status(&get::<String>(&row, "status")?)?,
+            execution_id: ExecutionId::new(get::<String>(&row, "execution_id")?),
+            history_len: get(&row, "history_len")?,
+        })
+    })
+    .transpose()
+}
