@@ -51,6 +51,34 @@ pub(super) fn encode<M: Message>(m: &M) -> Vec<u8> {
     m.encode_to_vec()
 }
 
+/// A JSON array of the messages' protobuf encodings as hex strings: with `json_each` and
+/// `unhex` one fixed (and therefore cached) statement inserts any number of rows.
+pub(super) fn hex_json_array<'a, M: Message + 'a>(
+    items: impl IntoIterator<Item = &'a M>,
+) -> String {
+    let mut out = String::from("[");
+    for (i, m) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        push_hex(&mut out, &m.encode_to_vec());
+        out.push('"');
+    }
+    out.push(']');
+    out
+}
+
+/// Appends `bytes` as lower-case hex.
+pub(super) fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+}
+
 /// Decodes a stored `HistoryEvent`.
 pub(super) fn decode_event(bytes: &[u8]) -> Result<pb::HistoryEvent, StoreError> {
     pb::HistoryEvent::decode(bytes).map_err(|e| StoreError::Corrupt(format!("history event: {e}")))

@@ -4,19 +4,13 @@
 
 use std::collections::BTreeSet;
 
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::SqliteConnection;
 
-use super::codec::{db_error, encode, micros, visible_micros};
+use super::codec::{db_error, encode, hex_json_array, micros, visible_micros};
 use super::hot::{Hot, State};
 use super::{inbox, instances};
 use crate::domain::{InstanceId, OutboundMessage, RuntimeStatus, StatusChange, Transition};
-use crate::proto as pb;
 use crate::store::{ActivityItem, CommitOutcome, Result, StoreError};
-
-/// History rows per INSERT statement: big enough to amortise the per-statement cost,
-/// small enough to stay far below SQLite's bound-parameter limit. Fixed chunking keeps
-/// the number of distinct (cached) statements small.
-const HISTORY_ROWS_PER_INSERT: usize = 64;
 
 /// Runs the whole commit; see the module docs and `Store::commit_orchestration`.
 pub(super) async fn commit(
@@ -38,29 +32,28 @@ pub(super) async fn commit(
         return Err(StoreError::LeaseLost(id.clone()));
     };
 
-    // (2) The delivered (or stale) messages leave the inbox.
-    inbox::delete_seqs(conn, id, &t.consumed).await?;
-
-    // (3) + (4) History and status.
+    // (2)-(4) Consumed messages leave the inbox, the history grows, the record follows:
+    // one call of three statements (every call is a round trip to SQLite's thread).
     let custom_status = t.custom_status.as_deref();
     let trace_context = t.trace_context.as_ref().map(encode);
+    let consumed =
+        serde_json::to_string(&t.consumed).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let history = hex_json_array(&t.history_append);
+    let appended = t.history_append.len() as i64;
     match &t.status {
         StatusChange::Progress => {
-            append_history(conn, id, t.expected_history_len, &t.history_append).await?;
-            sqlx::query(
-                "UPDATE instances SET \
-                   status = CASE WHEN status = 'PENDING' THEN 'RUNNING' ELSE status END, \
-                   custom_status = ?, trace_context = ?, last_updated_at = ?, \
-                   history_len = history_len + ? WHERE instance_id = ?",
-            )
-            .bind(custom_status)
-            .bind(trace_context)
-            .bind(now)
-            .bind(t.history_append.len() as i64)
-            .bind(id.as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error("commit progress"))?;
+            sqlx::query(PROGRESS_SQL)
+                .bind(id.as_str())
+                .bind(&consumed)
+                .bind(i64::from(t.expected_history_len))
+                .bind(&history)
+                .bind(custom_status)
+                .bind(trace_context)
+                .bind(now)
+                .bind(appended)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error("commit progress"))?;
             let status = match current.status {
                 RuntimeStatus::Pending => RuntimeStatus::Running,
                 other => other,
@@ -70,7 +63,7 @@ pub(super) async fn commit(
                 State {
                     status,
                     execution_id: current.execution_id.clone(),
-                    history_len: current.history_len + t.history_append.len() as i64,
+                    history_len: current.history_len + appended,
                 },
             );
         }
@@ -84,26 +77,22 @@ pub(super) async fn commit(
                     "terminal commit with status {status}"
                 )));
             }
-            append_history(conn, id, t.expected_history_len, &t.history_append).await?;
-            sqlx::query(
-                "UPDATE instances SET status = ?, output = ?, failure = ?, completed_at = ?, \
-                   custom_status = ?, trace_context = ?, last_updated_at = ?, \
-                   history_len = history_len + ? WHERE instance_id = ?",
-            )
-            .bind(status.name())
-            .bind(output.as_deref())
-            .bind(failure.as_ref().map(encode))
-            .bind(now)
-            .bind(custom_status)
-            .bind(trace_context)
-            .bind(now)
-            .bind(t.history_append.len() as i64)
-            .bind(id.as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error("commit terminal"))?;
-            // A terminal instance is never dispatched again (PROTOCOL.md §4.4.2 step 5).
-            inbox::clear(conn, id).await?;
+            // A terminal instance is never dispatched again, so its whole inbox goes
+            // (PROTOCOL.md §4.4.2 step 5).
+            sqlx::query(TERMINAL_SQL_BATCH)
+                .bind(id.as_str())
+                .bind(i64::from(t.expected_history_len))
+                .bind(&history)
+                .bind(status.name())
+                .bind(output.as_deref())
+                .bind(failure.as_ref().map(encode))
+                .bind(now)
+                .bind(custom_status)
+                .bind(trace_context)
+                .bind(appended)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error("commit terminal"))?;
             hot.set(
                 id,
                 State {
@@ -118,6 +107,7 @@ pub(super) async fn commit(
             version,
             inbox_head,
         } => {
+            inbox::delete_seqs(conn, id, &t.consumed).await?;
             // The old execution's history goes entirely; `history_append` belongs to it.
             sqlx::query("DELETE FROM history WHERE instance_id = ?")
                 .bind(id.as_str())
@@ -158,19 +148,8 @@ pub(super) async fn commit(
         }
     }
 
-    // (5) Activities, for the execution the episode ran against.
-    let mut activities = Vec::with_capacity(t.activities.len());
-    for activity in &t.activities {
-        let row_id =
-            instances::insert_activity(conn, id, &t.expected_execution_id, &activity.scheduled)
-                .await?;
-        activities.push(ActivityItem {
-            id: row_id,
-            instance_id: id.clone(),
-            execution_id: t.expected_execution_id.clone(),
-            scheduled: activity.scheduled.clone(),
-        });
-    }
+    // (5) Activities, for the execution the episode ran against, in one statement.
+    let activities = insert_activities(conn, t).await?;
 
     // (7 before 6) Children first, so a `sendEvent` to a child created by the same
     // episode finds it and lands after its `ExecutionStarted`.
@@ -194,15 +173,22 @@ pub(super) async fn commit(
         }
     }
 
-    // (6) Messages. The committing instance's own row is already updated, so the usual
+    // (6) Messages. The committing instance's own state is already updated, so the usual
     // drop rules give the right answer for messages to itself.
+    let mut accepted = Vec::with_capacity(t.messages.len());
     for message in &t.messages {
-        route(conn, hot, id, message, now, &mut touched).await?;
+        if inbox::accepts(conn, hot, message).await? {
+            if visible_micros(message.visible_at) <= now && message.target != *id {
+                touched.insert(message.target.clone());
+            }
+            accepted.push(message);
+        }
     }
+    let has_visible_inbox = inbox::insert_all_then_check(conn, &accepted, id, now).await?;
 
     Ok(CommitOutcome {
         activities,
-        has_visible_inbox: inbox::has_visible(conn, id, now).await?,
+        has_visible_inbox,
         touched: touched.into_iter().collect(),
     })
 }
@@ -224,28 +210,62 @@ async fn route(
     Ok(())
 }
 
-/// Appends `events` to the history at positions `first..`.
-async fn append_history(
+/// Progress: ?1 instance, ?2 consumed seqs (JSON), ?3 first history seq, ?4 events
+/// (hex JSON), ?5 custom status, ?6 trace context, ?7 now, ?8 events appended.
+const PROGRESS_SQL: &str = "\
+    DELETE FROM inbox WHERE instance_id = ?1 AND seq IN (SELECT value FROM json_each(?2)); \
+    INSERT INTO history (instance_id, seq, payload) \
+      SELECT ?1, ?3 + key, unhex(value) FROM json_each(?4); \
+    UPDATE instances SET \
+      status = CASE WHEN status = 'PENDING' THEN 'RUNNING' ELSE status END, \
+      custom_status = ?5, trace_context = ?6, last_updated_at = ?7, \
+      history_len = history_len + ?8 WHERE instance_id = ?1";
+
+/// Terminal: ?1 instance, ?2 first history seq, ?3 events (hex JSON), ?4 status,
+/// ?5 output, ?6 failure, ?7 now, ?8 custom status, ?9 trace context, ?10 appended.
+const TERMINAL_SQL_BATCH: &str = "\
+    DELETE FROM inbox WHERE instance_id = ?1; \
+    INSERT INTO history (instance_id, seq, payload) \
+      SELECT ?1, ?2 + key, unhex(value) FROM json_each(?3); \
+    UPDATE instances SET status = ?4, output = ?5, failure = ?6, completed_at = ?7, \
+      custom_status = ?8, trace_context = ?9, last_updated_at = ?7, \
+      history_len = history_len + ?10 WHERE instance_id = ?1";
+
+/// Inserts the commit's activities with one statement and returns their rows.
+async fn insert_activities(
     conn: &mut SqliteConnection,
-    id: &InstanceId,
-    first: u32,
-    events: &[pb::HistoryEvent],
-) -> Result<()> {
-    let mut seq = i64::from(first);
-    for chunk in events.chunks(HISTORY_ROWS_PER_INSERT) {
-        let mut insert: QueryBuilder<'_, Sqlite> =
-            QueryBuilder::new("INSERT INTO history (instance_id, seq, payload) ");
-        insert.push_values(chunk, |mut row, event| {
-            row.push_bind(id.as_str())
-                .push_bind(seq)
-                .push_bind(encode(event));
-            seq += 1;
-        });
-        insert
-            .build()
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error("history append"))?;
+    t: &Transition,
+) -> Result<Vec<ActivityItem>> {
+    if t.activities.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(())
+    let payloads = hex_json_array(t.activities.iter().map(|a| &a.scheduled));
+    let mut ids: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO activities (instance_id, execution_id, payload) \
+         SELECT ?1, ?2, unhex(value) FROM json_each(?3) RETURNING id",
+    )
+    .bind(t.instance_id.as_str())
+    .bind(t.expected_execution_id.as_str())
+    .bind(payloads)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error("activity insert"))?;
+    // Rows are inserted in array order and ids only grow (AUTOINCREMENT), but RETURNING
+    // does not promise an order: sorting restores it.
+    ids.sort_unstable();
+    if ids.len() != t.activities.len() {
+        return Err(StoreError::Backend(
+            "activity insert returned the wrong number of rows".into(),
+        ));
+    }
+    Ok(ids
+        .into_iter()
+        .zip(&t.activities)
+        .map(|(id, a)| ActivityItem {
+            id,
+            instance_id: t.instance_id.clone(),
+            execution_id: t.expected_execution_id.clone(),
+            scheduled: a.scheduled.clone(),
+        })
+        .collect())
 }

@@ -56,6 +56,11 @@ impl Hot {
         Ok(found)
     }
 
+    /// Whether the instance's state is cached (it exists, or did at its last change).
+    pub(super) fn knows(&self, id: &InstanceId) -> bool {
+        self.lock().contains_key(id)
+    }
+
     /// Records a state just written.
     pub(super) fn set(&self, id: &InstanceId, state: State) {
         let mut map = self.lock();

@@ -3,7 +3,7 @@
 
 use sqlx::SqliteConnection;
 
-use super::codec::{db_error, decode_event, encode, get, micros, time, visible_micros};
+use super::codec::{db_error, decode_event, encode, get, micros, push_hex, time, visible_micros};
 use super::hot::Hot;
 use crate::domain::{ExecutionId, InstanceId, OutboundMessage};
 use crate::proto as pb;
@@ -30,10 +30,10 @@ pub(super) async fn insert(
     .map_err(db_error("inbox insert"))
 }
 
-/// Delivers an outbound message unless §4.5 says to drop it: the target must exist, be
-/// non-terminal and, for execution-scoped messages, still run that execution. Dropped
-/// messages are never stored. Returns whether the message was stored.
-pub(super) async fn deliver(
+/// Whether an outbound message may be stored (PROTOCOL.md §4.5): the target must exist,
+/// be non-terminal and, for execution-scoped messages, still run that execution.
+/// Dropped messages are never stored.
+pub(super) async fn accepts(
     conn: &mut SqliteConnection,
     hot: &Hot,
     msg: &OutboundMessage,
@@ -44,10 +44,21 @@ pub(super) async fn deliver(
     if target.status.is_terminal() {
         return Ok(false);
     }
-    if let Some(wanted) = &msg.target_execution {
-        if *wanted != target.execution_id {
-            return Ok(false);
-        }
+    Ok(msg
+        .target_execution
+        .as_ref()
+        .is_none_or(|wanted| *wanted == target.execution_id))
+}
+
+/// Delivers one outbound message unless [`accepts`] refuses it; returns whether it was
+/// stored.
+pub(super) async fn deliver(
+    conn: &mut SqliteConnection,
+    hot: &Hot,
+    msg: &OutboundMessage,
+) -> Result<bool> {
+    if !accepts(conn, hot, msg).await? {
+        return Ok(false);
     }
     insert(
         conn,
@@ -60,20 +71,45 @@ pub(super) async fn deliver(
     Ok(true)
 }
 
-/// Whether `id` has a message visible at `now_us`.
-pub(super) async fn has_visible(
+/// Stores already-accepted messages in order (one statement), then answers whether
+/// `id` has a message visible at `now_us` (same call: each call is a round trip).
+pub(super) async fn insert_all_then_check(
     conn: &mut SqliteConnection,
+    messages: &[&OutboundMessage],
     id: &InstanceId,
     now_us: i64,
 ) -> Result<bool> {
+    let mut rows = String::from("[");
+    for (i, m) in messages.iter().enumerate() {
+        if i > 0 {
+            rows.push(',');
+        }
+        let target = serde_json::to_string(m.target.as_str())
+            .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
+        let execution = match &m.target_execution {
+            Some(e) => serde_json::to_string(e.as_str())
+                .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?,
+            None => "null".to_string(),
+        };
+        rows.push_str(&format!(
+            "[{target},{execution},{},\"",
+            visible_micros(m.visible_at)
+        ));
+        push_hex(&mut rows, &encode(&m.event));
+        rows.push_str("\"]");
+    }
+    rows.push(']');
     sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM inbox WHERE instance_id = ? AND visible_at <= ?)",
+        "INSERT INTO inbox (instance_id, target_execution, visible_at, payload) \
+           SELECT value ->> 0, value ->> 1, value ->> 2, unhex(value ->> 3) FROM json_each(?1); \
+         SELECT EXISTS (SELECT 1 FROM inbox WHERE instance_id = ?2 AND visible_at <= ?3)",
     )
+    .bind(rows)
     .bind(id.as_str())
     .bind(now_us)
     .fetch_one(&mut *conn)
     .await
-    .map_err(db_error("inbox visibility"))
+    .map_err(db_error("inbox insert"))
 }
 
 /// Up to `limit` messages of `id` visible at `now_us`, in inbox order.

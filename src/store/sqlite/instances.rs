@@ -23,41 +23,79 @@ pub(super) async fn insert_new(
     hot: &Hot,
     new: &NewInstance,
 ) -> Result<i64> {
+    let (inserted, visible) = insert_row_and_start(conn, hot, new, INSERT_NEW_SQL).await?;
+    if !inserted {
+        return Err(StoreError::Backend("instance insert wrote no row".into()));
+    }
+    Ok(visible)
+}
+
+/// Like [`insert_new`] but a no-op (`false`) when the id is taken: the common case of
+/// `create_instance` (a fresh id) then costs one call and no lookup.
+async fn try_insert_new(conn: &mut SqliteConnection, hot: &Hot, new: &NewInstance) -> Result<bool> {
+    Ok(insert_row_and_start(conn, hot, new, TRY_INSERT_NEW_SQL)
+        .await?
+        .0)
+}
+
+/// ?1 id, ?2 execution, ?3 name, ?4 version, ?5 status, ?6 created, ?7 scheduled start,
+/// ?8 input, ?9 parent, ?10 tags, ?11 start visibility, ?12 ExecutionStarted payload.
+/// The inbox row is only written when the instance row was (`changes()` of the INSERT).
+const INSERT_NEW_SQL: &str = "\
+    INSERT INTO instances (instance_id, execution_id, name, version, status, created_at, \
+      last_updated_at, scheduled_start_at, input, parent_instance_id, tags, history_len) \
+      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, 0); \
+    INSERT INTO inbox (instance_id, target_execution, visible_at, payload) \
+      SELECT ?1, NULL, ?11, ?12 WHERE changes() > 0 RETURNING seq";
+
+/// [`INSERT_NEW_SQL`] that leaves an existing row alone.
+const TRY_INSERT_NEW_SQL: &str = "\
+    INSERT INTO instances (instance_id, execution_id, name, version, status, created_at, \
+      last_updated_at, scheduled_start_at, input, parent_instance_id, tags, history_len) \
+      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, 0) \
+      ON CONFLICT (instance_id) DO NOTHING; \
+    INSERT INTO inbox (instance_id, target_execution, visible_at, payload) \
+      SELECT ?1, NULL, ?11, ?12 WHERE changes() > 0 RETURNING seq";
+
+async fn insert_row_and_start(
+    conn: &mut SqliteConnection,
+    hot: &Hot,
+    new: &NewInstance,
+    sql: &'static str,
+) -> Result<(bool, i64)> {
     let created = micros(new.created_at);
-    sqlx::query(
-        "INSERT INTO instances (instance_id, execution_id, name, version, status, created_at, \
-         last_updated_at, scheduled_start_at, input, parent_instance_id, tags, history_len) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-    )
-    .bind(new.instance_id.as_str())
-    .bind(new.execution_id.as_str())
-    .bind(&new.name)
-    .bind(&new.version)
-    .bind(RuntimeStatus::Pending.name())
-    .bind(created)
-    .bind(created)
-    .bind(new.scheduled_start_at.map(micros))
-    .bind(&new.input)
-    .bind(new.parent_instance_id.as_ref().map(InstanceId::as_str))
-    .bind(tags_json(&new.tags)?)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error("instance insert"))?;
     let visible = new
         .scheduled_start_at
         .map_or(visible_micros(new.created_at), |at| {
             visible_micros(at).max(visible_micros(new.created_at))
         });
-    inbox::insert(conn, &new.instance_id, None, visible, &new.start_event).await?;
-    hot.set(
-        &new.instance_id,
-        State {
-            status: RuntimeStatus::Pending,
-            execution_id: new.execution_id.clone(),
-            history_len: 0,
-        },
-    );
-    Ok(visible)
+    let seq: Option<i64> = sqlx::query_scalar(sql)
+        .bind(new.instance_id.as_str())
+        .bind(new.execution_id.as_str())
+        .bind(&new.name)
+        .bind(&new.version)
+        .bind(RuntimeStatus::Pending.name())
+        .bind(created)
+        .bind(new.scheduled_start_at.map(micros))
+        .bind(&new.input)
+        .bind(new.parent_instance_id.as_ref().map(InstanceId::as_str))
+        .bind(tags_json(&new.tags)?)
+        .bind(visible)
+        .bind(encode(&new.start_event))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error("instance insert"))?;
+    if seq.is_some() {
+        hot.set(
+            &new.instance_id,
+            State {
+                status: RuntimeStatus::Pending,
+                execution_id: new.execution_id.clone(),
+                history_len: 0,
+            },
+        );
+    }
+    Ok((seq.is_some(), visible))
 }
 
 /// Deletes an instance row; the schema cascades to its history, inbox and activities.
@@ -78,6 +116,9 @@ pub(super) async fn create(
     new: &NewInstance,
     policy: &ReusePolicy,
 ) -> Result<()> {
+    if !hot.knows(&new.instance_id) && try_insert_new(conn, hot, new).await? {
+        return Ok(());
+    }
     if let Some(existing) = hot.state(conn, &new.instance_id).await? {
         if !policy.allows(existing.status) {
             return Err(StoreError::AlreadyExists {
@@ -239,22 +280,4 @@ pub(super) async fn complete_activity(
         }
         _ => Ok(ActivityOutcome::Dropped),
     }
-}
-
-/// Inserts the activities of a commit and returns their rows.
-pub(super) async fn insert_activity(
-    conn: &mut SqliteConnection,
-    id: &InstanceId,
-    execution: &ExecutionId,
-    scheduled: &pb::HistoryEvent,
-) -> Result<i64> {
-    sqlx::query_scalar(
-        "INSERT INTO activities (instance_id, execution_id, payload) VALUES (?, ?, ?) RETURNING id",
-    )
-    .bind(id.as_str())
-    .bind(execution.as_str())
-    .bind(encode(scheduled))
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db_error("activity insert"))
 }
