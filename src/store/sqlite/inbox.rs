@@ -3,11 +3,11 @@
 
 use sqlx::SqliteConnection;
 
-use super::codec::{db_error, decode_event, encode, get, micros, push_hex, time, visible_micros};
+use super::codec::{db_error, encode, micros, push_hex, visible_micros};
 use super::hot::Hot;
 use crate::domain::{ExecutionId, InstanceId, OutboundMessage};
 use crate::proto as pb;
-use crate::store::{InboxMessage, Result};
+use crate::store::Result;
 
 /// Appends one message to `id`'s inbox (no checks); returns its seq.
 pub(super) async fn insert(
@@ -110,36 +110,6 @@ pub(super) async fn insert_all_then_check(
     .fetch_one(&mut *conn)
     .await
     .map_err(db_error("inbox insert"))
-}
-
-/// Up to `limit` messages of `id` visible at `now_us`, in inbox order.
-pub(super) async fn visible(
-    conn: &mut SqliteConnection,
-    id: &InstanceId,
-    now_us: i64,
-    limit: u32,
-) -> Result<Vec<InboxMessage>> {
-    let rows = sqlx::query(
-        "SELECT seq, target_execution, visible_at, payload FROM inbox \
-         WHERE instance_id = ? AND visible_at <= ? ORDER BY seq LIMIT ?",
-    )
-    .bind(id.as_str())
-    .bind(now_us)
-    .bind(i64::from(limit))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_error("inbox read"))?;
-    rows.iter()
-        .map(|row| {
-            Ok(InboxMessage {
-                seq: get(row, "seq")?,
-                target_execution: get::<Option<String>>(row, "target_execution")?
-                    .map(ExecutionId::new),
-                event: decode_event(&get::<Vec<u8>>(row, "payload")?)?,
-                visible_at: time(get(row, "visible_at")?)?,
-            })
-        })
-        .collect()
 }
 
 /// Deletes the given rows of `id` (rows of other instances are never touched).

@@ -176,6 +176,17 @@ impl SqliteStore {
         }
     }
 
+    /// Runs a read on a pooled connection without an explicit transaction (each statement
+    /// is its own snapshot), saving the BEGIN/COMMIT round trips; for reads that are one
+    /// statement or tolerate a change between statements.
+    async fn read_unwrapped<T: Send + 'static>(&self, op: Op<T>) -> Result<T> {
+        let Some(pool) = &self.reads else {
+            return self.writer.submit(op).await;
+        };
+        let mut conn = pool.acquire().await.map_err(db_error("read"))?;
+        op(&mut conn).await
+    }
+
     /// Runs a read in one snapshot: a read transaction on a pooled connection, or the
     /// writer for in-memory databases.
     async fn read<T: Send + 'static>(&self, op: Op<T>) -> Result<T> {
@@ -292,7 +303,7 @@ impl Store for SqliteStore {
         cached: Option<(ExecutionId, u32)>,
     ) -> Result<Option<OrchestrationWork>> {
         let id = id.clone();
-        self.read(op!(|conn| queries::orchestration_work(
+        self.read_unwrapped(op!(|conn| queries::orchestration_work(
             conn,
             &id,
             now,

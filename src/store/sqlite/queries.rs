@@ -9,10 +9,11 @@ use super::codec::{
     activity_from_row, db_error, decode_event, get, micros, record_from_row, time,
     INSTANCE_COLUMNS, TERMINAL_SQL,
 };
-use super::inbox;
 use crate::domain::{ExecutionId, InstanceId, InstanceRecord, RuntimeStatus};
 use crate::proto as pb;
-use crate::store::{CompletedFilter, InstanceFilter, OrchestrationWork, Recovery, Result};
+use crate::store::{
+    CompletedFilter, InboxMessage, InstanceFilter, OrchestrationWork, Recovery, Result,
+};
 
 /// The record of `id`, if any.
 pub(super) async fn instance(
@@ -57,6 +58,11 @@ pub(super) async fn history(
 }
 
 /// `Store::orchestration_work`: `None` for unknown or terminal instances.
+///
+/// The record and the visible messages come from ONE statement (so no read transaction
+/// is needed for a consistent pair, and the episode costs one round trip); the history
+/// only when the caller's cached copy is not current. A history read racing a change of
+/// the instance is harmless: the commit's guard then fails and the episode is redone.
 pub(super) async fn orchestration_work(
     conn: &mut SqliteConnection,
     id: &InstanceId,
@@ -64,11 +70,39 @@ pub(super) async fn orchestration_work(
     max_messages: u32,
     cached: Option<&(ExecutionId, u32)>,
 ) -> Result<Option<OrchestrationWork>> {
-    let Some(record) = instance(conn, id).await? else {
+    let sql = format!(
+        "SELECT {INSTANCE_COLUMNS}, m.seq AS m_seq, m.target_execution AS m_target, \
+           m.visible_at AS m_visible, m.payload AS m_payload \
+         FROM instances LEFT JOIN ( \
+           SELECT seq, target_execution, visible_at, payload FROM inbox \
+           WHERE instance_id = ?1 AND visible_at <= ?2 ORDER BY seq LIMIT ?3) AS m \
+         WHERE instance_id = ?1 ORDER BY m.seq"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(id.as_str())
+        .bind(micros(now))
+        .bind(i64::from(max_messages))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error("episode read"))?;
+    let Some(first) = rows.first() else {
         return Ok(None);
     };
+    let record = record_from_row(first)?;
     if record.status.is_terminal() {
         return Ok(None);
+    }
+    let mut messages = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let Some(seq) = get::<Option<i64>>(row, "m_seq")? else {
+            continue;
+        };
+        messages.push(InboxMessage {
+            seq,
+            target_execution: get::<Option<String>>(row, "m_target")?.map(ExecutionId::new),
+            event: decode_event(&get::<Vec<u8>>(row, "m_payload")?)?,
+            visible_at: time(get(row, "m_visible")?)?,
+        });
     }
     let current = cached.is_some_and(|(execution, len)| {
         *execution == record.execution_id && *len == record.history_len
@@ -78,7 +112,6 @@ pub(super) async fn orchestration_work(
     } else {
         Some(events(conn, id).await?)
     };
-    let messages = inbox::visible(conn, id, micros(now), max_messages).await?;
     Ok(Some(OrchestrationWork {
         record,
         history,
