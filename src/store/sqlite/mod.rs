@@ -426,3 +426,15 @@ impl Store for SqliteStore {
             .await
     }
 }
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // How well group commit worked over the process's life: requests per commit.
+        let stats = self.writer.stats();
+        tracing::info!(
+            commits = stats.commits,
+            requests = stats.requests,
+            "sqlite writer totals"
+        );
+    }
+}
