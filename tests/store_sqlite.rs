@@ -1398,3 +1398,36 @@ async fn orchestration_work_skips_history_the_caller_already_holds() {
         "another execution's copy is not current"
     );
 }
+
+#[tokio::test]
+async fn a_timer_to_self_becomes_visible_at_its_time_and_not_before() {
+    let (_dir, store) = fresh().await;
+    store
+        .create_instance(new_instance("t", at(0)), ReusePolicy::ReplaceTerminal)
+        .await
+        .unwrap();
+    let work = store
+        .orchestration_work(&id("t"), at(0), 100, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut t = episode(&work, at(0), StatusChange::Progress);
+    let exec = work.record.execution_id.clone();
+    t.messages
+        .push(message("t", Some(&exec), raised("timer", at(5)), at(5)));
+    let outcome = store.commit_orchestration(&t).await.unwrap();
+    assert!(!outcome.has_visible_inbox);
+    let early = store
+        .orchestration_work(&id("t"), at(4), 100, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(early.messages.is_empty());
+    let due = store
+        .orchestration_work(&id("t"), at(5), 100, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(due.messages.len(), 1, "the timer is visible at its time");
+    assert_eq!(due.messages[0].target_execution.as_ref(), Some(&exec));
+}

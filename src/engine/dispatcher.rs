@@ -525,6 +525,7 @@ impl Engine {
         };
         match plan_episode(&work.record, &history, work.messages) {
             Plan::Wait { stale } => {
+                tracing::debug!(instance_id = %id, stale = stale.len(), "nothing to dispatch yet");
                 if !stale.is_empty() {
                     if let Err(err) = self.store.discard_messages(&id, &stale).await {
                         tracing::warn!(instance_id = %id, error = %err, "could not discard stale messages");

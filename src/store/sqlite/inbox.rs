@@ -71,24 +71,20 @@ pub(super) async fn deliver(
     Ok(true)
 }
 
-/// Stores already-accepted messages in order (one statement), then answers whether
-/// `id` has a message visible at `now_us` (same call: each call is a round trip).
-pub(super) async fn insert_all_then_check(
-    conn: &mut SqliteConnection,
-    messages: &[&OutboundMessage],
-    id: &InstanceId,
-    now_us: i64,
-) -> Result<bool> {
+/// Inbox rows as the JSON array `[[target, execution|null, visible_at, "hex"], ...]`
+/// that the batched inserts read with `json_each`.
+pub(super) fn rows_json(messages: &[&OutboundMessage]) -> Result<String> {
+    let json = |s: &str| {
+        serde_json::to_string(s).map_err(|e| crate::store::StoreError::Backend(e.to_string()))
+    };
     let mut rows = String::from("[");
     for (i, m) in messages.iter().enumerate() {
         if i > 0 {
             rows.push(',');
         }
-        let target = serde_json::to_string(m.target.as_str())
-            .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
+        let target = json(m.target.as_str())?;
         let execution = match &m.target_execution {
-            Some(e) => serde_json::to_string(e.as_str())
-                .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?,
+            Some(e) => json(e.as_str())?,
             None => "null".to_string(),
         };
         rows.push_str(&format!(
@@ -99,10 +95,22 @@ pub(super) async fn insert_all_then_check(
         rows.push_str("\"]");
     }
     rows.push(']');
+    Ok(rows)
+}
+
+/// Stores already-accepted messages in order (one statement), then answers whether
+/// `id` has a message visible at `now_us` (same call: each call is a round trip).
+pub(super) async fn insert_all_then_check(
+    conn: &mut SqliteConnection,
+    messages: &[&OutboundMessage],
+    id: &InstanceId,
+    now_us: i64,
+) -> Result<bool> {
+    let rows = rows_json(messages)?;
     sqlx::query_scalar(
         "INSERT INTO inbox (instance_id, target_execution, visible_at, payload) \
-           SELECT value ->> 0, value ->> 1, value ->> 2, unhex(value ->> 3) FROM json_each(?1); \
-         SELECT EXISTS (SELECT 1 FROM inbox WHERE instance_id = ?2 AND visible_at <= ?3)",
+           SELECT value ->> 0, value ->> 1, value ->> 2, unhex(value ->> 3) FROM json_each(?); \
+         SELECT EXISTS (SELECT 1 FROM inbox WHERE instance_id = ? AND visible_at <= ?)",
     )
     .bind(rows)
     .bind(id.as_str())

@@ -38,24 +38,25 @@ async fn try_insert_new(conn: &mut SqliteConnection, hot: &Hot, new: &NewInstanc
         .0)
 }
 
-/// ?1 id, ?2 execution, ?3 name, ?4 version, ?5 status, ?6 created, ?7 scheduled start,
-/// ?8 input, ?9 parent, ?10 tags, ?11 start visibility, ?12 ExecutionStarted payload.
+/// Binds, in order: id, execution, name, version, status, created (twice), scheduled
+/// start, input, parent, tags; then id, start visibility, `ExecutionStarted` payload.
 /// The inbox row is only written when the instance row was (`changes()` of the INSERT).
+/// Plain `?` parameters: sqlx misbinds numbered ones across statements.
 const INSERT_NEW_SQL: &str = "\
     INSERT INTO instances (instance_id, execution_id, name, version, status, created_at, \
       last_updated_at, scheduled_start_at, input, parent_instance_id, tags, history_len) \
-      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, 0); \
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0); \
     INSERT INTO inbox (instance_id, target_execution, visible_at, payload) \
-      SELECT ?1, NULL, ?11, ?12 WHERE changes() > 0 RETURNING seq";
+      SELECT ?, NULL, ?, ? WHERE changes() > 0 RETURNING seq";
 
 /// [`INSERT_NEW_SQL`] that leaves an existing row alone.
 const TRY_INSERT_NEW_SQL: &str = "\
     INSERT INTO instances (instance_id, execution_id, name, version, status, created_at, \
       last_updated_at, scheduled_start_at, input, parent_instance_id, tags, history_len) \
-      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, 0) \
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) \
       ON CONFLICT (instance_id) DO NOTHING; \
     INSERT INTO inbox (instance_id, target_execution, visible_at, payload) \
-      SELECT ?1, NULL, ?11, ?12 WHERE changes() > 0 RETURNING seq";
+      SELECT ?, NULL, ?, ? WHERE changes() > 0 RETURNING seq";
 
 async fn insert_row_and_start(
     conn: &mut SqliteConnection,
@@ -76,10 +77,12 @@ async fn insert_row_and_start(
         .bind(&new.version)
         .bind(RuntimeStatus::Pending.name())
         .bind(created)
+        .bind(created)
         .bind(new.scheduled_start_at.map(micros))
         .bind(&new.input)
         .bind(new.parent_instance_id.as_ref().map(InstanceId::as_str))
         .bind(tags_json(&new.tags)?)
+        .bind(new.instance_id.as_str())
         .bind(visible)
         .bind(encode(&new.start_event))
         .fetch_optional(&mut *conn)
