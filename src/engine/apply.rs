@@ -91,7 +91,8 @@ pub fn apply(
                         tags: task.tags.clone(),
                     }),
                 );
-                // Results of work scheduled by an ending execution could never be consumed.
+                // Results of work scheduled by an ending execution (terminal or
+                // continued-as-new) could never be consumed.
                 if !ending {
                     t.activities.push(NewActivity {
                         scheduled: scheduled.clone(),
@@ -376,11 +377,8 @@ fn complete(
                 version,
                 inbox_head,
             };
-            // Only fire-and-forget effects survive into the new execution (§4.4.6 step 4).
-            t.activities.clear();
-            t.children.clear();
-            t.messages
-                .retain(|m| !matches!(m.event.event_type, Some(EventType::TimerFired(_))));
+            // Only fire-and-forget effects survive into the new execution (§4.4.6 step 4):
+            // `ending` already kept activities, timers and children out of `t`.
         }
         RuntimeStatus::Completed
         | RuntimeStatus::Failed

@@ -42,16 +42,6 @@ impl Watchers {
             n.notify_waiters();
         }
     }
-
-    /// Number of instances with waiters (for tests and metrics).
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Whether nobody waits.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl Watch<'_> {

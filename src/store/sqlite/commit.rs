@@ -189,14 +189,15 @@ fn activity_items(t: &Transition, mut ids: Vec<i64>) -> Result<Vec<ActivityItem>
 }
 
 /// The statements both one-call commits end with; binds: instance, execution, activity
-/// payloads (hex JSON), message rows (`inbox::rows_json`), instance, now.
+/// payloads (hex JSON), then those of [`inbox::insert_rows_then_check`]: message rows,
+/// instance, now.
 macro_rules! commit_tail {
     () => {
-        "INSERT INTO activities (instance_id, execution_id, payload) \
-           SELECT ?, ?, unhex(value) FROM json_each(?) RETURNING id; \
-         INSERT INTO inbox (instance_id, target_execution, visible_at, payload) \
-           SELECT value ->> 0, value ->> 1, value ->> 2, unhex(value ->> 3) FROM json_each(?); \
-         SELECT EXISTS (SELECT 1 FROM inbox WHERE instance_id = ? AND visible_at <= ?)"
+        concat!(
+            "INSERT INTO activities (instance_id, execution_id, payload) \
+               SELECT ?, ?, unhex(value) FROM json_each(?) RETURNING id; ",
+            inbox::insert_rows_then_check!()
+        )
     };
 }
 

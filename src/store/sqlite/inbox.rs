@@ -71,6 +71,18 @@ pub(super) async fn deliver(
     Ok(true)
 }
 
+/// Two statements: insert the rows of [`rows_json`], then report whether an instance
+/// has a message visible by a time. Binds: rows, instance, now. A macro so that the
+/// one-call commit can `concat!` it onto its own statements.
+macro_rules! insert_rows_then_check {
+    () => {
+        "INSERT INTO inbox (instance_id, target_execution, visible_at, payload) \
+           SELECT value ->> 0, value ->> 1, value ->> 2, unhex(value ->> 3) FROM json_each(?); \
+         SELECT EXISTS (SELECT 1 FROM inbox WHERE instance_id = ? AND visible_at <= ?)"
+    };
+}
+pub(super) use insert_rows_then_check;
+
 /// Inbox rows as the JSON array `[[target, execution|null, visible_at, "hex"], ...]`
 /// that the batched inserts read with `json_each`.
 pub(super) fn rows_json(messages: &[&OutboundMessage]) -> Result<String> {
@@ -107,17 +119,13 @@ pub(super) async fn insert_all_then_check(
     now_us: i64,
 ) -> Result<bool> {
     let rows = rows_json(messages)?;
-    sqlx::query_scalar(
-        "INSERT INTO inbox (instance_id, target_execution, visible_at, payload) \
-           SELECT value ->> 0, value ->> 1, value ->> 2, unhex(value ->> 3) FROM json_each(?); \
-         SELECT EXISTS (SELECT 1 FROM inbox WHERE instance_id = ? AND visible_at <= ?)",
-    )
-    .bind(rows)
-    .bind(id.as_str())
-    .bind(now_us)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db_error("inbox insert"))
+    sqlx::query_scalar(insert_rows_then_check!())
+        .bind(rows)
+        .bind(id.as_str())
+        .bind(now_us)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error("inbox insert"))
 }
 
 /// Deletes the given rows of `id` (rows of other instances are never touched).
