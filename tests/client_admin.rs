@@ -14,42 +14,11 @@ use tonic::Code;
 // ---- Unimplemented RPCs and Hello ----------------------------------------------------
 
 #[tokio::test]
-async fn entity_rewind_and_skip_termination_rpcs_are_unimplemented_and_hello_is_ok() {
+async fn rewind_and_skip_termination_rpcs_are_unimplemented_and_hello_is_ok() {
     let server = TestServer::start().await;
     let mut c = server.client();
     within("hello", c.hello(())).await.unwrap();
     let codes = [
-        within(
-            "signal entity",
-            c.signal_entity(pb::SignalEntityRequest {
-                instance_id: "@e@k".into(),
-                name: "op".into(),
-                ..Default::default()
-            }),
-        )
-        .await
-        .map(|_| ()),
-        within(
-            "get entity",
-            c.get_entity(pb::GetEntityRequest {
-                instance_id: "@e@k".into(),
-                include_state: true,
-            }),
-        )
-        .await
-        .map(|_| ()),
-        within(
-            "query entities",
-            c.query_entities(pb::QueryEntitiesRequest::default()),
-        )
-        .await
-        .map(|_| ()),
-        within(
-            "clean entity storage",
-            c.clean_entity_storage(pb::CleanEntityStorageRequest::default()),
-        )
-        .await
-        .map(|_| ()),
         within(
             "rewind",
             c.rewind_instance(pb::RewindInstanceRequest {

@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+use super::events::{event, to_timestamp};
 use super::{ExecutionId, InstanceId, RuntimeStatus};
 use crate::proto as pb;
+use pb::history_event::EventType;
 
 /// Everything stored about an instance besides its history and inbox.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +88,61 @@ impl ReusePolicy {
         match self {
             Self::ReplaceTerminal => status.is_terminal(),
             Self::Replaceable(list) => list.contains(&status),
+        }
+    }
+}
+
+/// A top-level execution to create (`StartInstance`, restart, an entity starting an
+/// orchestration): the fields a caller chooses. Converts into a [`NewInstance`].
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    /// The instance id.
+    pub id: InstanceId,
+    /// The execution id.
+    pub execution_id: ExecutionId,
+    /// Orchestrator name.
+    pub name: String,
+    /// Version.
+    pub version: Option<String>,
+    /// Input.
+    pub input: Option<String>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// A future start time; `None` = start now.
+    pub scheduled: Option<DateTime<Utc>>,
+    /// W3C parent trace context to copy into `ExecutionStarted`.
+    pub parent_trace_context: Option<pb::TraceContext>,
+    /// Creation time.
+    pub now: DateTime<Utc>,
+}
+
+impl From<NewExecution> for NewInstance {
+    fn from(x: NewExecution) -> Self {
+        let start = pb::ExecutionStartedEvent {
+            name: x.name.clone(),
+            version: x.version.clone(),
+            input: x.input.clone(),
+            orchestration_instance: Some(pb::OrchestrationInstance {
+                instance_id: x.id.to_string(),
+                execution_id: Some(x.execution_id.to_string()),
+            }),
+            parent_instance: None,
+            scheduled_start_timestamp: x.scheduled.map(to_timestamp),
+            parent_trace_context: x.parent_trace_context,
+            orchestration_span_id: None,
+            tags: x.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        NewInstance {
+            instance_id: x.id,
+            execution_id: x.execution_id,
+            name: x.name,
+            version: x.version,
+            input: x.input,
+            tags: x.tags,
+            scheduled_start_at: x.scheduled,
+            parent_instance_id: None,
+            start_event: event(-1, x.now, EventType::ExecutionStarted(start)),
+            created_at: x.now,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! Depends on nothing internal except the generated `crate::proto` messages.
 
 pub mod clock;
+pub mod entity;
 pub mod events;
 pub mod ids;
 pub mod instance;
@@ -14,7 +15,8 @@ pub mod status;
 pub mod transition;
 
 pub use clock::{Clock, SystemClock};
+pub use entity::{Change, EntityFilter, EntityLock, EntityRecord, EntityTransition};
 pub use ids::{ExecutionId, InstanceId};
-pub use instance::{InstanceRecord, NewInstance, ReusePolicy};
+pub use instance::{InstanceRecord, NewExecution, NewInstance, ReusePolicy};
 pub use status::RuntimeStatus;
 pub use transition::{ChildCreation, NewActivity, OutboundMessage, StatusChange, Transition};

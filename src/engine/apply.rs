@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use pb::history_event::EventType;
 use pb::orchestrator_action::OrchestratorActionType as Action;
 
+use super::entity::unlock_message;
 use super::state::OrchestrationState;
 use super::EngineError;
 use crate::domain::events::{event, from_timestamp};
@@ -213,11 +214,7 @@ pub fn apply(
             Action::CompleteOrchestration(done) => {
                 complete(ctx, &state, &started, id, done, &mut t, ids)?
             }
-            Action::SendEntityMessage(_) => {
-                return Err(EngineError::Unsupported(
-                    "entity messages from orchestrations",
-                ));
-            }
+            Action::SendEntityMessage(send) => entity_message(ctx, id, send, &mut t)?,
             Action::RewindOrchestration(_) => {
                 return Err(EngineError::Unsupported("the rewindOrchestration action"));
             }
@@ -355,6 +352,9 @@ fn complete(
             reason: format!("unknown orchestration status {}", done.orchestration_status),
         }
     })?;
+    if status.is_terminal() || status == RuntimeStatus::ContinuedAsNew {
+        release_open_locks(ctx, state, t);
+    }
     match status {
         RuntimeStatus::ContinuedAsNew => {
             let execution_id = ids.execution_id();
@@ -427,6 +427,97 @@ fn complete(
         }
     }
     Ok(())
+}
+
+/// `sendEntityMessage` (PROTOCOL.md §5.5): the contained event goes into the history
+/// with the action's id and, as a message, to the entity that must handle it.
+fn entity_message(
+    ctx: &ApplyContext<'_>,
+    id: i32,
+    send: &pb::SendEntityMessageAction,
+    t: &mut Transition,
+) -> Result<(), EngineError> {
+    use pb::send_entity_message_action::EntityMessageType as M;
+    let invalid = |reason: &str| EngineError::InvalidAction {
+        id,
+        reason: reason.to_string(),
+    };
+    let (kind, target, visible_at) = match &send.entity_message_type {
+        Some(M::EntityOperationSignaled(s)) => {
+            let at = s.scheduled_time.as_ref().map(from_timestamp);
+            (
+                EventType::EntityOperationSignaled(s.clone()),
+                s.target_instance_id.clone(),
+                at.filter(|at| *at > ctx.now).unwrap_or(ctx.now),
+            )
+        }
+        Some(M::EntityOperationCalled(c)) => {
+            let mut c = c.clone();
+            // The response is routed by these; fill what an SDK left out (§5.5).
+            c.parent_instance_id
+                .get_or_insert_with(|| ctx.instance_id.to_string());
+            c.parent_execution_id
+                .get_or_insert_with(|| ctx.execution_id.to_string());
+            let target = c.target_instance_id.clone();
+            (EventType::EntityOperationCalled(c), target, ctx.now)
+        }
+        Some(M::EntityLockRequested(r)) => {
+            let mut r = r.clone();
+            r.parent_instance_id
+                .get_or_insert_with(|| ctx.instance_id.to_string());
+            let first = r
+                .lock_set
+                .get(usize::try_from(r.position).unwrap_or(0))
+                .cloned();
+            (EventType::EntityLockRequested(r), first, ctx.now)
+        }
+        Some(M::EntityUnlockSent(u)) => (
+            EventType::EntityUnlockSent(u.clone()),
+            u.target_instance_id.clone(),
+            ctx.now,
+        ),
+        None => return Err(invalid("sendEntityMessage without a message")),
+    };
+    let target = target
+        .filter(|t| t.starts_with('@'))
+        .ok_or_else(|| invalid("sendEntityMessage without a target entity id ('@name@key')"))?;
+    t.history_append.push(event(id, ctx.now, kind.clone()));
+    t.messages.push(OutboundMessage {
+        target: InstanceId::new(target),
+        target_execution: None,
+        event: event(-1, ctx.now, kind),
+        visible_at,
+    });
+    Ok(())
+}
+
+/// An execution that ends inside a critical section releases its entity locks
+/// (PROTOCOL.md §5.4 rule 5), unless its last actions already did.
+fn release_open_locks(ctx: &ApplyContext<'_>, state: &OrchestrationState, t: &mut Transition) {
+    let mut open = OrchestrationState {
+        open_locks: state.open_locks.clone(),
+        ..OrchestrationState::default()
+    };
+    for e in &t.history_append {
+        match &e.event_type {
+            Some(EventType::EntityUnlockSent(u)) => open.unlock_sent(u),
+            Some(EventType::EntityLockRequested(r)) => {
+                open.open_locks
+                    .insert(r.critical_section_id.clone(), r.lock_set.clone());
+            }
+            _ => {}
+        }
+    }
+    for (section, entities) in &open.open_locks {
+        for entity in entities {
+            t.messages.push(unlock_message(
+                entity,
+                section,
+                Some(ctx.instance_id.to_string()),
+                ctx.now,
+            ));
+        }
+    }
 }
 
 fn parent_notice(

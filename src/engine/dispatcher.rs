@@ -15,6 +15,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod entity;
+
 use super::apply::{self, ApplyContext, IdSource};
 use super::executor::{Reservation, StreamId, WorkExecutor, WorkKind};
 use super::plan::{plan_episode, Plan};
@@ -104,6 +106,9 @@ struct DispatchState {
     /// Committed histories of running instances, so an episode does not re-read (and
     /// re-decode) a history that only ever grows by what this process appended.
     histories: HashMap<InstanceId, CachedHistory>,
+    /// Entities: their own ready queue (so a full entity capacity never blocks
+    /// orchestrations), one step in flight per entity.
+    entities: entity::EntityDispatch,
 }
 
 struct CachedHistory {
@@ -116,6 +121,9 @@ const HISTORY_CACHE_CAP: usize = 50_000;
 
 impl DispatchState {
     fn mark_ready(&mut self, id: InstanceId) {
+        if id.is_entity() {
+            return self.entities.mark_ready(id);
+        }
         if let Some(f) = self.flights.get_mut(&id) {
             f.again = true;
         } else if self.ready_set.insert(id.clone()) {
@@ -215,6 +223,18 @@ impl RecentTokens {
 struct RandomIds;
 
 impl IdSource for RandomIds {
+    fn execution_id(&mut self) -> ExecutionId {
+        ExecutionId::generate()
+    }
+}
+
+impl super::entity::EntityIds for RandomIds {
+    fn request_id(&mut self) -> String {
+        ExecutionId::generate().to_string()
+    }
+    fn instance_id(&mut self) -> InstanceId {
+        InstanceId::generate()
+    }
     fn execution_id(&mut self) -> ExecutionId {
         ExecutionId::generate()
     }
@@ -379,6 +399,7 @@ impl Engine {
         for id in requeue.into_iter().rev() {
             st.activity_queue.push_front(id);
         }
+        st.entities.stream_closed(stream);
         drop(st);
         if !lost.is_empty() {
             tracing::info!(
@@ -395,6 +416,7 @@ impl Engine {
         let now = self.clock.now();
         let mut fetches = Vec::new();
         let mut sends = Vec::new();
+        let fetches_entities;
         let next = {
             let mut st = self.lock();
             while st.timers.peek().is_some_and(|Reverse((at, _))| *at <= now) {
@@ -455,6 +477,8 @@ impl Engine {
                 }
                 sends.push((aid, token, reservation, item));
             }
+            let entity_fetches = self.take_ready_entities(&mut st);
+            fetches_entities = entity_fetches;
             let t1 = st.timers.peek().map(|Reverse((at, _))| *at);
             let t2 = st.activity_timers.peek().map(|Reverse((at, _))| *at);
             t1.into_iter().chain(t2).min()
@@ -474,6 +498,11 @@ impl Engine {
             let this = Arc::clone(self);
             self.tasks
                 .spawn(async move { this.fetch_and_send(id, reservation, token).await });
+        }
+        for (id, reservation, token) in fetches_entities {
+            let this = Arc::clone(self);
+            self.tasks
+                .spawn(async move { this.run_entity_step(id, reservation, token).await });
         }
         next
     }
@@ -879,12 +908,16 @@ impl Engine {
     pub fn forget_all(&self) {
         let mut st = self.lock();
         let flights = std::mem::take(&mut st.flights);
+        let entity_reservations = st.entities.outstanding_reservations();
         *st = DispatchState::default();
         drop(st);
         for f in flights.into_values() {
             if !matches!(f.phase, Phase::Committing) {
                 self.executor.release(f.reservation);
             }
+        }
+        for r in entity_reservations {
+            self.executor.release(r);
         }
     }
 }

@@ -15,6 +15,8 @@ pub enum WorkKind {
     Orchestration,
     /// Activity executions.
     Activity,
+    /// Entity operation batches.
+    Entity,
 }
 
 /// One unit of capacity taken on a stream; given back by `send` failing or by `release`.

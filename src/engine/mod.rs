@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod dispatcher;
+pub mod entity;
 pub mod executor;
 pub mod plan;
 pub mod state;
@@ -45,6 +46,7 @@ mod tests {
             ("state.rs", include_str!("state.rs")),
             ("plan.rs", include_str!("plan.rs")),
             ("apply.rs", include_str!("apply.rs")),
+            ("entity.rs", include_str!("entity.rs")),
         ] {
             for banned in ["tokio", "sqlx", "tonic", "Utc::now", "new_v4", "async fn"] {
                 assert!(!text.contains(banned), "{name} mentions {banned}");

@@ -1,7 +1,7 @@
 //! `OrchestrationState`: what the sidecar needs to know about an execution, folded from
 //! its history. PURE: no async, no I/O, no clock.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::proto as pb;
 use pb::history_event::EventType;
@@ -22,6 +22,9 @@ pub struct OrchestrationState {
     pub terminated: Option<pb::ExecutionTerminatedEvent>,
     /// Outstanding activities by task id (scheduled, no result yet).
     pub pending_tasks: HashMap<i32, usize>,
+    /// Entity locks requested by this execution and not yet released: critical section
+    /// → the entities still to unlock (PROTOCOL.md §5.4).
+    pub open_locks: BTreeMap<String, Vec<String>>,
 }
 
 impl OrchestrationState {
@@ -63,6 +66,11 @@ impl OrchestrationState {
             }
             EventType::TaskCompleted(c) => self.task_done(c.task_scheduled_id),
             EventType::TaskFailed(f) => self.task_done(f.task_scheduled_id),
+            EventType::EntityLockRequested(r) => {
+                self.open_locks
+                    .insert(r.critical_section_id.clone(), r.lock_set.clone());
+            }
+            EventType::EntityUnlockSent(u) => self.unlock_sent(u),
             _ => {}
         }
         Ok(())
@@ -73,6 +81,16 @@ impl OrchestrationState {
             *n -= 1;
             if *n == 0 {
                 self.pending_tasks.remove(&task_id);
+            }
+        }
+    }
+
+    /// Records an `EntityUnlockSent`: that entity no longer needs releasing.
+    pub fn unlock_sent(&mut self, u: &pb::EntityUnlockSentEvent) {
+        if let Some(set) = self.open_locks.get_mut(&u.critical_section_id) {
+            set.retain(|e| Some(e) != u.target_instance_id.as_ref());
+            if set.is_empty() {
+                self.open_locks.remove(&u.critical_section_id);
             }
         }
     }

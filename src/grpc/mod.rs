@@ -18,6 +18,7 @@ use pb::task_hub_sidecar_service_server::{TaskHubSidecarService, TaskHubSidecarS
 
 mod client_api;
 mod convert;
+mod entity_api;
 mod status;
 mod worker_api;
 
@@ -252,12 +253,10 @@ impl TaskHubSidecarService for Api {
 
     async fn complete_entity_task(
         &self,
-        _: Request<pb::EntityBatchResult>,
+        r: Request<pb::EntityBatchResult>,
     ) -> Rpc<pb::CompleteTaskResponse> {
-        Err(unimplemented(
-            "CompleteEntityTask",
-            "durable entities are planned for a later release",
-        ))
+        self.state.complete_entity_task(r.into_inner()).await?;
+        Ok(Response::new(pb::CompleteTaskResponse {}))
     }
 
     type StreamInstanceHistoryStream = BoxStream<pb::HistoryChunk>;
@@ -289,39 +288,28 @@ impl TaskHubSidecarService for Api {
 
     async fn signal_entity(
         &self,
-        _: Request<pb::SignalEntityRequest>,
+        r: Request<pb::SignalEntityRequest>,
     ) -> Rpc<pb::SignalEntityResponse> {
-        Err(unimplemented(
-            "SignalEntity",
-            "durable entities are planned for a later release",
-        ))
+        self.state.signal_entity(r.into_inner()).await?;
+        Ok(Response::new(pb::SignalEntityResponse {}))
     }
 
-    async fn get_entity(&self, _: Request<pb::GetEntityRequest>) -> Rpc<pb::GetEntityResponse> {
-        Err(unimplemented(
-            "GetEntity",
-            "durable entities are planned for a later release",
-        ))
+    async fn get_entity(&self, r: Request<pb::GetEntityRequest>) -> Rpc<pb::GetEntityResponse> {
+        entity_api::get_entity(&self.state, r.into_inner()).await
     }
 
     async fn query_entities(
         &self,
-        _: Request<pb::QueryEntitiesRequest>,
+        r: Request<pb::QueryEntitiesRequest>,
     ) -> Rpc<pb::QueryEntitiesResponse> {
-        Err(unimplemented(
-            "QueryEntities",
-            "durable entities are planned for a later release",
-        ))
+        entity_api::query_entities(&self.state, r.into_inner()).await
     }
 
     async fn clean_entity_storage(
         &self,
-        _: Request<pb::CleanEntityStorageRequest>,
+        r: Request<pb::CleanEntityStorageRequest>,
     ) -> Rpc<pb::CleanEntityStorageResponse> {
-        Err(unimplemented(
-            "CleanEntityStorage",
-            "durable entities are planned for a later release",
-        ))
+        entity_api::clean_entity_storage(&self.state, r.into_inner()).await
     }
 
     async fn abandon_task_activity_work_item(
@@ -344,12 +332,10 @@ impl TaskHubSidecarService for Api {
 
     async fn abandon_task_entity_work_item(
         &self,
-        _: Request<pb::AbandonEntityTaskRequest>,
+        r: Request<pb::AbandonEntityTaskRequest>,
     ) -> Rpc<pb::AbandonEntityTaskResponse> {
-        Err(unimplemented(
-            "AbandonTaskEntityWorkItem",
-            "durable entities are planned for a later release",
-        ))
+        self.state.abandon_entity(&r.into_inner().completion_token);
+        Ok(Response::new(pb::AbandonEntityTaskResponse {}))
     }
 
     async fn skip_graceful_orchestration_terminations(

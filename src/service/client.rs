@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use pb::history_event::EventType;
 
 use super::{AppState, Result, ServiceError};
-use crate::domain::events::{event, to_timestamp};
+use crate::domain::events::event;
 use crate::domain::{
-    ExecutionId, InstanceId, InstanceRecord, NewInstance, ReusePolicy, RuntimeStatus,
+    ExecutionId, InstanceId, InstanceRecord, NewExecution, NewInstance, ReusePolicy, RuntimeStatus,
 };
 use crate::proto as pb;
 use crate::store::{
@@ -83,7 +83,7 @@ pub fn instance_id(raw: &str) -> Result<InstanceId> {
     Ok(InstanceId::new(raw))
 }
 
-fn page_size(requested: i32) -> u32 {
+pub(super) fn page_size(requested: i32) -> u32 {
     match u32::try_from(requested) {
         Ok(0) | Err(_) => DEFAULT_PAGE_SIZE,
         Ok(n) => n.min(MAX_PAGE_SIZE),
@@ -156,7 +156,7 @@ impl AppState {
             .filter(|e| !e.is_empty())
             .map(ExecutionId::new)
             .unwrap_or_else(ExecutionId::generate);
-        let new = new_instance(NewExecution {
+        let new = NewInstance::from(NewExecution {
             id: id.clone(),
             execution_id,
             name: req.name,
@@ -322,7 +322,7 @@ impl AppState {
             )
         };
         let now = self.clock().now();
-        let new = new_instance(NewExecution {
+        let new = NewInstance::from(NewExecution {
             id: target.clone(),
             execution_id: ExecutionId::generate(),
             name: old.name,
@@ -526,47 +526,6 @@ fn terminal_subset(raw: &[i32]) -> Result<Option<Vec<RuntimeStatus>>> {
     let all = statuses(raw)?;
     let terminal: Vec<_> = all.iter().copied().filter(|s| s.is_terminal()).collect();
     Ok((all.is_empty() || !terminal.is_empty()).then_some(terminal))
-}
-
-struct NewExecution {
-    id: InstanceId,
-    execution_id: ExecutionId,
-    name: String,
-    version: Option<String>,
-    input: Option<String>,
-    tags: BTreeMap<String, String>,
-    scheduled: Option<DateTime<Utc>>,
-    parent_trace_context: Option<pb::TraceContext>,
-    now: DateTime<Utc>,
-}
-
-fn new_instance(x: NewExecution) -> NewInstance {
-    let start = pb::ExecutionStartedEvent {
-        name: x.name.clone(),
-        version: x.version.clone(),
-        input: x.input.clone(),
-        orchestration_instance: Some(pb::OrchestrationInstance {
-            instance_id: x.id.to_string(),
-            execution_id: Some(x.execution_id.to_string()),
-        }),
-        parent_instance: None,
-        scheduled_start_timestamp: x.scheduled.map(to_timestamp),
-        parent_trace_context: x.parent_trace_context,
-        orchestration_span_id: None,
-        tags: x.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-    };
-    NewInstance {
-        instance_id: x.id,
-        execution_id: x.execution_id,
-        name: x.name,
-        version: x.version,
-        input: x.input,
-        tags: x.tags,
-        scheduled_start_at: x.scheduled,
-        parent_instance_id: None,
-        start_event: event(-1, x.now, EventType::ExecutionStarted(start)),
-        created_at: x.now,
-    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use crate::server::ServerOptions;
 use crate::store::{SqliteStore, Store, StoreError};
 
 pub mod client;
+pub mod entities;
 mod error;
 pub mod workers;
 

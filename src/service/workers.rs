@@ -18,15 +18,15 @@ const DEFAULT_CAPACITY: usize = 1000;
 #[derive(Debug)]
 struct Slot {
     tx: mpsc::Sender<pb::WorkItem>,
-    limits: [usize; 2],
-    used: [usize; 2],
+    limits: [usize; 3],
+    used: [usize; 3],
 }
 
 #[derive(Debug, Default)]
 struct HubInner {
     streams: BTreeMap<StreamId, Slot>,
     /// Round-robin position per kind: the last stream that got an item.
-    cursor: [StreamId; 2],
+    cursor: [StreamId; 3],
 }
 
 /// Connected workers. Implements the engine's [`WorkExecutor`].
@@ -40,6 +40,7 @@ fn slot_index(kind: WorkKind) -> usize {
     match kind {
         WorkKind::Orchestration => 0,
         WorkKind::Activity => 1,
+        WorkKind::Entity => 2,
     }
 }
 
@@ -67,16 +68,18 @@ impl WorkerHub {
         let limits = [
             limit(request.max_concurrent_orchestration_work_items),
             limit(request.max_concurrent_activity_work_items),
+            // Python runs entities while sending 0: 0 means "no hint", not "none".
+            limit(request.max_concurrent_entity_work_items),
         ];
         // Room for every item the limits allow plus a few pings: sends never block.
-        let (tx, rx) = mpsc::channel(limits[0] + limits[1] + 4);
+        let (tx, rx) = mpsc::channel(limits.iter().sum::<usize>() + 4);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         self.lock().streams.insert(
             id,
             Slot {
                 tx: tx.clone(),
                 limits,
-                used: [0, 0],
+                used: [0; 3],
             },
         );
         (id, rx, tx)

@@ -10,8 +10,11 @@ use std::fmt;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use std::collections::HashSet;
+
 use crate::domain::{
-    ExecutionId, InstanceId, InstanceRecord, NewInstance, ReusePolicy, RuntimeStatus, Transition,
+    EntityFilter, EntityRecord, EntityTransition, ExecutionId, InstanceId, InstanceRecord,
+    NewInstance, ReusePolicy, RuntimeStatus, Transition,
 };
 use crate::proto as pb;
 
@@ -74,6 +77,30 @@ pub struct OrchestrationWork {
     pub history: Option<Vec<pb::HistoryEvent>>,
     /// Visible inbox messages (visible_at <= now), in inbox order, at most the batch cap.
     pub messages: Vec<InboxMessage>,
+}
+
+/// What an entity step needs, read in one snapshot (PROTOCOL.md §5.3).
+#[derive(Debug, Clone)]
+pub struct EntityWork {
+    /// The entity record.
+    pub record: EntityRecord,
+    /// Visible queue messages in order, at most the batch cap.
+    pub messages: Vec<InboxMessage>,
+    /// Which orchestrations named by the lock or by queued lock requests are live.
+    pub live: HashSet<InstanceId>,
+}
+
+/// What one `CleanEntityStorage` page did.
+#[derive(Debug, Clone, Default)]
+pub struct CleanOutcome {
+    /// Entities deleted for having no state, lock or backlog.
+    pub removed: u32,
+    /// Locks released because their owner is gone or terminal.
+    pub released: u32,
+    /// Where the next page starts; `None` when done.
+    pub next: Option<String>,
+    /// Entities whose queue can move again.
+    pub unblocked: Vec<InstanceId>,
 }
 
 /// An activity row.
@@ -297,6 +324,43 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Deletes everything (task hub recreate/delete).
     async fn wipe(&self) -> Result<()>;
 
-    /// What to rebuild in memory after a start-up.
+    /// What to rebuild in memory after a start-up (entities included).
     async fn recover(&self, now: DateTime<Utc>) -> Result<Recovery>;
+
+    /// Puts a message (`EntityOperationSignaled`) on an entity's queue, visible at
+    /// `visible_at`; the first message creates the entity.
+    async fn signal_entity(
+        &self,
+        id: &InstanceId,
+        event: pb::HistoryEvent,
+        visible_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// The entity record with its backlog, or `None`.
+    async fn entity(&self, id: &InstanceId) -> Result<Option<EntityRecord>>;
+
+    /// Reads what an entity step needs; `None` for unknown entities.
+    async fn entity_work(
+        &self,
+        id: &InstanceId,
+        now: DateTime<Utc>,
+        max_messages: u32,
+    ) -> Result<Option<EntityWork>>;
+
+    /// Commits an entity step atomically; `LeaseLost` when the record changed since it
+    /// was read.
+    async fn commit_entity(&self, transition: &EntityTransition) -> Result<CommitOutcome>;
+
+    /// One page of entities, ordered by id.
+    async fn query_entities(&self, filter: &EntityFilter) -> Result<Vec<EntityRecord>>;
+
+    /// One page of `CleanEntityStorage` after entity id `after`.
+    async fn clean_entities(
+        &self,
+        after: Option<String>,
+        limit: u32,
+        remove_empty: bool,
+        release_orphans: bool,
+    ) -> Result<CleanOutcome>;
 }

@@ -212,7 +212,7 @@ class WorkerFactory:
         self.workers: list[worker.TaskHubGrpcWorker] = []
 
     def __call__(self, orchestrators: Iterable[Callable] = (), activities: Iterable[Callable] = (), *,
-                 address: str | None = None, maximum_timer_interval: timedelta | None = None,
+                 entities: Iterable[Any] = (), address: str | None = None, maximum_timer_interval: timedelta | None = None,
                  concurrency: worker.ConcurrencyOptions | None = None) -> worker.TaskHubGrpcWorker:
         kwargs: dict[str, Any] = {}
         if maximum_timer_interval is not None:
@@ -227,6 +227,8 @@ class WorkerFactory:
             w.add_orchestrator(fn)
         for fn in activities:
             w.add_activity(fn)
+        for fn in entities:
+            w.add_entity(fn)
         w.start()
         self.workers.append(w)
         return w

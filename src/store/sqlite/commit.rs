@@ -13,7 +13,7 @@ use sqlx::SqliteConnection;
 
 use super::codec::{db_error, encode, hex_json_array, micros, visible_micros};
 use super::hot::{Hot, State};
-use super::{inbox, instances};
+use super::{entities, inbox, instances};
 use crate::domain::{
     ExecutionId, InstanceId, OutboundMessage, RuntimeStatus, StatusChange, Transition,
 };
@@ -311,7 +311,10 @@ async fn accepted_messages<'t>(
 ) -> Result<Vec<&'t OutboundMessage>> {
     let mut accepted = Vec::with_capacity(t.messages.len());
     for message in &t.messages {
-        if inbox::accepts(conn, hot, message).await? {
+        if message.target.is_entity() {
+            // Entity queues accept everything (the first message creates the entity).
+            entities::route(conn, hot, &t.instance_id, message, now, touched).await?;
+        } else if inbox::accepts(conn, hot, message).await? {
             if visible_micros(message.visible_at) <= now && message.target != t.instance_id {
                 touched.insert(message.target.clone());
             }

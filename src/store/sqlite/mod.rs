@@ -12,6 +12,7 @@
 
 mod codec;
 mod commit;
+mod entities;
 mod hot;
 mod inbox;
 mod instances;
@@ -35,13 +36,13 @@ use self::hot::Hot;
 pub use self::writer::WriterStats;
 use self::writer::{BoxFut, Op, Writer};
 use super::{
-    ActivityOutcome, CommitOutcome, CompletedFilter, EnqueueOutcome, InstanceFilter,
-    OrchestrationWork, PurgeFilter, Recovery, Result, Store, StoreError, SuspendOutcome,
-    TerminateOutcome,
+    ActivityOutcome, CleanOutcome, CommitOutcome, CompletedFilter, EnqueueOutcome, EntityWork,
+    InstanceFilter, OrchestrationWork, PurgeFilter, Recovery, Result, Store, StoreError,
+    SuspendOutcome, TerminateOutcome,
 };
 use crate::domain::{
-    Clock, ExecutionId, InstanceId, InstanceRecord, NewInstance, ReusePolicy, SystemClock,
-    Transition,
+    Clock, EntityFilter, EntityRecord, EntityTransition, ExecutionId, InstanceId, InstanceRecord,
+    NewInstance, ReusePolicy, SystemClock, Transition,
 };
 use crate::proto as pb;
 
@@ -371,6 +372,9 @@ impl Store for SqliteStore {
         let (id, hot) = (id.clone(), Arc::clone(&self.hot));
         self.writer
             .submit(op!(|conn| {
+                if id.is_entity() {
+                    return entities::purge(conn, &id).await;
+                }
                 let deleted = purge::purge_instance(conn, &hot, &id, recursive).await;
                 // Deleted rows may be cached (terminal entries stay after a commit).
                 hot.clear();
@@ -422,7 +426,93 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn recover(&self, now: DateTime<Utc>) -> Result<Recovery> {
-        self.read(op!(|conn| queries::recover(conn, now).await))
+        self.read(op!(|conn| {
+            let mut recovery = queries::recover(conn, now).await?;
+            let (ready, wakeups) = entities::recover(conn, codec::micros(now)).await?;
+            recovery.ready.extend(ready);
+            recovery.wakeups.extend(wakeups);
+            Ok(recovery)
+        }))
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(entity = %id))]
+    async fn signal_entity(
+        &self,
+        id: &InstanceId,
+        event: pb::HistoryEvent,
+        visible_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let id = id.clone();
+        self.writer
+            .submit(op!(|conn| entities::enqueue(
+                conn,
+                &id,
+                codec::visible_micros(visible_at),
+                &event,
+                codec::micros(now)
+            )
+            .await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(entity = %id))]
+    async fn entity(&self, id: &InstanceId) -> Result<Option<EntityRecord>> {
+        let id = id.clone();
+        self.read(op!(|conn| entities::record(conn, &id).await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(entity = %id))]
+    async fn entity_work(
+        &self,
+        id: &InstanceId,
+        now: DateTime<Utc>,
+        max_messages: u32,
+    ) -> Result<Option<EntityWork>> {
+        let id = id.clone();
+        self.read(op!(
+            |conn| entities::work(conn, &id, now, max_messages).await
+        ))
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(entity = %transition.entity))]
+    async fn commit_entity(&self, transition: &EntityTransition) -> Result<CommitOutcome> {
+        let (transition, hot) = (transition.clone(), Arc::clone(&self.hot));
+        self.writer
+            .submit(op!(|conn| entities::commit(conn, &hot, &transition).await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn query_entities(&self, filter: &EntityFilter) -> Result<Vec<EntityRecord>> {
+        let filter = filter.clone();
+        self.read(op!(|conn| entities::query(conn, &filter).await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn clean_entities(
+        &self,
+        after: Option<String>,
+        limit: u32,
+        remove_empty: bool,
+        release_orphans: bool,
+    ) -> Result<CleanOutcome> {
+        self.writer
+            .submit(op!(|conn| {
+                let (removed, released, next, unblocked) =
+                    entities::clean(conn, after.as_deref(), limit, remove_empty, release_orphans)
+                        .await?;
+                Ok(CleanOutcome {
+                    removed,
+                    released,
+                    next,
+                    unblocked,
+                })
+            }))
             .await
     }
 }

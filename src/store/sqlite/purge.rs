@@ -111,6 +111,8 @@ pub(super) async fn wipe(conn: &mut SqliteConnection) -> Result<()> {
         "DELETE FROM inbox",
         "DELETE FROM activities",
         "DELETE FROM instances",
+        "DELETE FROM entity_inbox",
+        "DELETE FROM entities",
     ] {
         sqlx::query(sql)
             .execute(&mut *conn)

@@ -1,0 +1,371 @@
+//! The dispatcher's entity half (PROTOCOL.md §5.3): one step in flight per entity. A
+//! step reads the record and visible queue, commits the lock bookkeeping the pure
+//! planner decided, then hands the runnable operations to a worker as one V2 batch;
+//! the worker's `EntityBatchResult` is committed with the same version guard.
+
+use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::{backoff, parse_token, DispatchState, Engine, RandomIds};
+use crate::domain::{Change, EntityRecord, EntityTransition, InstanceId};
+use crate::engine::entity::{apply_entity_result, entity_request, plan_entity};
+use crate::engine::executor::{Reservation, StreamId, WorkKind};
+use crate::engine::CompletionError;
+use crate::proto as pb;
+use crate::store::{CommitOutcome, InboxMessage, StoreError};
+
+const ENTITY_PREFIX: char = 'e';
+
+/// Most operations in one batch (and queue messages read per step).
+const MAX_ENTITY_BATCH: usize = 100;
+
+enum EntityPhase {
+    Stepping,
+    Outstanding(Box<EntityEpisode>),
+    Committing,
+}
+
+struct EntityEpisode {
+    record: EntityRecord,
+    batch: Vec<InboxMessage>,
+}
+
+struct EntityFlight {
+    reservation: Reservation,
+    token: u64,
+    phase: EntityPhase,
+    again: bool,
+}
+
+/// In-memory entity dispatch state (part of `DispatchState`).
+#[derive(Default)]
+pub(super) struct EntityDispatch {
+    ready: VecDeque<InstanceId>,
+    ready_set: HashSet<InstanceId>,
+    flights: HashMap<InstanceId, EntityFlight>,
+    tokens: HashMap<u64, InstanceId>,
+    abandons: HashMap<InstanceId, u32>,
+}
+
+impl EntityDispatch {
+    pub(super) fn mark_ready(&mut self, id: InstanceId) {
+        if let Some(f) = self.flights.get_mut(&id) {
+            f.again = true;
+        } else if self.ready_set.insert(id.clone()) {
+            self.ready.push_back(id);
+        }
+    }
+
+    /// Batches out on a closed stream go back to their queues (no backoff).
+    pub(super) fn stream_closed(&mut self, stream: StreamId) {
+        let lost: Vec<InstanceId> = self
+            .flights
+            .iter()
+            .filter(|(_, f)| {
+                f.reservation.stream == stream && matches!(f.phase, EntityPhase::Outstanding(_))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in lost {
+            if let Some(f) = self.flights.remove(&id) {
+                self.tokens.remove(&f.token);
+            }
+            self.mark_ready(id);
+        }
+    }
+
+    /// Capacity held by steps that are not committing (for `forget_all`).
+    pub(super) fn outstanding_reservations(&self) -> Vec<Reservation> {
+        self.flights
+            .values()
+            .filter(|f| !matches!(f.phase, EntityPhase::Committing))
+            .map(|f| f.reservation)
+            .collect()
+    }
+}
+
+/// Where a step ends: look again now, at a time, or only when something arrives.
+enum After {
+    Ready,
+    At(DateTime<Utc>),
+    Idle,
+}
+
+impl Engine {
+    /// Takes ready entities while entity capacity lasts (called by `pump`, lock held).
+    pub(super) fn take_ready_entities(
+        &self,
+        st: &mut DispatchState,
+    ) -> Vec<(InstanceId, Reservation, u64)> {
+        let mut out = Vec::new();
+        while let Some(id) = st.entities.ready.pop_front() {
+            st.entities.ready_set.remove(&id);
+            if let Some(f) = st.entities.flights.get_mut(&id) {
+                f.again = true;
+                continue;
+            }
+            let Some(reservation) = self.executor.reserve(WorkKind::Entity) else {
+                st.entities.ready_set.insert(id.clone());
+                st.entities.ready.push_front(id);
+                break;
+            };
+            let token = self.token();
+            st.entities.flights.insert(
+                id.clone(),
+                EntityFlight {
+                    reservation,
+                    token,
+                    phase: EntityPhase::Stepping,
+                    again: false,
+                },
+            );
+            out.push((id, reservation, token));
+        }
+        out
+    }
+
+    /// Reads, plans, commits the lock bookkeeping, and sends the runnable batch.
+    pub(super) async fn run_entity_step(
+        self: Arc<Self>,
+        id: InstanceId,
+        reservation: Reservation,
+        token: u64,
+    ) {
+        let now = self.clock.now();
+        let cap = MAX_ENTITY_BATCH as u32;
+        let work = match self.store.entity_work(&id, now, cap).await {
+            Ok(Some(w)) => w,
+            Ok(None) => return self.end_entity_step(&id, After::Idle),
+            Err(err) => {
+                tracing::warn!(entity = %id, error = %err, "could not load entity work; retrying in 1 s");
+                return self.end_entity_step(&id, After::At(now + chrono::Duration::seconds(1)));
+            }
+        };
+        let more_queued = work.messages.len() >= MAX_ENTITY_BATCH;
+        let plan = plan_entity(
+            &work.record,
+            work.messages,
+            &work.live,
+            MAX_ENTITY_BATCH,
+            now,
+        );
+        let mut record = work.record;
+        if !plan.control.is_empty() {
+            match self.store.commit_entity(&plan.control).await {
+                Ok(outcome) => {
+                    self.after_entity_commit(&plan.control, outcome, now);
+                    record.version += 1;
+                    if let Change::Set(lock) = &plan.control.lock {
+                        record.lock = lock.clone();
+                    }
+                }
+                Err(StoreError::LeaseLost(_)) => return self.end_entity_step(&id, After::Ready),
+                Err(err) => {
+                    tracing::warn!(entity = %id, error = %err, "entity step commit failed; retrying in 1 s");
+                    return self
+                        .end_entity_step(&id, After::At(now + chrono::Duration::seconds(1)));
+                }
+            }
+        }
+        if plan.batch.is_empty() {
+            return self.end_entity_step(
+                &id,
+                if more_queued {
+                    After::Ready
+                } else {
+                    After::Idle
+                },
+            );
+        }
+        let item = pb::WorkItem {
+            completion_token: format!("{ENTITY_PREFIX}{token}"),
+            request: Some(pb::work_item::Request::EntityRequestV2(entity_request(
+                &record,
+                &plan.batch,
+            ))),
+        };
+        {
+            let mut st = self.lock();
+            let Some(f) = st.entities.flights.get_mut(&id) else {
+                return;
+            };
+            f.phase = EntityPhase::Outstanding(Box::new(EntityEpisode {
+                record,
+                batch: plan.batch,
+            }));
+            st.entities.tokens.insert(token, id.clone());
+        }
+        tracing::debug!(entity = %id, stream = reservation.stream, "entity work item sent");
+        if !self.executor.send(reservation, item) {
+            let mut st = self.lock();
+            st.entities.tokens.remove(&token);
+            st.entities.flights.remove(&id);
+            st.entities.mark_ready(id);
+            drop(st);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Ends a step that holds its reservation (not handed to a worker, or abandoned).
+    fn end_entity_step(&self, id: &InstanceId, after: After) {
+        let mut st = self.lock();
+        let Some(f) = st.entities.flights.remove(id) else {
+            return;
+        };
+        st.entities.tokens.remove(&f.token);
+        self.finish_entity(&mut st, id, f.again, after);
+        drop(st);
+        self.executor.release(f.reservation);
+        self.wake.notify_one();
+    }
+
+    fn finish_entity(&self, st: &mut DispatchState, id: &InstanceId, again: bool, after: After) {
+        match after {
+            After::Ready => st.entities.mark_ready(id.clone()),
+            After::At(at) => st.timers.push(Reverse((at, id.clone()))),
+            After::Idle if again => st.entities.mark_ready(id.clone()),
+            After::Idle => {}
+        }
+    }
+
+    /// Dispatch bookkeeping after any entity commit: wake the targets, arm timers for
+    /// delayed messages, tell waiters about started orchestrations.
+    fn after_entity_commit(
+        &self,
+        t: &EntityTransition,
+        outcome: CommitOutcome,
+        now: DateTime<Utc>,
+    ) {
+        {
+            let mut st = self.lock();
+            for target in outcome.touched {
+                if target != t.entity {
+                    st.mark_ready(target);
+                }
+            }
+            for m in &t.messages {
+                if m.visible_at > now {
+                    st.timers.push(Reverse((m.visible_at, m.target.clone())));
+                }
+            }
+            for start in &t.starts {
+                if let Some(at) = start.scheduled_start_at.filter(|at| *at > now) {
+                    st.timers.push(Reverse((at, start.instance_id.clone())));
+                }
+            }
+        }
+        for start in &t.starts {
+            self.watchers.notify(&start.instance_id);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Applies a worker's `EntityBatchResult` (`CompleteEntityTask`).
+    pub async fn complete_entity(
+        &self,
+        result: pb::EntityBatchResult,
+    ) -> Result<(), CompletionError> {
+        let token_text = result.completion_token.clone();
+        let (id, reservation, episode) = {
+            let mut st = self.lock();
+            let Some(token) = parse_token(&token_text, ENTITY_PREFIX) else {
+                return Err(CompletionError::Stale(token_text));
+            };
+            let Some(id) = st.entities.tokens.remove(&token) else {
+                return if st.recent.set.contains(&token) {
+                    Ok(())
+                } else {
+                    Err(CompletionError::Stale(token_text))
+                };
+            };
+            st.recent.insert(token);
+            let Some(f) = st.entities.flights.get_mut(&id) else {
+                return Err(CompletionError::Stale(token_text));
+            };
+            let EntityPhase::Outstanding(episode) =
+                std::mem::replace(&mut f.phase, EntityPhase::Committing)
+            else {
+                return Err(CompletionError::Stale(token_text));
+            };
+            (id, f.reservation, episode)
+        };
+        self.executor.release(reservation);
+        let now = self.clock.now();
+        let transition = match apply_entity_result(
+            &episode.record,
+            &episode.batch,
+            &result,
+            now,
+            &mut RandomIds,
+        ) {
+            Ok(t) => t,
+            Err(reason) => {
+                // Framework failure: the state stays, the operations are retried with
+                // backoff (PROTOCOL.md §5.3).
+                tracing::warn!(entity = %id, %reason, "entity batch failed; retrying");
+                let at = self.entity_backoff(&id, now);
+                self.close_entity_flight(&id, at);
+                return Ok(());
+            }
+        };
+        match self.store.commit_entity(&transition).await {
+            Ok(outcome) => {
+                let visible = outcome.has_visible_inbox;
+                self.after_entity_commit(&transition, outcome, now);
+                self.lock().entities.abandons.remove(&id);
+                self.close_entity_flight(&id, if visible { After::Ready } else { After::Idle });
+                Ok(())
+            }
+            Err(StoreError::LeaseLost(_)) => {
+                self.close_entity_flight(&id, After::Ready);
+                Err(CompletionError::Stale(token_text))
+            }
+            Err(err) => {
+                tracing::warn!(entity = %id, error = %err, "entity commit failed; the batch will be redelivered");
+                self.close_entity_flight(&id, After::At(now + chrono::Duration::seconds(1)));
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Removes a committing flight (its reservation is already released).
+    fn close_entity_flight(&self, id: &InstanceId, after: After) {
+        let mut st = self.lock();
+        let again = st.entities.flights.remove(id).is_some_and(|f| f.again);
+        self.finish_entity(&mut st, id, again, after);
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    fn entity_backoff(&self, id: &InstanceId, now: DateTime<Utc>) -> After {
+        let mut st = self.lock();
+        let n = st.entities.abandons.entry(id.clone()).or_default();
+        *n += 1;
+        let delay = backoff(*n, self.config.max_abandon_backoff);
+        if delay.is_zero() {
+            After::Ready
+        } else {
+            After::At(now + chrono::Duration::from_std(delay).unwrap_or_default())
+        }
+    }
+
+    /// Puts an entity batch back (`AbandonTaskEntityWorkItem`): operations stay queued,
+    /// state unchanged, retried with the abandon backoff.
+    pub fn abandon_entity(&self, token_text: &str) {
+        let Some(token) = parse_token(token_text, ENTITY_PREFIX) else {
+            return;
+        };
+        let id = {
+            let mut st = self.lock();
+            let Some(id) = st.entities.tokens.remove(&token) else {
+                return;
+            };
+            id
+        };
+        let after = self.entity_backoff(&id, self.clock.now());
+        self.end_entity_step(&id, after);
+    }
+}

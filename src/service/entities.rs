@@ -1,0 +1,144 @@
+//! Entity use cases (PROTOCOL.md §5.2): signal, get, query, clean, and the worker's
+//! completion and abandon of entity batches.
+
+use chrono::{DateTime, Utc};
+use pb::history_event::EventType;
+
+use super::client::{page_size, Page};
+use super::{AppState, Result, ServiceError};
+use crate::domain::entity::validate_entity_id;
+use crate::domain::events::{event, from_timestamp};
+use crate::domain::{EntityFilter, EntityRecord, InstanceId};
+use crate::proto as pb;
+
+/// Entities looked at per `CleanEntityStorage` call before it answers with a token.
+const CLEAN_PAGE: u32 = 500;
+
+fn entity_id(raw: &str) -> Result<InstanceId> {
+    validate_entity_id(raw).map_err(ServiceError::InvalidArgument)?;
+    Ok(InstanceId::new(raw))
+}
+
+/// A `QueryEntities` request in domain terms.
+#[derive(Debug, Clone, Default)]
+pub struct EntityQuery {
+    /// Plain id prefix.
+    pub prefix: Option<String>,
+    /// Inclusive.
+    pub modified_from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub modified_to: Option<DateTime<Utc>>,
+    /// Include entities without state.
+    pub include_transient: bool,
+    /// Page size; `None` = default.
+    pub page_size: Option<i32>,
+    /// Continuation token (the last id of the previous page).
+    pub token: Option<String>,
+}
+
+/// What one `CleanEntityStorage` call did.
+#[derive(Debug, Clone, Default)]
+pub struct CleanResult {
+    /// Empty entities deleted.
+    pub removed: u32,
+    /// Orphaned locks released.
+    pub released: u32,
+    /// Where to continue; `None` when done.
+    pub token: Option<String>,
+}
+
+impl AppState {
+    /// `SignalEntity`: queue the operation, visible at `scheduledTime` if later.
+    pub async fn signal_entity(&self, req: pb::SignalEntityRequest) -> Result<()> {
+        let id = entity_id(&req.instance_id)?;
+        if req.name.is_empty() {
+            return Err(ServiceError::InvalidArgument(
+                "name (the operation name) is required".into(),
+            ));
+        }
+        let now = self.clock().now();
+        let visible_at = req
+            .scheduled_time
+            .as_ref()
+            .map(from_timestamp)
+            .filter(|at| *at > now)
+            .unwrap_or(now);
+        let signal = event(
+            -1,
+            now,
+            EventType::EntityOperationSignaled(pb::EntityOperationSignaledEvent {
+                request_id: req.request_id,
+                operation: req.name,
+                scheduled_time: req.scheduled_time,
+                input: req.input,
+                target_instance_id: Some(id.to_string()),
+            }),
+        );
+        self.store()
+            .signal_entity(&id, signal, visible_at, now)
+            .await?;
+        self.engine().schedule_wakeup(&id, visible_at);
+        Ok(())
+    }
+
+    /// `GetEntity`: `None` when the entity does not exist in the DurableTask.Core sense
+    /// (no state, no lock, no backlog).
+    pub async fn get_entity(&self, id: &str) -> Result<Option<EntityRecord>> {
+        let id = entity_id(id)?;
+        Ok(self.store().entity(&id).await?.filter(EntityRecord::exists))
+    }
+
+    /// `QueryEntities`, ordered by id; the token is the last id of the page.
+    pub async fn query_entities(&self, q: EntityQuery) -> Result<Page<EntityRecord>> {
+        let limit = page_size(q.page_size.unwrap_or(0));
+        let filter = EntityFilter {
+            id_prefix: q.prefix.filter(|p| !p.is_empty()),
+            modified_from: q.modified_from,
+            modified_to: q.modified_to,
+            include_transient: q.include_transient,
+            after: q.token.filter(|t| !t.is_empty()),
+            limit,
+        };
+        let items = self.store().query_entities(&filter).await?;
+        let next = (items.len() as u32 >= limit)
+            .then(|| items.last().map(|r| r.instance_id.to_string()))
+            .flatten();
+        Ok(Page { items, next })
+    }
+
+    /// `CleanEntityStorage`: one page of work; the token says where to go on.
+    pub async fn clean_entity_storage(
+        &self,
+        token: Option<String>,
+        remove_empty: bool,
+        release_orphans: bool,
+    ) -> Result<CleanResult> {
+        let outcome = self
+            .store()
+            .clean_entities(
+                token.filter(|t| !t.is_empty()),
+                CLEAN_PAGE,
+                remove_empty,
+                release_orphans,
+            )
+            .await?;
+        for id in &outcome.unblocked {
+            self.engine().instance_ready(id);
+        }
+        Ok(CleanResult {
+            removed: outcome.removed,
+            released: outcome.released,
+            token: outcome.next,
+        })
+    }
+
+    /// Routes a `CompleteEntityTask`.
+    pub async fn complete_entity_task(&self, result: pb::EntityBatchResult) -> Result<()> {
+        Ok(self.engine().complete_entity(result).await?)
+    }
+
+    /// `AbandonTaskEntityWorkItem`: idempotent, unknown tokens are fine.
+    pub fn abandon_entity(&self, token: &str) {
+        self.engine().abandon_entity(token);
+    }
+}

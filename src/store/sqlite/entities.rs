@@ -1,0 +1,483 @@
+//! Durable entities (PROTOCOL.md §5): the entity record, its queue, one step's commit,
+//! and the entity client queries. An entity row is created by the first message
+//! addressed to it; every function runs inside the writer's savepoint or a read snapshot.
+
+use std::collections::{BTreeSet, HashSet};
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::SqliteConnection;
+
+use super::codec::{db_error, decode_event, encode, get, micros, time, visible_micros};
+use super::hot::Hot;
+use super::{inbox, instances};
+use crate::domain::{
+    Change, EntityFilter, EntityLock, EntityRecord, EntityTransition, InstanceId, OutboundMessage,
+};
+use crate::proto as pb;
+use crate::store::{CommitOutcome, EntityWork, InboxMessage, Result, StoreError};
+use pb::history_event::EventType;
+
+/// Appends a message to an entity's queue, creating the entity row if needed.
+pub(super) async fn enqueue(
+    conn: &mut SqliteConnection,
+    target: &InstanceId,
+    visible_at_us: i64,
+    event: &pb::HistoryEvent,
+    now_us: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO entities (instance_id, last_modified_at) VALUES (?, ?) \
+           ON CONFLICT (instance_id) DO NOTHING; \
+         INSERT INTO entity_inbox (instance_id, visible_at, payload) VALUES (?, ?, ?)",
+    )
+    .bind(target.as_str())
+    .bind(now_us)
+    .bind(target.as_str())
+    .bind(visible_at_us)
+    .bind(encode(event))
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error("entity enqueue"))?;
+    Ok(())
+}
+
+/// Routes one outbound message: entity targets go to the entity queue (always accepted),
+/// orchestration targets through the orchestration inbox rules (§4.5). Visible targets
+/// other than `committing` land in `touched`.
+pub(super) async fn route(
+    conn: &mut SqliteConnection,
+    hot: &Hot,
+    committing: &InstanceId,
+    message: &OutboundMessage,
+    now_us: i64,
+    touched: &mut BTreeSet<InstanceId>,
+) -> Result<()> {
+    let stored = if message.target.is_entity() {
+        enqueue(
+            conn,
+            &message.target,
+            visible_micros(message.visible_at),
+            &message.event,
+            now_us,
+        )
+        .await?;
+        true
+    } else {
+        let stored = inbox::deliver(conn, hot, message).await?;
+        if !stored {
+            release_dropped_grant(conn, hot, message, now_us, touched).await?;
+        }
+        stored
+    };
+    if stored && visible_micros(message.visible_at) <= now_us && message.target != *committing {
+        touched.insert(message.target.clone());
+    }
+    Ok(())
+}
+
+/// A lock grant that cannot be delivered (the owner ended) would leave the entities
+/// locked; §4.5 says to release them. The grant does not name them, so release every
+/// entity this owner holds in that critical section.
+async fn release_dropped_grant(
+    conn: &mut SqliteConnection,
+    _hot: &Hot,
+    message: &OutboundMessage,
+    now_us: i64,
+    touched: &mut BTreeSet<InstanceId>,
+) -> Result<()> {
+    let Some(EventType::EntityLockGranted(g)) = &message.event.event_type else {
+        return Ok(());
+    };
+    let released: Vec<String> = sqlx::query_scalar(
+        "UPDATE entities SET locked_by = NULL, critical_section = NULL, version = version + 1 \
+         WHERE locked_by = ? AND critical_section = ? RETURNING instance_id",
+    )
+    .bind(message.target.as_str())
+    .bind(&g.critical_section_id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error("entity lock release"))?;
+    for id in released {
+        let id = InstanceId::new(id);
+        if has_visible(conn, &id, now_us).await? {
+            touched.insert(id);
+        }
+    }
+    Ok(())
+}
+
+async fn has_visible(conn: &mut SqliteConnection, id: &InstanceId, now_us: i64) -> Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM entity_inbox WHERE instance_id = ? AND visible_at <= ?)",
+    )
+    .bind(id.as_str())
+    .bind(now_us)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_error("entity inbox read"))
+}
+
+const RECORD_COLUMNS: &str = "e.instance_id, e.state, e.locked_by, e.critical_section, \
+     e.last_modified_at, e.version, \
+     (SELECT COUNT(*) FROM entity_inbox x WHERE x.instance_id = e.instance_id) AS backlog";
+
+fn record_from_row(row: &SqliteRow) -> Result<EntityRecord> {
+    let owner: Option<String> = get(row, "locked_by")?;
+    let section: Option<String> = get(row, "critical_section")?;
+    Ok(EntityRecord {
+        instance_id: InstanceId::new(get::<String>(row, "instance_id")?),
+        state: get(row, "state")?,
+        lock: owner.map(|owner| EntityLock {
+            owner: InstanceId::new(owner),
+            critical_section: section.unwrap_or_default(),
+        }),
+        last_modified: time(get(row, "last_modified_at")?)?,
+        backlog: u32::try_from(get::<i64>(row, "backlog")?).unwrap_or(u32::MAX),
+        version: get(row, "version")?,
+    })
+}
+
+/// The entity record with its backlog, or `None`.
+pub(super) async fn record(
+    conn: &mut SqliteConnection,
+    id: &InstanceId,
+) -> Result<Option<EntityRecord>> {
+    let sql = format!("SELECT {RECORD_COLUMNS} FROM entities e WHERE e.instance_id = ?");
+    sqlx::query(&sql)
+        .bind(id.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error("entity read"))?
+        .as_ref()
+        .map(record_from_row)
+        .transpose()
+}
+
+/// What an entity step needs: the record, the visible queue in order, and which of the
+/// orchestrations named by the lock and lock requests are still live.
+pub(super) async fn work(
+    conn: &mut SqliteConnection,
+    id: &InstanceId,
+    now: DateTime<Utc>,
+    max_messages: u32,
+) -> Result<Option<EntityWork>> {
+    let Some(record) = record(conn, id).await? else {
+        return Ok(None);
+    };
+    let messages = sqlx::query(
+        "SELECT seq, visible_at, payload FROM entity_inbox \
+         WHERE instance_id = ? AND visible_at <= ? ORDER BY seq LIMIT ?",
+    )
+    .bind(id.as_str())
+    .bind(micros(now))
+    .bind(i64::from(max_messages))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error("entity inbox read"))?
+    .iter()
+    .map(|row| {
+        Ok(InboxMessage {
+            seq: get(row, "seq")?,
+            target_execution: None,
+            event: decode_event(&get::<Vec<u8>>(row, "payload")?)?,
+            visible_at: time(get(row, "visible_at")?)?,
+        })
+    })
+    .collect::<Result<Vec<_>>>()?;
+    let mut owners: HashSet<String> = HashSet::new();
+    if let Some(l) = &record.lock {
+        owners.insert(l.owner.to_string());
+    }
+    for m in &messages {
+        if let Some(EventType::EntityLockRequested(r)) = &m.event.event_type {
+            owners.extend(r.parent_instance_id.clone());
+        }
+    }
+    let mut live = HashSet::new();
+    for owner in owners {
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM instances WHERE instance_id = ?")
+                .bind(&owner)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db_error("entity owner read"))?;
+        let is_live = status
+            .as_deref()
+            .map(super::codec::status)
+            .transpose()?
+            .is_some_and(|s| !s.is_terminal());
+        if is_live {
+            live.insert(InstanceId::new(owner));
+        }
+    }
+    Ok(Some(EntityWork {
+        record,
+        messages,
+        live,
+    }))
+}
+
+/// Commits one entity step: guard on the record version, consumed queue rows, state,
+/// lock, messages and started orchestrations.
+pub(super) async fn commit(
+    conn: &mut SqliteConnection,
+    hot: &Hot,
+    t: &EntityTransition,
+) -> Result<CommitOutcome> {
+    let now = micros(t.now);
+    let id = &t.entity;
+    let version: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM entities WHERE instance_id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error("entity guard"))?;
+    if version != Some(t.expected_version) {
+        return Err(StoreError::LeaseLost(id.clone()));
+    }
+    let list =
+        serde_json::to_string(&t.consumed).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let deleted = sqlx::query(
+        "DELETE FROM entity_inbox WHERE instance_id = ? AND seq IN (SELECT value FROM json_each(?))",
+    )
+    .bind(id.as_str())
+    .bind(list)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error("entity inbox delete"))?
+    .rows_affected();
+    if deleted != t.consumed.len() as u64 {
+        // Rows the step planned with are gone: another step ran (cannot happen while one
+        // process owns the file) or the entity was purged meanwhile.
+        return Err(StoreError::LeaseLost(id.clone()));
+    }
+    let (set_state, state) = match &t.state {
+        Change::Keep => (false, None),
+        Change::Set(s) => (true, s.clone()),
+    };
+    let (set_lock, owner, section) = match &t.lock {
+        Change::Keep => (false, None, None),
+        Change::Set(None) => (true, None, None),
+        Change::Set(Some(l)) => (
+            true,
+            Some(l.owner.to_string()),
+            Some(l.critical_section.clone()),
+        ),
+    };
+    sqlx::query(
+        "UPDATE entities SET \
+           state = CASE WHEN ? THEN ? ELSE state END, \
+           locked_by = CASE WHEN ? THEN ? ELSE locked_by END, \
+           critical_section = CASE WHEN ? THEN ? ELSE critical_section END, \
+           last_modified_at = CASE WHEN ? THEN ? ELSE last_modified_at END, \
+           version = version + 1 \
+         WHERE instance_id = ?",
+    )
+    .bind(set_state)
+    .bind(state)
+    .bind(set_lock)
+    .bind(owner)
+    .bind(set_lock)
+    .bind(section)
+    .bind(t.touch)
+    .bind(now)
+    .bind(id.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error("entity update"))?;
+
+    let mut touched = BTreeSet::new();
+    for new in &t.starts {
+        // Replace a terminal instance, skip a live one (PROTOCOL.md §5.3).
+        match hot.state(conn, &new.instance_id).await? {
+            Some(existing) if !existing.status.is_terminal() => {
+                tracing::info!(instance_id = %new.instance_id, entity = %id, "entity start skipped: instance is live");
+                continue;
+            }
+            Some(_) => instances::delete(conn, hot, &new.instance_id).await?,
+            None => {}
+        }
+        let visible = instances::insert_new(conn, hot, new).await?;
+        if visible <= now {
+            touched.insert(new.instance_id.clone());
+        }
+    }
+    for m in &t.messages {
+        route(conn, hot, id, m, now, &mut touched).await?;
+    }
+    let has_visible_inbox = has_visible(conn, id, now).await?;
+    Ok(CommitOutcome {
+        activities: Vec::new(),
+        has_visible_inbox,
+        touched: touched.into_iter().collect(),
+    })
+}
+
+/// One page of entities for `QueryEntities`, ordered by id.
+pub(super) async fn query(
+    conn: &mut SqliteConnection,
+    filter: &EntityFilter,
+) -> Result<Vec<EntityRecord>> {
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM entities e \
+         WHERE (? IS NULL OR substr(e.instance_id, 1, length(?)) = ?) \
+           AND (? IS NULL OR e.last_modified_at >= ?) \
+           AND (? IS NULL OR e.last_modified_at < ?) \
+           AND (? IS NULL OR e.instance_id > ?) \
+         ORDER BY e.instance_id"
+    );
+    let prefix = filter.id_prefix.as_deref();
+    let from = filter.modified_from.map(micros);
+    let to = filter.modified_to.map(micros);
+    let after = filter.after.as_deref();
+    let rows = sqlx::query(&sql)
+        .bind(prefix)
+        .bind(prefix)
+        .bind(prefix)
+        .bind(from)
+        .bind(from)
+        .bind(to)
+        .bind(to)
+        .bind(after)
+        .bind(after)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error("entity query"))?;
+    // Transient entities (no state) are filtered here rather than in SQL because the
+    // page must stop after `limit` matching rows; pages are small.
+    let mut out = Vec::new();
+    for row in &rows {
+        let r = record_from_row(row)?;
+        if r.state.is_some() || (filter.include_transient && r.exists()) {
+            out.push(r);
+            if out.len() >= filter.limit as usize {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `CleanEntityStorage` over one page of entity ids after `after`: deletes empty
+/// entities (no state, no lock, no backlog) and releases locks whose owner is gone or
+/// terminal. Returns (removed, released, last id looked at when more may follow).
+pub(super) async fn clean(
+    conn: &mut SqliteConnection,
+    after: Option<&str>,
+    limit: u32,
+    remove_empty: bool,
+    release_orphans: bool,
+) -> Result<(u32, u32, Option<String>, Vec<InstanceId>)> {
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM entities e WHERE (? IS NULL OR e.instance_id > ?) \
+         ORDER BY e.instance_id LIMIT ?"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error("entity clean"))?;
+    let records = rows
+        .iter()
+        .map(record_from_row)
+        .collect::<Result<Vec<_>>>()?;
+    let (mut removed, mut released) = (0u32, 0u32);
+    let mut unblocked = Vec::new();
+    for r in &records {
+        let mut lock = r.lock.clone();
+        if release_orphans {
+            if let Some(l) = &lock {
+                let status: Option<String> =
+                    sqlx::query_scalar("SELECT status FROM instances WHERE instance_id = ?")
+                        .bind(l.owner.as_str())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(db_error("entity clean"))?;
+                let live = status
+                    .as_deref()
+                    .map(super::codec::status)
+                    .transpose()?
+                    .is_some_and(|s| !s.is_terminal());
+                if !live {
+                    sqlx::query(
+                        "UPDATE entities SET locked_by = NULL, critical_section = NULL, \
+                           version = version + 1 WHERE instance_id = ?",
+                    )
+                    .bind(r.instance_id.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_error("entity clean"))?;
+                    released += 1;
+                    lock = None;
+                    if r.backlog > 0 {
+                        unblocked.push(r.instance_id.clone());
+                    }
+                }
+            }
+        }
+        if remove_empty && r.state.is_none() && lock.is_none() && r.backlog == 0 {
+            sqlx::query("DELETE FROM entities WHERE instance_id = ?")
+                .bind(r.instance_id.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error("entity clean"))?;
+            removed += 1;
+        }
+    }
+    let next = (records.len() as u32 >= limit)
+        .then(|| records.last().map(|r| r.instance_id.to_string()))
+        .flatten();
+    Ok((removed, released, next, unblocked))
+}
+
+/// Purge by id of an entity: deletes it when it has no lock and no backlog.
+pub(super) async fn purge(conn: &mut SqliteConnection, id: &InstanceId) -> Result<u32> {
+    let deleted = sqlx::query(
+        "DELETE FROM entities WHERE instance_id = ? AND locked_by IS NULL \
+           AND NOT EXISTS (SELECT 1 FROM entity_inbox x WHERE x.instance_id = entities.instance_id)",
+    )
+    .bind(id.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error("entity purge"))?
+    .rows_affected();
+    Ok(u32::try_from(deleted).unwrap_or(u32::MAX))
+}
+
+/// Entities to dispatch after a restart: visible messages now, and when the others wake.
+pub(super) async fn recover(
+    conn: &mut SqliteConnection,
+    now_us: i64,
+) -> Result<(Vec<InstanceId>, Vec<(DateTime<Utc>, InstanceId)>)> {
+    let ready = sqlx::query_scalar::<_, String>(
+        "SELECT instance_id FROM entity_inbox WHERE visible_at <= ? \
+         GROUP BY instance_id ORDER BY MIN(seq)",
+    )
+    .bind(now_us)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error("recover entities"))?
+    .into_iter()
+    .map(InstanceId::new)
+    .collect();
+    let wakeups = sqlx::query(
+        "SELECT instance_id, MIN(visible_at) AS at FROM entity_inbox WHERE visible_at > ? \
+         GROUP BY instance_id",
+    )
+    .bind(now_us)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error("recover entities"))?
+    .iter()
+    .map(|row| {
+        Ok((
+            time(get(row, "at")?)?,
+            InstanceId::new(get::<String>(row, "instance_id")?),
+        ))
+    })
+    .collect::<Result<Vec<_>>>()?;
+    Ok((ready, wakeups))
+}
