@@ -152,6 +152,13 @@ impl Engine {
             MAX_ENTITY_BATCH,
             now,
         );
+        tracing::debug!(
+            entity = %id,
+            batch = plan.batch.len(),
+            handled = plan.control.consumed.len(),
+            lock = ?plan.control.lock,
+            "entity step planned"
+        );
         let mut record = work.record;
         if !plan.control.is_empty() {
             match self.store.commit_entity(&plan.control).await {
