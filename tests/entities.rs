@@ -10,6 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use durabletask_sidecar::domain::Clock;
 use durabletask_sidecar::proto as pb;
 use pb::history_event::EventType;
 use pb::operation_result::ResultType;
@@ -252,7 +253,8 @@ async fn a_batch_in_flight_at_a_restart_is_delivered_again() {
 #[tokio::test]
 async fn delayed_signals_wait_for_their_time() {
     let server = TestServer::start().await;
-    let at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let clock = durabletask_sidecar::domain::SystemClock;
+    let at = clock.now() + chrono::Duration::milliseconds(1500);
     within(
         "signal",
         server.client().signal_entity(pb::SignalEntityRequest {
@@ -275,7 +277,7 @@ async fn delayed_signals_wait_for_their_time() {
     )
     .await;
     let (_, req) = entity_item(&mut w).await;
-    assert!(chrono::Utc::now() >= at);
+    assert!(clock.now() >= at);
     assert_eq!(operations(&req), vec!["add"]);
 }
 
