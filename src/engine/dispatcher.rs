@@ -73,6 +73,10 @@ struct Episode {
     past: Arc<Vec<pb::HistoryEvent>>,
     new_events: Vec<pb::HistoryEvent>,
     consumed: Vec<i64>,
+    /// Actions of the `isPartial` chunks received so far (PROTOCOL.md §4.4.8).
+    chunks: Vec<pb::OrchestratorAction>,
+    /// The `chunkIndex` the next chunk must carry.
+    next_chunk: i32,
 }
 
 struct Flight {
@@ -586,6 +590,8 @@ impl Engine {
                     past: history,
                     new_events,
                     consumed,
+                    chunks: Vec::new(),
+                    next_chunk: 0,
                 };
                 {
                     let mut st = self.lock();
@@ -678,6 +684,13 @@ impl Engine {
             (id, token, reservation, episode)
         };
         self.executor.release(reservation);
+        let mut episode = episode;
+        let mut response = response;
+        if !episode.chunks.is_empty() {
+            let mut actions = std::mem::take(&mut episode.chunks);
+            actions.append(&mut response.actions);
+            response.actions = actions;
+        }
 
         let now = self.clock.now();
         let ctx = ApplyContext {
@@ -774,6 +787,35 @@ impl Engine {
         }
         drop(st);
         self.wake.notify_one();
+    }
+
+    /// Holds the actions of one `isPartial` chunk until the final chunk commits them all
+    /// (PROTOCOL.md §4.4.8). Chunks must arrive in `chunkIndex` order; nothing is
+    /// committed before the last one, and a lost or abandoned work item drops them.
+    #[allow(deprecated)] // chunkIndex: still sent by .NET and Java
+    pub fn append_chunk(&self, response: pb::OrchestratorResponse) -> Result<(), CompletionError> {
+        let token_text = response.completion_token;
+        let mut st = self.lock();
+        let id = parse_token(&token_text, ORCH_PREFIX)
+            .and_then(|t| st.orch_tokens.get(&t).cloned())
+            .ok_or_else(|| CompletionError::Stale(token_text.clone()))?;
+        let Some(Flight {
+            phase: Phase::Outstanding(episode),
+            ..
+        }) = st.flights.get_mut(&id)
+        else {
+            return Err(CompletionError::Stale(token_text));
+        };
+        let index = response.chunk_index.unwrap_or(episode.next_chunk);
+        if index != episode.next_chunk {
+            return Err(CompletionError::Invalid(format!(
+                "chunk {index} of work item '{token_text}' arrived out of order (expected chunk {})",
+                episode.next_chunk
+            )));
+        }
+        episode.next_chunk += 1;
+        episode.chunks.extend(response.actions);
+        Ok(())
     }
 
     /// Puts an orchestration work item back (explicit abandon): first retry at once,

@@ -19,6 +19,7 @@ use pb::task_hub_sidecar_service_server::{TaskHubSidecarService, TaskHubSidecarS
 mod client_api;
 mod convert;
 mod entity_api;
+mod limits;
 mod status;
 mod worker_api;
 
@@ -54,6 +55,7 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(limits::layer())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

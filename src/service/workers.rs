@@ -175,9 +175,7 @@ impl AppState {
         #[allow(deprecated)] // still sent by .NET and Java for oversized responses
         let partial = response.is_partial;
         if partial {
-            return Err(ServiceError::Unimplemented(
-                "chunked orchestrator completions (isPartial) are not supported yet".into(),
-            ));
+            return Ok(self.engine().append_chunk(response)?);
         }
         Ok(self.engine().complete_orchestration(response).await?)
     }
