@@ -104,6 +104,12 @@ struct DispatchState {
     activities: HashMap<i64, ActivityState>,
     activity_queue: VecDeque<i64>,
     activity_timers: BinaryHeap<Reverse<(DateTime<Utc>, i64)>>,
+    /// The dispatched activity per (instance, task id). Token-less workers (the Go SDK)
+    /// complete by that pair alone, so a second activity with the same pair (a newer
+    /// execution after restart or continue-as-new) waits in `blocked` until the first
+    /// one is done; otherwise its result could be taken for the other's.
+    running: HashMap<(InstanceId, i32), i64>,
+    blocked: HashMap<(InstanceId, i32), Vec<i64>>,
     act_tokens: HashMap<u64, i64>,
     abandons: HashMap<InstanceId, u32>,
     recent: RecentTokens,
@@ -191,8 +197,26 @@ impl DispatchState {
         }
     }
 
+    /// An activity is no longer dispatched: activities waiting on its (instance, task
+    /// id) pair go back to the front of the queue.
+    fn activity_idle(&mut self, key: (InstanceId, i32), id: i64) {
+        if self.running.get(&key) == Some(&id) {
+            self.running.remove(&key);
+            for waiting in self
+                .blocked
+                .remove(&key)
+                .unwrap_or_default()
+                .into_iter()
+                .rev()
+            {
+                self.activity_queue.push_front(waiting);
+            }
+        }
+    }
+
     fn forget_activity(&mut self, id: i64) -> Option<ActivityState> {
         let state = self.activities.remove(&id)?;
+        self.activity_idle(activity_key(&state.item), id);
         for t in &state.tokens {
             self.act_tokens.remove(t);
             self.recent.insert(*t);
@@ -396,9 +420,13 @@ impl Engine {
             if a.dispatched.is_some_and(|(_, r)| r.stream == stream) {
                 // Its tokens stay valid: Python completes late over the old channel.
                 a.dispatched = None;
-                requeue.push(*id);
+                requeue.push((*id, activity_key(&a.item)));
             }
         }
+        for (id, key) in &requeue {
+            st.activity_idle(key.clone(), *id);
+        }
+        let mut requeue: Vec<i64> = requeue.into_iter().map(|(id, _)| id).collect();
         requeue.sort_unstable();
         for id in requeue.into_iter().rev() {
             st.activity_queue.push_front(id);
@@ -468,10 +496,17 @@ impl Engine {
                         continue;
                     }
                 };
+                let key = activity_key(&item);
+                if st.running.get(&key).is_some_and(|&other| other != aid) {
+                    st.activity_queue.pop_front();
+                    st.blocked.entry(key).or_default().push(aid);
+                    continue;
+                }
                 let Some(reservation) = self.executor.reserve(WorkKind::Activity) else {
                     break;
                 };
                 st.activity_queue.pop_front();
+                st.running.insert(key, aid);
                 let token = self.token();
                 let item = activity_work_item(&item, token);
                 st.act_tokens.insert(token, aid);
@@ -493,6 +528,8 @@ impl Engine {
                 if let Some(a) = st.activities.get_mut(&aid) {
                     if a.dispatched.is_some_and(|(t, _)| t == token) {
                         a.dispatched = None;
+                        let key = activity_key(&a.item);
+                        st.activity_idle(key, aid);
                         st.activity_queue.push_front(aid);
                     }
                 }
@@ -935,6 +972,8 @@ impl Engine {
         a.dispatched = None;
         a.abandons += 1;
         let delay = backoff(a.abandons, self.config.max_abandon_backoff);
+        let key = activity_key(&a.item);
+        st.activity_idle(key, aid);
         if delay.is_zero() {
             st.activity_queue.push_front(aid);
         } else {
@@ -971,6 +1010,10 @@ fn backoff(abandons: u32, cap: Duration) -> Duration {
     }
     let secs = 1u64 << (abandons - 2).min(16);
     Duration::from_secs(secs).min(cap)
+}
+
+fn activity_key(item: &ActivityItem) -> (InstanceId, i32) {
+    (item.instance_id.clone(), item.scheduled.event_id)
 }
 
 fn activity_work_item(item: &ActivityItem, token: u64) -> pb::WorkItem {

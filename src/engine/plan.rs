@@ -68,9 +68,18 @@ pub fn plan_episode(
     if deliver.is_empty() {
         return Plan::Wait { stale };
     }
-    if record.status == RuntimeStatus::Suspended && !deliver.iter().any(is_lifecycle_marker) {
+    if record.status == RuntimeStatus::Suspended {
         // Held while suspended; released together with the resume (§4.2 suspension rule).
-        return Plan::Wait { stale };
+        // Before its first episode an instance waits for resume or terminate: SDKs run
+        // the orchestrator's first step before they apply a suspension in the same batch.
+        let releases = |m: &InboxMessage| {
+            is_lifecycle_marker(m)
+                && (started
+                    || !matches!(m.event.event_type, Some(EventType::ExecutionSuspended(_))))
+        };
+        if !deliver.iter().any(releases) {
+            return Plan::Wait { stale };
+        }
     }
     Plan::Dispatch { deliver, stale }
 }
@@ -128,6 +137,30 @@ mod tests {
             inbox(6, HistoryBuilder::raised("e", None), None),
         ];
         assert_eq!(seqs(&plan_episode(&r, &h, msgs)), (vec![6], vec![5]));
+    }
+
+    #[test]
+    fn suspended_before_its_first_episode_waits_for_resume_or_terminate() {
+        let r = record("i", RuntimeStatus::Suspended);
+        let start = HistoryBuilder::start_message(1, &r);
+        let suspended = inbox(
+            2,
+            crate::domain::events::event(
+                -1,
+                crate::engine::testing::at(0),
+                EventType::ExecutionSuspended(pb::ExecutionSuspendedEvent::default()),
+            ),
+            None,
+        );
+        let resumed = inbox(3, HistoryBuilder::resumed(), None);
+        assert!(matches!(
+            plan_episode(&r, &[], vec![start.clone(), suspended.clone()]),
+            Plan::Wait { .. }
+        ));
+        assert_eq!(
+            seqs(&plan_episode(&r, &[], vec![start, suspended, resumed])).0,
+            vec![1, 2, 3]
+        );
     }
 
     #[test]
