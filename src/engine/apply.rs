@@ -125,7 +125,7 @@ pub fn apply(
                                 timer_id: id,
                             }),
                         ),
-                        visible_at: from_timestamp(&fire_at),
+                        visible_at: timer_visible_at(from_timestamp(&fire_at)),
                     });
                 }
             }
@@ -221,6 +221,15 @@ pub fn apply(
         }
     }
     Ok(t)
+}
+
+/// When a timer may fire: the first whole millisecond strictly after `fire_at`. The Java
+/// SDK truncates `OrchestratorStarted` to milliseconds and treats a timer as due only when
+/// that time is *after* `fireAt`; firing in the same millisecond makes it schedule an
+/// extra zero-length timer (shifting task ids). Still never early for anyone.
+fn timer_visible_at(fire_at: DateTime<Utc>) -> DateTime<Utc> {
+    let ms = fire_at.timestamp_millis();
+    DateTime::<Utc>::from_timestamp_millis(ms.saturating_add(1)).unwrap_or(fire_at)
 }
 
 /// A transition that fails the execution with `failure`, used when a worker's response
@@ -687,7 +696,8 @@ mod tests {
         assert_eq!(t.expected_history_len, 0);
         let timer = &t.messages[0];
         assert_eq!(timer.target_execution, Some(ExecutionId::new("e1")));
-        assert_eq!(timer.visible_at, at(70));
+        // The first whole millisecond after fireAt (Java compares at millisecond precision).
+        assert_eq!(timer.visible_at, at(70) + chrono::Duration::milliseconds(1));
         assert!(
             matches!(timer.event.event_type, Some(EventType::TimerFired(ref f)) if f.timer_id == 2)
         );

@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 mod entity;
 
 use super::apply::{self, ApplyContext, IdSource};
-use super::executor::{Reservation, StreamId, WorkExecutor, WorkKind};
+use super::executor::{Reservation, StreamId, Unavailable, WorkExecutor, WorkKind, WorkTarget};
 use super::plan::{plan_episode, Plan};
 use super::watch::Watchers;
 use super::EngineError;
@@ -110,6 +110,9 @@ struct DispatchState {
     /// one is done; otherwise its result could be taken for the other's.
     running: HashMap<(InstanceId, i32), i64>,
     blocked: HashMap<(InstanceId, i32), Vec<i64>>,
+    /// Work no connected stream would take (work-item filters, PROTOCOL.md §4.1), or
+    /// whose matching streams were full: looked at again when capacity changes.
+    parked: Vec<Parked>,
     act_tokens: HashMap<u64, i64>,
     abandons: HashMap<InstanceId, u32>,
     recent: RecentTokens,
@@ -119,6 +122,16 @@ struct DispatchState {
     /// Entities: their own ready queue (so a full entity capacity never blocks
     /// orchestrations), one step in flight per entity.
     entities: entity::EntityDispatch,
+}
+
+/// Work waiting for a stream whose filters accept it.
+enum Parked {
+    /// An orchestration, with the name and version its filters match on.
+    Orchestration(InstanceId, String, Option<String>),
+    /// An activity row.
+    Activity(i64),
+    /// An entity.
+    Entity(InstanceId),
 }
 
 struct CachedHistory {
@@ -276,6 +289,8 @@ pub struct Engine {
     watchers: Watchers,
     state: Mutex<DispatchState>,
     wake: Notify,
+    /// Set when capacity came back or a stream connected: parked work is retried.
+    capacity_changed: std::sync::atomic::AtomicBool,
     next_token: AtomicU64,
     tasks: TaskTracker,
     config: EngineConfig,
@@ -311,6 +326,7 @@ impl Engine {
             watchers: Watchers::default(),
             state: Mutex::new(DispatchState::default()),
             wake: Notify::new(),
+            capacity_changed: std::sync::atomic::AtomicBool::new(false),
             // Tokens start past the clock's microseconds so a restarted process never
             // re-issues a token an old worker may still hold.
             next_token: AtomicU64::new(1),
@@ -394,7 +410,54 @@ impl Engine {
 
     /// Wakes the loop after worker capacity appeared (a stream connected).
     pub fn capacity_available(&self) {
+        self.capacity_changed.store(true, Ordering::Release);
         self.wake.notify_one();
+    }
+
+    /// Gives a reservation back to the executor; parked work may fit now.
+    fn release(&self, reservation: Reservation) {
+        self.executor.release(reservation);
+        self.capacity_changed.store(true, Ordering::Release);
+    }
+
+    /// Re-queues parked work (capacity changed). Orchestrations are retried with their
+    /// known name, so one no stream accepts is not fetched again.
+    fn unpark(&self, st: &mut DispatchState, fetches: &mut Vec<(InstanceId, Reservation, u64)>) {
+        if st.parked.is_empty() || !self.capacity_changed.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        for p in std::mem::take(&mut st.parked) {
+            match p {
+                Parked::Orchestration(id, name, version) => {
+                    if st.flights.contains_key(&id) {
+                        continue;
+                    }
+                    let target = WorkTarget {
+                        name: &name,
+                        version: version.as_deref(),
+                    };
+                    match self.executor.reserve(WorkKind::Orchestration, Some(target)) {
+                        Ok(reservation) => {
+                            let token = self.token();
+                            st.ready_set.remove(&id);
+                            st.flights.insert(
+                                id.clone(),
+                                Flight {
+                                    reservation,
+                                    token,
+                                    phase: Phase::Fetching,
+                                    again: false,
+                                },
+                            );
+                            fetches.push((id, reservation, token));
+                        }
+                        Err(_) => st.parked.push(Parked::Orchestration(id, name, version)),
+                    }
+                }
+                Parked::Activity(aid) => st.activity_queue.push_back(aid),
+                Parked::Entity(id) => st.entities.mark_ready(id),
+            }
+        }
     }
 
     /// A stream ended: everything outstanding on it goes back to its queue at once
@@ -465,13 +528,14 @@ impl Engine {
                     st.activity_queue.push_back(id);
                 }
             }
+            self.unpark(&mut st, &mut fetches);
             while let Some(id) = st.ready.pop_front() {
                 st.ready_set.remove(&id);
                 if let Some(f) = st.flights.get_mut(&id) {
                     f.again = true;
                     continue;
                 }
-                let Some(reservation) = self.executor.reserve(WorkKind::Orchestration) else {
+                let Ok(reservation) = self.executor.reserve(WorkKind::Orchestration, None) else {
                     st.ready_set.insert(id.clone());
                     st.ready.push_front(id);
                     break;
@@ -502,8 +566,17 @@ impl Engine {
                     st.blocked.entry(key).or_default().push(aid);
                     continue;
                 }
-                let Some(reservation) = self.executor.reserve(WorkKind::Activity) else {
-                    break;
+                let reservation = match self
+                    .executor
+                    .reserve(WorkKind::Activity, Some(activity_target(&item)))
+                {
+                    Ok(r) => r,
+                    Err(Unavailable::NoMatch) => {
+                        st.activity_queue.pop_front();
+                        st.parked.push(Parked::Activity(aid));
+                        continue;
+                    }
+                    Err(Unavailable::Busy) => break,
                 };
                 st.activity_queue.pop_front();
                 st.running.insert(key, aid);
@@ -604,6 +677,9 @@ impl Engine {
                 self.end_flight(&id, reservation, None);
             }
             Plan::Dispatch { deliver, stale } => {
+                let Some(reservation) = self.stream_for(&id, &work.record, reservation) else {
+                    return;
+                };
                 let mut new_events = Vec::with_capacity(deliver.len() + 1);
                 new_events.push(orchestrator_started(now));
                 let mut consumed: Vec<i64> = deliver.iter().map(|m| m.seq).collect();
@@ -651,6 +727,58 @@ impl Engine {
         }
     }
 
+    /// The reservation an episode goes out on: the one taken before the fetch when its
+    /// stream's filters accept the orchestration, else one on a stream that does. With
+    /// none, the flight ends and the instance is parked until capacity changes.
+    fn stream_for(
+        &self,
+        id: &InstanceId,
+        record: &InstanceRecord,
+        reservation: Reservation,
+    ) -> Option<Reservation> {
+        let target = WorkTarget {
+            name: &record.name,
+            version: record.version.as_deref(),
+        };
+        if self
+            .executor
+            .accepts(reservation.stream, WorkKind::Orchestration, target)
+        {
+            return Some(reservation);
+        }
+        let other = self.executor.reserve(WorkKind::Orchestration, Some(target));
+        let mut st = self.lock();
+        match other {
+            Ok(r) => {
+                if let Some(f) = st.flights.get_mut(id) {
+                    f.reservation = r;
+                }
+                drop(st);
+                self.release(reservation);
+                Some(r)
+            }
+            Err(_) => {
+                st.flights.remove(id);
+                let known = st
+                    .parked
+                    .iter()
+                    .any(|p| matches!(p, Parked::Orchestration(pid, ..) if pid == id));
+                if !known {
+                    st.parked.push(Parked::Orchestration(
+                        id.clone(),
+                        record.name.clone(),
+                        record.version.clone(),
+                    ));
+                }
+                drop(st);
+                tracing::debug!(instance_id = %id, name = %record.name, "no worker stream accepts the orchestration; parked");
+                self.release(reservation);
+                self.wake.notify_one();
+                None
+            }
+        }
+    }
+
     /// Ends a flight without a commit, releasing its capacity; the instance is looked at
     /// again when `retry_at` comes or when a message arrived meanwhile.
     fn end_flight(
@@ -659,7 +787,7 @@ impl Engine {
         reservation: Reservation,
         retry_at: Option<DateTime<Utc>>,
     ) {
-        self.executor.release(reservation);
+        self.release(reservation);
         let mut st = self.lock();
         if let Some(f) = st.flights.remove(id) {
             st.orch_tokens.remove(&f.token);
@@ -720,7 +848,7 @@ impl Engine {
             st.orch_tokens.remove(&token);
             (id, token, reservation, episode)
         };
-        self.executor.release(reservation);
+        self.release(reservation);
         let mut episode = episode;
         let mut response = response;
         if !episode.chunks.is_empty() {
@@ -791,7 +919,10 @@ impl Engine {
                 self.lock().histories.remove(&id);
                 tracing::info!(instance_id = %id, "instance changed while its episode was out; completion dropped");
                 self.finish_flight(&id, flight_token, Some(true), now);
-                Err(CompletionError::Stale(token_text))
+                // The sidecar itself moved the instance on (terminated before its first
+                // episode, purged, replaced): the worker did nothing wrong, and an error
+                // here makes the Java worker abandon its stream. Its result is moot.
+                Ok(())
             }
             Err(err) => {
                 self.lock().histories.remove(&id);
@@ -878,7 +1009,7 @@ impl Engine {
             st.timers.push(Reverse((at, id)));
         }
         drop(st);
-        self.executor.release(f.reservation);
+        self.release(f.reservation);
         self.wake.notify_one();
     }
 
@@ -941,7 +1072,7 @@ impl Engine {
             state.and_then(|s| s.dispatched.map(|(_, r)| r))
         };
         if let Some(r) = released {
-            self.executor.release(r);
+            self.release(r);
         }
         self.wake.notify_one();
         match outcome {
@@ -981,7 +1112,7 @@ impl Engine {
             st.activity_timers.push(Reverse((at, aid)));
         }
         drop(st);
-        self.executor.release(reservation);
+        self.release(reservation);
         self.wake.notify_one();
     }
 
@@ -994,11 +1125,11 @@ impl Engine {
         drop(st);
         for f in flights.into_values() {
             if !matches!(f.phase, Phase::Committing) {
-                self.executor.release(f.reservation);
+                self.release(f.reservation);
             }
         }
         for r in entity_reservations {
-            self.executor.release(r);
+            self.release(r);
         }
     }
 }
@@ -1010,6 +1141,19 @@ fn backoff(abandons: u32, cap: Duration) -> Duration {
     }
     let secs = 1u64 << (abandons - 2).min(16);
     Duration::from_secs(secs).min(cap)
+}
+
+fn activity_target(item: &ActivityItem) -> WorkTarget<'_> {
+    match &item.scheduled.event_type {
+        Some(EventType::TaskScheduled(t)) => WorkTarget {
+            name: &t.name,
+            version: t.version.as_deref(),
+        },
+        _ => WorkTarget {
+            name: "",
+            version: None,
+        },
+    }
 }
 
 fn activity_key(item: &ActivityItem) -> (InstanceId, i32) {

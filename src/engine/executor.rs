@@ -19,6 +19,24 @@ pub enum WorkKind {
     Entity,
 }
 
+/// What a work item is, for streams that filter by name and version (PROTOCOL.md §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkTarget<'a> {
+    /// Orchestrator or activity name, or the entity name (the `name` of `@name@key`).
+    pub name: &'a str,
+    /// The version, if any (compares as `""` when absent).
+    pub version: Option<&'a str>,
+}
+
+/// Why no capacity could be reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Streams that would take the item are full (or none is connected).
+    Busy,
+    /// Streams are connected, but every one filters the item out.
+    NoMatch,
+}
+
 /// One unit of capacity taken on a stream; given back by `send` failing or by `release`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reservation {
@@ -31,9 +49,16 @@ pub struct Reservation {
 /// Connected workers, as the engine sees them.
 pub trait WorkExecutor: Send + Sync + fmt::Debug + 'static {
     /// Takes one unit of capacity for `kind` on some stream (round-robin over streams
-    /// with room); `None` when every stream is full or none is connected.
-    /// `orchestration` names the orchestrator for streams that filter by name.
-    fn reserve(&self, kind: WorkKind) -> Option<Reservation>;
+    /// with room) whose filters accept `target`; `None` accepts any stream (the item is
+    /// not known yet: check it with [`WorkExecutor::accepts`] once it is).
+    fn reserve(
+        &self,
+        kind: WorkKind,
+        target: Option<WorkTarget<'_>>,
+    ) -> Result<Reservation, Unavailable>;
+
+    /// Whether the stream's filters accept the item.
+    fn accepts(&self, stream: StreamId, kind: WorkKind, target: WorkTarget<'_>) -> bool;
 
     /// Pushes an item onto the reserved stream. `false` when the stream is gone; the
     /// reservation is void then.

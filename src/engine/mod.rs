@@ -15,7 +15,7 @@ pub mod watch;
 pub(crate) mod testing;
 
 pub use dispatcher::{CompletionError, Engine, EngineConfig};
-pub use executor::{Reservation, StreamId, WorkExecutor, WorkKind};
+pub use executor::{Reservation, StreamId, Unavailable, WorkExecutor, WorkKind, WorkTarget};
 pub use watch::Watchers;
 
 /// Failures of the pure core.

@@ -1,7 +1,7 @@
 //! The worker hub: live `GetWorkItems` streams, their capacity (the request's concurrency
 //! hints), keep-alive pings, and the routing of completions to the engine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{AppState, Result, ServiceError};
-use crate::engine::{Reservation, StreamId, WorkExecutor, WorkKind};
+use crate::engine::{Reservation, StreamId, Unavailable, WorkExecutor, WorkKind, WorkTarget};
 use crate::proto as pb;
 
 /// Cap used when a worker sends no concurrency hint (0 or negative).
@@ -20,6 +20,67 @@ struct Slot {
     tx: mpsc::Sender<pb::WorkItem>,
     limits: [usize; 3],
     used: [usize; 3],
+    /// `None` = the stream takes everything.
+    filters: Option<Filters>,
+}
+
+/// A stream's `workItemFilters` (PROTOCOL.md §4.1): per kind, the accepted names and
+/// their versions (empty = any version). A kind with no entry accepts nothing.
+#[derive(Debug, Default)]
+struct Filters {
+    names: [HashMap<String, Vec<String>>; 3],
+}
+
+impl Filters {
+    fn from_request(f: &pb::WorkItemFilters) -> Self {
+        let mut names: [HashMap<String, Vec<String>>; 3] = Default::default();
+        let mut add = |k: usize, name: String, versions: &[String]| {
+            // Filters with the same name merge their version lists; an empty list on any
+            // of them means every version.
+            let entry = names[k].entry(name);
+            match entry {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    if e.get().is_empty() || versions.is_empty() {
+                        e.get_mut().clear();
+                    } else {
+                        e.get_mut().extend(versions.iter().cloned());
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(versions.to_vec());
+                }
+            }
+        };
+        for o in &f.orchestrations {
+            add(0, o.name.clone(), &o.versions);
+        }
+        for a in &f.activities {
+            add(1, a.name.clone(), &a.versions);
+        }
+        for e in &f.entities {
+            add(2, e.name.to_lowercase(), &[]);
+        }
+        Self { names }
+    }
+
+    fn accepts(&self, kind: WorkKind, target: WorkTarget<'_>) -> bool {
+        let k = slot_index(kind);
+        let found = if kind == WorkKind::Entity {
+            self.names[k].get(&target.name.to_lowercase())
+        } else {
+            self.names[k].get(target.name)
+        };
+        found.is_some_and(|versions| {
+            versions.is_empty() || versions.iter().any(|v| v == target.version.unwrap_or(""))
+        })
+    }
+}
+
+fn slot_accepts(slot: &Slot, kind: WorkKind, target: Option<WorkTarget<'_>>) -> bool {
+    match (&slot.filters, target) {
+        (None, _) | (_, None) => true,
+        (Some(f), Some(t)) => f.accepts(kind, t),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +141,10 @@ impl WorkerHub {
                 tx: tx.clone(),
                 limits,
                 used: [0; 3],
+                filters: request
+                    .work_item_filters
+                    .as_ref()
+                    .map(Filters::from_request),
             },
         );
         (id, rx, tx)
@@ -97,21 +162,42 @@ impl WorkerHub {
 }
 
 impl WorkExecutor for WorkerHub {
-    fn reserve(&self, kind: WorkKind) -> Option<Reservation> {
+    fn reserve(
+        &self,
+        kind: WorkKind,
+        target: Option<WorkTarget<'_>>,
+    ) -> std::result::Result<Reservation, Unavailable> {
         let k = slot_index(kind);
         let mut inner = self.lock();
         let after = inner.cursor[k];
+        let mut matched = inner.streams.is_empty();
         let pick = inner
             .streams
             .range(after + 1..)
             .chain(inner.streams.range(..=after))
+            .filter(|(_, s)| slot_accepts(s, kind, target))
+            .inspect(|_| matched = true)
             .find(|(_, s)| s.used[k] < s.limits[k])
-            .map(|(id, _)| *id)?;
+            .map(|(id, _)| *id);
+        let Some(pick) = pick else {
+            return Err(if matched {
+                Unavailable::Busy
+            } else {
+                Unavailable::NoMatch
+            });
+        };
         inner.cursor[k] = pick;
         if let Some(s) = inner.streams.get_mut(&pick) {
             s.used[k] += 1;
         }
-        Some(Reservation { stream: pick, kind })
+        Ok(Reservation { stream: pick, kind })
+    }
+
+    fn accepts(&self, stream: StreamId, kind: WorkKind, target: WorkTarget<'_>) -> bool {
+        self.lock()
+            .streams
+            .get(&stream)
+            .is_some_and(|s| slot_accepts(s, kind, Some(target)))
     }
 
     fn send(&self, reservation: Reservation, item: pb::WorkItem) -> bool {

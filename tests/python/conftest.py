@@ -212,7 +212,7 @@ class WorkerFactory:
         self.workers: list[worker.TaskHubGrpcWorker] = []
 
     def __call__(self, orchestrators: Iterable[Callable] = (), activities: Iterable[Callable] = (), *,
-                 entities: Iterable[Any] = (), address: str | None = None, maximum_timer_interval: timedelta | None = None,
+                 entities: Iterable[Any] = (), filters: Any = None, address: str | None = None, maximum_timer_interval: timedelta | None = None,
                  concurrency: worker.ConcurrencyOptions | None = None) -> worker.TaskHubGrpcWorker:
         kwargs: dict[str, Any] = {}
         if maximum_timer_interval is not None:
@@ -229,6 +229,10 @@ class WorkerFactory:
             w.add_activity(fn)
         for fn in entities:
             w.add_entity(fn)
+        if filters == "auto":
+            w.use_work_item_filters()
+        elif filters is not None:
+            w.use_work_item_filters(filters)
         w.start()
         self.workers.append(w)
         return w

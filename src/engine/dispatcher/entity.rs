@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use super::{backoff, parse_token, DispatchState, Engine, RandomIds};
 use crate::domain::{Change, EntityRecord, EntityTransition, InstanceId};
 use crate::engine::entity::{apply_entity_result, entity_request, plan_entity};
-use crate::engine::executor::{Reservation, StreamId, WorkKind};
+use crate::engine::executor::{Reservation, StreamId, Unavailable, WorkKind, WorkTarget};
 use crate::engine::CompletionError;
 use crate::proto as pb;
 use crate::store::{CommitOutcome, InboxMessage, StoreError};
@@ -87,6 +87,12 @@ impl EntityDispatch {
     }
 }
 
+/// The entity name of `@name@key`, lower-cased as SDK filters are.
+fn entity_name(id: &InstanceId) -> String {
+    let rest = id.as_str().strip_prefix('@').unwrap_or(id.as_str());
+    rest.split_once('@').map_or(rest, |(n, _)| n).to_lowercase()
+}
+
 /// Where a step ends: look again now, at a time, or only when something arrives.
 enum After {
     Ready,
@@ -107,10 +113,22 @@ impl Engine {
                 f.again = true;
                 continue;
             }
-            let Some(reservation) = self.executor.reserve(WorkKind::Entity) else {
-                st.entities.ready_set.insert(id.clone());
-                st.entities.ready.push_front(id);
-                break;
+            let name = entity_name(&id);
+            let target = WorkTarget {
+                name: &name,
+                version: None,
+            };
+            let reservation = match self.executor.reserve(WorkKind::Entity, Some(target)) {
+                Ok(r) => r,
+                Err(Unavailable::NoMatch) => {
+                    st.parked.push(super::Parked::Entity(id));
+                    continue;
+                }
+                Err(Unavailable::Busy) => {
+                    st.entities.ready_set.insert(id.clone());
+                    st.entities.ready.push_front(id);
+                    break;
+                }
             };
             let token = self.token();
             st.entities.flights.insert(
@@ -225,7 +243,7 @@ impl Engine {
         st.entities.tokens.remove(&f.token);
         self.finish_entity(&mut st, id, f.again, after);
         drop(st);
-        self.executor.release(f.reservation);
+        self.release(f.reservation);
         self.wake.notify_one();
     }
 
@@ -299,7 +317,7 @@ impl Engine {
             };
             (id, f.reservation, episode)
         };
-        self.executor.release(reservation);
+        self.release(reservation);
         let now = self.clock.now();
         let transition = match apply_entity_result(
             &episode.record,
@@ -327,8 +345,9 @@ impl Engine {
                 Ok(())
             }
             Err(StoreError::LeaseLost(_)) => {
+                // Purged or cleaned meanwhile: the result is moot, not the worker's fault.
                 self.close_entity_flight(&id, After::Ready);
-                Err(CompletionError::Stale(token_text))
+                Ok(())
             }
             Err(err) => {
                 tracing::warn!(entity = %id, error = %err, "entity commit failed; the batch will be redelivered");
