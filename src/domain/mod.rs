@@ -10,11 +10,13 @@ pub mod clock;
 pub mod events;
 pub mod ids;
 pub mod instance;
+pub mod rewind;
 pub mod status;
 pub mod transition;
 
 pub use clock::{Clock, SystemClock};
 pub use ids::{ExecutionId, InstanceId};
 pub use instance::{InstanceRecord, NewInstance, ReusePolicy};
+pub use rewind::{ParentRelink, RewindPlan, RewoundExecution};
 pub use status::RuntimeStatus;
 pub use transition::{ChildCreation, NewActivity, OutboundMessage, StatusChange, Transition};

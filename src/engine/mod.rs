@@ -7,6 +7,7 @@ pub mod apply;
 pub mod dispatcher;
 pub mod executor;
 pub mod plan;
+pub mod rewind;
 pub mod state;
 pub mod watch;
 
@@ -15,6 +16,7 @@ pub(crate) mod testing;
 
 pub use dispatcher::{CompletionError, Engine, EngineConfig};
 pub use executor::{Reservation, StreamId, WorkExecutor, WorkKind};
+pub use rewind::RewindError;
 pub use watch::Watchers;
 
 /// Failures of the pure core.
@@ -45,6 +47,7 @@ mod tests {
             ("state.rs", include_str!("state.rs")),
             ("plan.rs", include_str!("plan.rs")),
             ("apply.rs", include_str!("apply.rs")),
+            ("rewind.rs", include_str!("rewind.rs")),
         ] {
             for banned in ["tokio", "sqlx", "tonic", "Utc::now", "new_v4", "async fn"] {
                 assert!(!text.contains(banned), "{name} mentions {banned}");
