@@ -1,4 +1,4 @@
-//! The rest of the client surface (PROTOCOL.md §3.7, §3.13, §3.14, §1.1): RPCs that are
+//! The rest of the client surface (PROTOCOL.md §3.13, §3.14, §1.1): RPCs that are
 //! not implemented, Hello, task-hub administration, and the health and reflection services.
 
 // `allow-unwrap-in-tests` covers `#[test]` bodies only, not the shared helpers below.
@@ -14,7 +14,7 @@ use tonic::Code;
 // ---- Unimplemented RPCs and Hello ----------------------------------------------------
 
 #[tokio::test]
-async fn entity_rewind_and_skip_termination_rpcs_are_unimplemented_and_hello_is_ok() {
+async fn entity_and_skip_termination_rpcs_are_unimplemented_and_hello_is_ok() {
     let server = TestServer::start().await;
     let mut c = server.client();
     within("hello", c.hello(())).await.unwrap();
@@ -47,15 +47,6 @@ async fn entity_rewind_and_skip_termination_rpcs_are_unimplemented_and_hello_is_
         within(
             "clean entity storage",
             c.clean_entity_storage(pb::CleanEntityStorageRequest::default()),
-        )
-        .await
-        .map(|_| ()),
-        within(
-            "rewind",
-            c.rewind_instance(pb::RewindInstanceRequest {
-                instance_id: "x".into(),
-                reason: None,
-            }),
         )
         .await
         .map(|_| ()),

@@ -14,6 +14,7 @@ use crate::store::{SqliteStore, Store, StoreError};
 
 pub mod client;
 mod error;
+mod rewind;
 pub mod workers;
 
 pub use error::ServiceError;
