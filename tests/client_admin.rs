@@ -1,4 +1,4 @@
-//! The rest of the client surface (PROTOCOL.md §3.7, §3.13, §3.14, §1.1): RPCs that are
+//! The rest of the client surface (PROTOCOL.md §3.13, §3.14, §1.1): RPCs that are
 //! not implemented, Hello, task-hub administration, and the health and reflection services.
 
 // `allow-unwrap-in-tests` covers `#[test]` bodies only, not the shared helpers below.
@@ -14,29 +14,18 @@ use tonic::Code;
 // ---- Unimplemented RPCs and Hello ----------------------------------------------------
 
 #[tokio::test]
-async fn rewind_and_skip_termination_rpcs_are_unimplemented_and_hello_is_ok() {
+async fn skip_termination_rpc_is_unimplemented_and_hello_is_ok() {
     let server = TestServer::start().await;
     let mut c = server.client();
     within("hello", c.hello(())).await.unwrap();
-    let codes = [
-        within(
-            "rewind",
-            c.rewind_instance(pb::RewindInstanceRequest {
-                instance_id: "x".into(),
-                reason: None,
-            }),
-        )
-        .await
-        .map(|_| ()),
-        within(
-            "skip graceful terminations",
-            c.skip_graceful_orchestration_terminations(
-                pb::SkipGracefulOrchestrationTerminationsRequest::default(),
-            ),
-        )
-        .await
-        .map(|_| ()),
-    ];
+    let codes = [within(
+        "skip graceful terminations",
+        c.skip_graceful_orchestration_terminations(
+            pb::SkipGracefulOrchestrationTerminationsRequest::default(),
+        ),
+    )
+    .await
+    .map(|_| ())];
     for (i, r) in codes.into_iter().enumerate() {
         let s = r.expect_err("expected UNIMPLEMENTED");
         assert_eq!(s.code(), Code::Unimplemented, "rpc #{i}: {s:?}");

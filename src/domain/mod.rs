@@ -11,6 +11,7 @@ pub mod entity;
 pub mod events;
 pub mod ids;
 pub mod instance;
+pub mod rewind;
 pub mod status;
 pub mod transition;
 
@@ -18,5 +19,6 @@ pub use clock::{Clock, SystemClock};
 pub use entity::{Change, EntityFilter, EntityLock, EntityRecord, EntityTransition};
 pub use ids::{ExecutionId, InstanceId};
 pub use instance::{InstanceRecord, NewExecution, NewInstance, ReusePolicy};
+pub use rewind::{ParentRelink, RewindPlan, RewoundExecution};
 pub use status::RuntimeStatus;
 pub use transition::{ChildCreation, NewActivity, OutboundMessage, StatusChange, Transition};

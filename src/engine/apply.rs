@@ -215,8 +215,15 @@ pub fn apply(
                 complete(ctx, &state, &started, id, done, &mut t, ids)?
             }
             Action::SendEntityMessage(send) => entity_message(ctx, id, send, &mut t)?,
+            // A valid one is committed by the dispatcher before `apply` is reached
+            // (`rewind::requested_history`, PROTOCOL.md §4.10 Flow A).
             Action::RewindOrchestration(_) => {
-                return Err(EngineError::Unsupported("the rewindOrchestration action"));
+                return Err(EngineError::InvalidAction {
+                    id,
+                    reason: "rewindOrchestration needs a newHistory whose ExecutionStarted \
+                             carries the new execution id"
+                        .into(),
+                });
             }
         }
     }
@@ -275,7 +282,9 @@ fn completion_status(a: &pb::OrchestratorAction) -> Option<i32> {
     }
 }
 
-fn child_creation(
+/// The child a `createSubOrchestration` starts (also used to recreate a purged child on
+/// rewind), and the notice the parent gets instead when the id is taken.
+pub(super) fn child_creation(
     ctx: &ApplyContext<'_>,
     parent: &pb::ExecutionStartedEvent,
     action_id: i32,
@@ -529,7 +538,9 @@ fn release_open_locks(ctx: &ApplyContext<'_>, state: &OrchestrationState, t: &mu
     }
 }
 
-fn parent_notice(
+/// The `SubOrchestrationInstanceCompleted/Failed` a child ending with `status` sends to
+/// its parent (also re-sent on rewind for a child that ended while the parent was failed).
+pub(super) fn parent_notice(
     ctx: &ApplyContext<'_>,
     parent: &pb::ParentInstanceInfo,
     status: RuntimeStatus,

@@ -27,6 +27,8 @@ use crate::domain::{Clock, ExecutionId, InstanceId, InstanceRecord, StatusChange
 use crate::proto as pb;
 use crate::store::{ActivityItem, ActivityOutcome, Store, StoreError};
 
+mod rewinding;
+
 /// Engine tuning.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -85,6 +87,9 @@ struct Flight {
     phase: Phase,
     /// A message arrived while the episode was out: look again when it ends.
     again: bool,
+    /// A rewind rewrote the instance's parent link after this flight read its history:
+    /// the episode must be built again, not completed (see `rewinding`).
+    superseded: bool,
 }
 
 struct ActivityState {
@@ -447,6 +452,7 @@ impl Engine {
                                     token,
                                     phase: Phase::Fetching,
                                     again: false,
+                                    superseded: false,
                                 },
                             );
                             fetches.push((id, reservation, token));
@@ -548,6 +554,7 @@ impl Engine {
                         token,
                         phase: Phase::Fetching,
                         again: false,
+                        superseded: false,
                     },
                 );
                 fetches.push((id, reservation, token));
@@ -711,6 +718,11 @@ impl Engine {
                     let Some(f) = st.flights.get_mut(&id) else {
                         return;
                     };
+                    if f.superseded {
+                        drop(st);
+                        self.end_flight(&id, reservation, Some(now));
+                        return;
+                    }
                     f.phase = Phase::Outstanding(Box::new(episode));
                     st.orch_tokens.insert(token, id.clone());
                 }
@@ -840,6 +852,16 @@ impl Engine {
             let Some(f) = st.flights.get_mut(&id) else {
                 return Err(CompletionError::Stale(token_text));
             };
+            if f.superseded && matches!(f.phase, Phase::Outstanding(_)) {
+                let reservation = f.reservation;
+                st.flights.remove(&id);
+                st.orch_tokens.remove(&token);
+                st.mark_ready(id.clone());
+                drop(st);
+                self.release(reservation);
+                self.wake.notify_one();
+                return Err(CompletionError::Stale(token_text));
+            }
             let Phase::Outstanding(episode) = std::mem::replace(&mut f.phase, Phase::Committing)
             else {
                 return Err(CompletionError::Stale(token_text));
@@ -849,6 +871,11 @@ impl Engine {
             (id, token, reservation, episode)
         };
         self.release(reservation);
+        if let Some(history) = super::rewind::requested_history(&response) {
+            return self
+                .complete_with_rewind(id, flight_token, episode, history.to_vec(), token_text)
+                .await;
+        }
         let mut episode = episode;
         let mut response = response;
         if !episode.chunks.is_empty() {

@@ -8,6 +8,7 @@ pub mod dispatcher;
 pub mod entity;
 pub mod executor;
 pub mod plan;
+pub mod rewind;
 pub mod state;
 pub mod watch;
 
@@ -16,6 +17,7 @@ pub(crate) mod testing;
 
 pub use dispatcher::{CompletionError, Engine, EngineConfig};
 pub use executor::{Reservation, StreamId, Unavailable, WorkExecutor, WorkKind, WorkTarget};
+pub use rewind::RewindError;
 pub use watch::Watchers;
 
 /// Failures of the pure core.
@@ -47,6 +49,7 @@ mod tests {
             ("plan.rs", include_str!("plan.rs")),
             ("apply.rs", include_str!("apply.rs")),
             ("entity.rs", include_str!("entity.rs")),
+            ("rewind.rs", include_str!("rewind.rs")),
         ] {
             for banned in ["tokio", "sqlx", "tonic", "Utc::now", "new_v4", "async fn"] {
                 assert!(!text.contains(banned), "{name} mentions {banned}");

@@ -15,7 +15,8 @@ pub enum Plan {
     Dispatch {
         /// Messages delivered as `newEvents` (after a fresh `OrchestratorStarted`).
         deliver: Vec<InboxMessage>,
-        /// Undeliverable rows consumed with the commit.
+        /// Rows consumed with the commit without being delivered: undeliverable ones, and
+        /// wake-up triggers.
         stale: Vec<i64>,
     },
     /// Nothing to run now; delete the stale rows (if any) and wait for more messages.
@@ -35,6 +36,7 @@ pub fn plan_episode(
         .iter()
         .any(|e| matches!(e.event_type, Some(EventType::ExecutionStarted(_))));
     let mut stale = Vec::new();
+    let mut wake = Vec::new();
     let mut deliver = Vec::with_capacity(messages.len());
     let mut start_index = None;
     for m in messages {
@@ -46,6 +48,13 @@ pub fn plan_episode(
         // A second ExecutionStarted can only be a leftover; the execution already began.
         if wrong_execution || (is_start && (started || start_index.is_some())) {
             stale.push(m.seq);
+            continue;
+        }
+        // A rewind's wake-up (PROTOCOL.md §4.10): it makes the instance run an episode but
+        // is never delivered, so that episode is just [OrchestratorStarted] plus whatever
+        // else arrived (Java and Go workers cannot replay ExecutionRewound).
+        if matches!(m.event.event_type, Some(EventType::ExecutionRewound(_))) {
+            wake.push(m.seq);
             continue;
         }
         if is_start {
@@ -65,7 +74,7 @@ pub fn plan_episode(
             Some(_) => {}
         }
     }
-    if deliver.is_empty() {
+    if deliver.is_empty() && wake.is_empty() {
         return Plan::Wait { stale };
     }
     if record.status == RuntimeStatus::Suspended {
@@ -81,6 +90,7 @@ pub fn plan_episode(
             return Plan::Wait { stale };
         }
     }
+    stale.extend(wake);
     Plan::Dispatch { deliver, stale }
 }
 
@@ -160,6 +170,32 @@ mod tests {
         assert_eq!(
             seqs(&plan_episode(&r, &[], vec![start, suspended, resumed])).0,
             vec![1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn a_rewind_trigger_dispatches_an_episode_without_being_delivered() {
+        let r = record("i", RuntimeStatus::Running);
+        let h = HistoryBuilder::new("i", "o").build();
+        let trigger = crate::domain::events::event(
+            -1,
+            crate::engine::testing::at(5),
+            EventType::ExecutionRewound(pb::ExecutionRewoundEvent::default()),
+        );
+        let msgs = vec![inbox(4, trigger, Some(ExecutionId::new("e1")))];
+        assert_eq!(
+            plan_episode(&r, &h, msgs.clone()),
+            Plan::Dispatch {
+                deliver: vec![],
+                stale: vec![4]
+            }
+        );
+        let mut suspended = r;
+        suspended.status = RuntimeStatus::Suspended;
+        assert_eq!(
+            plan_episode(&suspended, &h, msgs),
+            Plan::Wait { stale: vec![] },
+            "a suspended instance keeps its trigger for later"
         );
     }
 

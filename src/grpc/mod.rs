@@ -123,12 +123,11 @@ impl TaskHubSidecarService for Api {
 
     async fn rewind_instance(
         &self,
-        _: Request<pb::RewindInstanceRequest>,
+        r: Request<pb::RewindInstanceRequest>,
     ) -> Rpc<pb::RewindInstanceResponse> {
-        Err(unimplemented(
-            "RewindInstance",
-            "rewind is planned for a later release",
-        ))
+        let r = r.into_inner();
+        self.state.rewind_instance(&r.instance_id, r.reason).await?;
+        Ok(Response::new(pb::RewindInstanceResponse {}))
     }
 
     async fn restart_instance(

@@ -15,6 +15,7 @@ use crate::store::{SqliteStore, Store, StoreError};
 pub mod client;
 pub mod entities;
 mod error;
+mod rewind;
 pub mod workers;
 
 pub use error::ServiceError;

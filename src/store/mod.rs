@@ -14,7 +14,7 @@ use std::collections::HashSet;
 
 use crate::domain::{
     EntityFilter, EntityRecord, EntityTransition, ExecutionId, InstanceId, InstanceRecord,
-    NewInstance, ReusePolicy, RuntimeStatus, Transition,
+    NewInstance, ReusePolicy, RewindPlan, RuntimeStatus, Transition,
 };
 use crate::proto as pb;
 
@@ -125,6 +125,14 @@ pub struct CommitOutcome {
     pub has_visible_inbox: bool,
     /// Instances that received a visible message (or were created) by this commit.
     pub touched: Vec<InstanceId>,
+}
+
+/// What a rewind produced that the dispatcher must know.
+#[derive(Debug, Clone, Default)]
+pub struct RewindOutcome {
+    /// Activity rows of the rewound executions (moved to the new execution or created
+    /// again), with their row ids.
+    pub activities: Vec<ActivityItem>,
 }
 
 /// Result of enqueueing a client event.
@@ -285,6 +293,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Commits an episode atomically (see `Transition`). `LeaseLost` when the guard
     /// (current execution id and history length) no longer holds; nothing is written then.
     async fn commit_orchestration(&self, transition: &Transition) -> Result<CommitOutcome>;
+
+    /// Applies a rewind (PROTOCOL.md §4.10) atomically: each rewound execution's history
+    /// replaced, its record RUNNING with the new execution id (output, failure and
+    /// completion cleared), its inbox messages and open activities moved to the new
+    /// execution, the plan's messages enqueued; purged children created again; live
+    /// children's stored parent link moved. `LeaseLost` when any guard no longer holds;
+    /// nothing is written then.
+    async fn rewind(&self, plan: &RewindPlan) -> Result<RewindOutcome>;
 
     /// Deletes inbox rows that turned out to be undeliverable (stale execution).
     async fn discard_messages(&self, id: &InstanceId, seqs: &[i64]) -> Result<()>;

@@ -18,6 +18,7 @@ mod inbox;
 mod instances;
 mod purge;
 mod queries;
+mod rewind;
 mod writer;
 
 use std::str::FromStr;
@@ -37,12 +38,12 @@ pub use self::writer::WriterStats;
 use self::writer::{BoxFut, Op, Writer};
 use super::{
     ActivityOutcome, CleanOutcome, CommitOutcome, CompletedFilter, EnqueueOutcome, EntityWork,
-    InstanceFilter, OrchestrationWork, PurgeFilter, Recovery, Result, Store, StoreError,
-    SuspendOutcome, TerminateOutcome,
+    InstanceFilter, OrchestrationWork, PurgeFilter, Recovery, Result, RewindOutcome, Store,
+    StoreError, SuspendOutcome, TerminateOutcome,
 };
 use crate::domain::{
     Clock, EntityFilter, EntityRecord, EntityTransition, ExecutionId, InstanceId, InstanceRecord,
-    NewInstance, ReusePolicy, SystemClock, Transition,
+    NewInstance, ReusePolicy, RewindPlan, SystemClock, Transition,
 };
 use crate::proto as pb;
 
@@ -320,6 +321,14 @@ impl Store for SqliteStore {
         let (transition, hot) = (transition.clone(), Arc::clone(&self.hot));
         self.writer
             .submit(op!(|conn| commit::commit(conn, &hot, &transition).await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = plan.executions.first().map_or("", |x| x.instance_id.as_str())))]
+    async fn rewind(&self, plan: &RewindPlan) -> Result<RewindOutcome> {
+        let (plan, hot) = (plan.clone(), Arc::clone(&self.hot));
+        self.writer
+            .submit(op!(|conn| rewind::rewind(conn, &hot, &plan).await))
             .await
     }
 
