@@ -73,10 +73,13 @@
 //! * `ListInstanceIDs`, `GetInstanceHistory`: implemented; `RerunWorkflowFromEvent`
 //!   answers UNIMPLEMENTED with the reason.
 //!
-//! Not handled: nothing the sidecar sends uses the clashing upstream fields for a fork
-//! worker's instances (no tags, properties, trace context or rewind events arise from
-//! them), so the fork reads those messages correctly. `OrchestratorStartedEvent.version`
-//! is never filled in (see `completion`).
+//! Not handled: nothing else the sidecar sends uses the clashing upstream fields for a
+//! fork worker's instances (no tags, properties, trace context or rewind events arise
+//! from them), so the fork reads those messages correctly. `OrchestratorStartedEvent.version`
+//! is never filled in (see `completion`). Health pings (`WorkItem.4`) go to every worker:
+//! 0.17.4 knows them, a worker built from the fork's head sees an empty work item. The
+//! head's `STATEFUL_HISTORY` capability is not read, so full histories are always sent,
+//! which is what the fork does for workers it does not know to be warm.
 
 use std::convert::Infallible;
 use std::future::Future;
