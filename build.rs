@@ -1,8 +1,10 @@
-//! Generates the gRPC bindings for `proto/orchestrator_service.proto`.
+//! Generates the gRPC bindings for `proto/orchestrator_service.proto`, plus the messages of
+//! `proto/dapr.proto` (Dapr Workflow fork, package `dapr`).
 //!
 //! The proto is parsed with `protox` (pure Rust, bundles the google well-known
 //! types), so no system `protoc` is needed. Outputs in `OUT_DIR`:
 //! * `durabletask.rs` — prost messages plus tonic server and client;
+//! * `dapr.rs` — prost messages of `proto/dapr.proto` (it declares no service);
 //! * `durabletask_descriptor.bin` — encoded `FileDescriptorSet` (with imports)
 //!   for tonic-reflection.
 
@@ -10,6 +12,7 @@ use std::{env, fs, path::PathBuf};
 
 const PROTO_DIR: &str = "proto";
 const PROTO_FILE: &str = "proto/orchestrator_service.proto";
+const DAPR_PROTO_FILE: &str = "proto/dapr.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_DIR}");
@@ -21,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // `compile` includes imports and source info, so reflection clients see
     // the well-known types and our comments.
-    let fds = protox::compile([PROTO_FILE], [PROTO_DIR])?;
+    let fds = protox::compile([PROTO_FILE, DAPR_PROTO_FILE], [PROTO_DIR])?;
     fs::write(
         out_dir.join("durabletask_descriptor.bin"),
         protox::prost::Message::encode_to_vec(&fds),

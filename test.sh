@@ -3,9 +3,11 @@
 #   1. rustfmt  2. clippy (warnings are errors)  3. Rust unit + integration tests
 #   4. a seconds-long smoke run of the load generator against the debug sidecar
 #   5. Python SDK end-to-end tests against the debug binary built by step 3 (a release
-#      build would double CI's compile time and tests no behaviour the debug one lacks)
+#      build would double CI's compile time and tests no behaviour the debug one lacks):
+#      Microsoft's SDK (tests/python), then Dapr's (tests/dapr)
 # Needs: the Rust toolchain (rust-toolchain.toml pins it), a C compiler (bundled SQLite),
-# python3 with venv. tests/python/run.sh creates .venv-e2e and pip-installs pinned deps.
+# python3 with venv. tests/python/run.sh creates .venv-e2e and tests/dapr/run.sh .venv-dapr,
+# each pip-installing pinned deps.
 # SKIP_E2E=1 skips step 5 (no Python/network needed).
 set -euo pipefail
 
@@ -59,6 +61,7 @@ if [ "${SKIP_E2E:-0}" = "1" ]; then
     echo "skipped (SKIP_E2E=1)"
 else
     SIDECAR_BIN="$root/target/debug/durabletask-sidecar" bash "$root/tests/python/run.sh"
+    SIDECAR_BIN="$root/target/debug/durabletask-sidecar" bash "$root/tests/dapr/run.sh"
 fi
 
 printf '\n==== all checks passed in %ds ====\n' "$((SECONDS - started))"

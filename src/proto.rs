@@ -1,6 +1,6 @@
 //! Generated protobuf messages and the tonic server/client for
 //! `TaskHubSidecarService` (built by `build.rs` from
-//! `proto/orchestrator_service.proto`).
+//! `proto/orchestrator_service.proto`), and the Dapr fork's extra messages (`dapr`).
 //!
 //! Nothing but the include lives here: generated code is never edited, and
 //! conversions to domain types belong in `grpc::convert`. This module depends
@@ -23,6 +23,12 @@
 )]
 
 include!(concat!(env!("OUT_DIR"), "/durabletask.rs"));
+
+/// The Dapr Workflow fork's messages that upstream lacks or numbers differently
+/// (`proto/dapr.proto`); served by `grpc::dapr`.
+pub mod dapr {
+    include!(concat!(env!("OUT_DIR"), "/dapr.rs"));
+}
 
 /// Encoded `google.protobuf.FileDescriptorSet` of the contract (including the
 /// imported well-known types), for registering with tonic-reflection.

@@ -18,6 +18,7 @@ use pb::task_hub_sidecar_service_server::{TaskHubSidecarService, TaskHubSidecarS
 
 mod client_api;
 mod convert;
+mod dapr;
 mod entity_api;
 mod limits;
 mod status;
@@ -30,9 +31,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    let descriptors = dapr::descriptor_set().map_err(ServerError::Reflection)?;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_file_descriptor_set(descriptors.clone())
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection()
@@ -46,9 +48,12 @@ pub async fn serve(
         .set_serving::<TaskHubSidecarServiceServer<Api>>()
         .await;
 
-    let api = TaskHubSidecarServiceServer::new(Api { state })
+    let api = Api { state };
+    let upstream = TaskHubSidecarServiceServer::new(api.clone())
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);
+    // Serves the Dapr fork's paths too (src/grpc/dapr), then delegates to `upstream`.
+    let api = dapr::DaprCompat::new(upstream, api, options.max_message_bytes);
     let stop = shutdown.clone();
     // Nagle's algorithm holds small writes (a completion ack, a work item) until the
     // peer's delayed ACK: tens of milliseconds per step at low concurrency.
