@@ -21,13 +21,13 @@ started=$SECONDS
 section() {
     step_no=$((step_no + 1))
     step_name="$1"
-    printf '\n==== [%d/5] %s ====\n' "$step_no" "$step_name"
+    printf '\n==== [%d/9] %s ====\n' "$step_no" "$step_name"
 }
 
 on_exit() {
     local status=$?
     if [ "$status" -ne 0 ]; then
-        printf '\n==== FAILED at [%d/5] %s (exit %d, after %ds) ====\n' \
+        printf '\n==== FAILED at [%d/9] %s (exit %d, after %ds) ====\n' \
             "$step_no" "$step_name" "$status" "$((SECONDS - started))" >&2
     fi
 }
@@ -56,12 +56,19 @@ kill "$sidecar_pid" 2>/dev/null || true
 wait "$sidecar_pid" 2>/dev/null || true
 [ "$smoke" -eq 0 ]
 
-section "Python SDK end-to-end tests"
-if [ "${SKIP_E2E:-0}" = "1" ]; then
-    echo "skipped (SKIP_E2E=1)"
-else
-    SIDECAR_BIN="$root/target/debug/durabletask-sidecar" bash "$root/tests/python/run.sh"
-    SIDECAR_BIN="$root/target/debug/durabletask-sidecar" bash "$root/tests/dapr/run.sh"
-fi
+bin="$root/target/debug/durabletask-sidecar"
+e2e() {
+    section "$1"
+    if [ "${SKIP_E2E:-0}" = "1" ]; then
+        echo "skipped (SKIP_E2E=1)"
+    else
+        SIDECAR_BIN="$bin" bash "$2"
+    fi
+}
+e2e "Python SDK end-to-end tests" "$root/tests/python/run.sh"
+e2e "Dapr Python SDK end-to-end tests" "$root/tests/dapr/run.sh"
+e2e "JavaScript SDK end-to-end tests" "$root/tests/js/run.sh"
+e2e "Java SDK end-to-end tests" "$root/tests/java/run.sh"
+e2e "Go SDK end-to-end tests" "$root/tests/go/run.sh"
 
 printf '\n==== all checks passed in %ds ====\n' "$((SECONDS - started))"

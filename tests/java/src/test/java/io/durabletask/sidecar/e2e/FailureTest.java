@@ -157,7 +157,7 @@ class FailureTest extends SidecarTestBase {
         assertEquals(3, ATTEMPTS.get(id).get(), "RetryPolicy(3) must make exactly 3 attempts");
         assertEquals("com.microsoft.durabletask.TaskFailedException", md.getFailureDetails().getErrorType());
         // The task id is #4 (attempt 0, timer 1, attempt 2, timer 3, attempt 4) unless the SDK
-        // adds a zero-length timer; see KnownSidecarBugsTest.retryTaskIdsAsInSdkSuite.
+        // adds a zero-length timer; see SidecarRegressionTest.retryTaskIdsAsInSdkSuite.
         assertTrue(md.getFailureDetails().getErrorMessage().matches(
                         "Task 'Flaky' \\(#\\d+\\) failed with an unhandled exception: attempt 3 failed"),
                 md.getFailureDetails().getErrorMessage());

@@ -47,7 +47,7 @@ class LongTimerTest extends SidecarTestBase {
         long spanMs = Duration.between(md.getCreatedAt(), md.getLastUpdatedAt()).toMillis();
         assertTrue(spanMs >= 2500, "lastUpdatedAt only " + spanMs + " ms after createdAt");
         // One run to start, then one per sub-timer (1 s, 1 s, 0.5 s). Exactly 4 is the SDK's own
-        // expectation; see KnownSidecarBugsTest#longTimerRunsOncePerSubTimer for why it can be 5.
+        // expectation; see SidecarRegressionTest#longTimerRunsOncePerSubTimer.
         int runs = RUNS.get(id).get();
         assertTrue(runs >= 4 && runs <= 6, "orchestrator ran " + runs + " times for 3 sub-timers");
     }

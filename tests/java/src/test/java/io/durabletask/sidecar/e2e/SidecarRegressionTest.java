@@ -4,7 +4,6 @@ import com.microsoft.durabletask.OrchestrationMetadata;
 import com.microsoft.durabletask.OrchestrationRuntimeStatus;
 import com.microsoft.durabletask.RetryPolicy;
 import com.microsoft.durabletask.TaskOptions;
-import org.junit.jupiter.api.Disabled;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestInfo;
 
@@ -21,13 +20,12 @@ import java.util.concurrent.atomic.AtomicInteger;
 import static org.junit.jupiter.api.Assertions.*;
 
 /**
- * Tests that fail because of sidecar behaviour the Java SDK cannot cope with. Each is
- * disabled with a "SIDECAR-BUG:" reason; remove the annotation once the sidecar is fixed.
- * They live in their own class (own worker) because the first one breaks the worker's
- * GetWorkItems stream while the bug is present.
- * Run them anyway with: ./run.sh -Dtest=KnownSidecarBugsTest -Djunit.jupiter.conditions.deactivate='org.junit.*DisabledCondition'
+ * Regressions for sidecar behaviour the Java SDK could not cope with: a completion that the
+ * sidecar's own terminate had made moot answered NOT_FOUND (the worker then abandons its
+ * stream), and timers fired within the millisecond of fireAt (the SDK compares at
+ * millisecond precision and scheduled an extra zero-length timer). Own class, own worker.
  */
-class KnownSidecarBugsTest extends SidecarTestBase {
+class SidecarRegressionTest extends SidecarTestBase {
     static final Map<String, AtomicInteger> ATTEMPTS = new ConcurrentHashMap<>();
 
     @Override
@@ -82,9 +80,6 @@ class KnownSidecarBugsTest extends SidecarTestBase {
      * the abandoned stream, so later instances never start (until the worker's channel closes).
      */
     @Test
-    @Disabled("SIDECAR-BUG: terminate of a PENDING instance whose first episode is in flight -> "
-            + "CompleteOrchestratorTask answers NOT_FOUND -> Java worker abandons its GetWorkItems stream "
-            + "(never cancelled) and the sidecar keeps dispatching to it; later instances never start")
     void terminateImmediatelyAfterStartKeepsWorkerUsable(TestInfo info) throws Exception {
         for (int i = 0; i < 10; i++) {
             String id = newId(info, "-" + i);
@@ -108,8 +103,6 @@ class KnownSidecarBugsTest extends SidecarTestBase {
      * is out, and the worker's completion gets NOT_FOUND.
      */
     @Test
-    @Disabled("SIDECAR-BUG: same as terminateImmediatelyAfterStartKeepsWorkerUsable, reached through "
-            + "start -> suspend -> terminate (the Java SDK's terminateSuspendOrchestration e2e test)")
     void suspendThenTerminateImmediatelyAfterStart(TestInfo info) throws Exception {
         for (int i = 0; i < 10; i++) {
             String id = newId(info, "-" + i);
@@ -134,8 +127,6 @@ class KnownSidecarBugsTest extends SidecarTestBase {
      * per timer and shifted task ids.
      */
     @Test
-    @Disabled("SIDECAR-BUG (Java compat): TimerFired is dispatched with an OrchestratorStarted time in the same "
-            + "millisecond as fireAt; the Java SDK then creates an extra zero-length timer")
     void timerFiresAfterFireAtMillisecond(TestInfo info) throws Exception {
         String id = newId(info);
         client.scheduleNewOrchestrationInstance("Timers", null, id);
@@ -149,8 +140,6 @@ class KnownSidecarBugsTest extends SidecarTestBase {
      * against this sidecar it fails with ArrayIndexOutOfBoundsException from a 5th run).
      */
     @Test
-    @Disabled("SIDECAR-BUG (Java compat): same cause as timerFiresAfterFireAtMillisecond; "
-            + "the orchestrator runs 5 times instead of 4")
     void longTimerRunsOncePerSubTimer(TestInfo info) throws Exception {
         String id = newId(info);
         client.scheduleNewOrchestrationInstance("LongTimer", null, id);
@@ -161,8 +150,6 @@ class KnownSidecarBugsTest extends SidecarTestBase {
 
     /** The SDK's own e2e expectation (ErrorHandlingIntegrationTests#retryActivityFailures). */
     @Test
-    @Disabled("SIDECAR-BUG (Java compat): same cause as timerFiresAfterFireAtMillisecond; "
-            + "the failure message names a task id above #10")
     void retryTaskIdsAsInSdkSuite(TestInfo info) throws Exception {
         String id = newId(info);
         client.scheduleNewOrchestrationInstance("RetrySixTimes", null, id);
