@@ -240,15 +240,9 @@ describe("durability and reconnection (own sidecar)", { skip: !BIN && "SIDECAR_B
     await stopWorker(w2);
   });
 
-  // SIDECAR-BUG: GetWorkItemsRequest.workItemFilters (field 11) is ignored. The JS worker with
-  // workItemFilters: "auto" sends {orchestrations: [{name: "F_Known"}], activities: [], entities: []},
-  // yet the sidecar dispatches the "F_Other" orchestration to that stream; the SDK then fails it
-  // (FAILED, OrchestratorNotRegisteredError "Orchestrator 'F_Other' does not exist."). PROTOCOL.md
-  // §4.1 wants it kept PENDING until a stream whose filters accept it connects (src/ has no
-  // reference to work_item_filters at all).
-  it("work-item filters: a worker only gets the orchestrations it registered", {
-    skip: "SIDECAR-BUG: workItemFilters ignored; filtered-out orchestration dispatched and failed by the SDK",
-  }, async () => {
+  // PROTOCOL.md §4.1: what no connected stream's filters accept stays PENDING until a
+  // stream that accepts it connects.
+  it("work-item filters: a worker only gets the orchestrations it registered", async () => {
     // "auto" filters list exactly the registered orchestrators/activities.
     const only = new TaskHubGrpcWorker({
       hostAddress: addr,

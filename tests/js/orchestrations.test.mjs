@@ -1021,23 +1021,10 @@ describe("retries", () => {
   });
 });
 
-// SIDECAR-GAP: RewindInstance answers UNIMPLEMENTED ("RewindInstance is not implemented by this
-// sidecar yet: rewind is planned for a later release"), which PROTOCOL.md §3.7 allows for backends
-// without rewind. These tests probe for that and skip themselves; they run as soon as rewind exists.
-let rewindProbe;
-async function skipUnlessRewind(t) {
-  rewindProbe ??= client.rewindInstance(uid("rewindprobe"), "probe").then(
-    () => true,
-    (e) => e?.cause?.code !== 12 /* UNIMPLEMENTED */,
-  );
-  if (await rewindProbe) return false;
-  t.skip("sidecar answers RewindInstance with UNIMPLEMENTED");
-  return true;
-}
+// Rewind (PROTOCOL.md §4.10): the sidecar rewrites the history itself (Flow B).
 
 describe("rewind", () => {
   it("rewinding a failed instance re-runs only the failed activity", async (t) => {
-    if (await skipUnlessRewind(t)) return;
     const id = uid("rewind");
     const failed = await run("RewindMe", null, id);
     assert.equal(failed.runtimeStatus, S.FAILED);
@@ -1057,7 +1044,6 @@ describe("rewind", () => {
   });
 
   it("rewind is refused for completed, running and unknown instances", async (t) => {
-    if (await skipUnlessRewind(t)) return;
     const done = uid("rewinddone");
     assertCompleted(await run("Simple", 1, done));
     await assert.rejects(client.rewindInstance(done, "no"), /not allow|precondition|completed/i);
