@@ -66,7 +66,7 @@ pub(super) async fn route(
     } else {
         let stored = inbox::deliver(conn, hot, message).await?;
         if !stored {
-            release_dropped_grant(conn, hot, message, now_us, touched).await?;
+            release_dropped_grant(conn, message, now_us, touched).await?;
         }
         stored
     };
@@ -81,7 +81,6 @@ pub(super) async fn route(
 /// entity this owner holds in that critical section.
 async fn release_dropped_grant(
     conn: &mut SqliteConnection,
-    _hot: &Hot,
     message: &OutboundMessage,
     now_us: i64,
     touched: &mut BTreeSet<InstanceId>,
@@ -196,18 +195,7 @@ pub(super) async fn work(
     }
     let mut live = HashSet::new();
     for owner in owners {
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM instances WHERE instance_id = ?")
-                .bind(&owner)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(db_error("entity owner read"))?;
-        let is_live = status
-            .as_deref()
-            .map(super::codec::status)
-            .transpose()?
-            .is_some_and(|s| !s.is_terminal());
-        if is_live {
+        if is_live(conn, &owner).await? {
             live.insert(InstanceId::new(owner));
         }
     }
@@ -216,6 +204,21 @@ pub(super) async fn work(
         messages,
         live,
     }))
+}
+
+/// Whether an orchestration (a lock owner or requester) exists and is not terminal.
+async fn is_live(conn: &mut SqliteConnection, instance: &str) -> Result<bool> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM instances WHERE instance_id = ?")
+            .bind(instance)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error("entity owner read"))?;
+    Ok(status
+        .as_deref()
+        .map(super::codec::status)
+        .transpose()?
+        .is_some_and(|s| !s.is_terminal()))
 }
 
 /// Commits one entity step: guard on the record version, consumed queue rows, state,
@@ -390,18 +393,7 @@ pub(super) async fn clean(
         let mut lock = r.lock.clone();
         if release_orphans {
             if let Some(l) = &lock {
-                let status: Option<String> =
-                    sqlx::query_scalar("SELECT status FROM instances WHERE instance_id = ?")
-                        .bind(l.owner.as_str())
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(db_error("entity clean"))?;
-                let live = status
-                    .as_deref()
-                    .map(super::codec::status)
-                    .transpose()?
-                    .is_some_and(|s| !s.is_terminal());
-                if !live {
+                if !is_live(conn, l.owner.as_str()).await? {
                     sqlx::query(
                         "UPDATE entities SET locked_by = NULL, critical_section = NULL, \
                            version = version + 1 WHERE instance_id = ?",
