@@ -23,7 +23,9 @@ use super::plan::{plan_episode, Plan};
 use super::watch::Watchers;
 use super::EngineError;
 use crate::domain::events::{event, orchestrator_started};
-use crate::domain::{Clock, ExecutionId, InstanceId, InstanceRecord, StatusChange, Transition};
+use crate::domain::{
+    Clock, ExecutionId, InstanceId, InstanceRecord, OutboundMessage, StatusChange, Transition,
+};
 use crate::proto as pb;
 use crate::store::{ActivityItem, ActivityOutcome, Store, StoreError};
 
@@ -215,6 +217,14 @@ impl DispatchState {
         }
     }
 
+    /// Arms a wake-up for every message that becomes visible later than `now` (timers,
+    /// delayed signals), so its target is looked at then.
+    fn arm_timers(&mut self, messages: &[OutboundMessage], now: DateTime<Utc>) {
+        for m in messages.iter().filter(|m| m.visible_at > now) {
+            self.timers.push(Reverse((m.visible_at, m.target.clone())));
+        }
+    }
+
     /// An activity is no longer dispatched: activities waiting on its (instance, task
     /// id) pair go back to the front of the queue.
     fn activity_idle(&mut self, key: (InstanceId, i32), id: i64) {
@@ -229,6 +239,16 @@ impl DispatchState {
             {
                 self.activity_queue.push_front(waiting);
             }
+        }
+    }
+
+    /// Marks a dispatched activity as back in the queue's hands (stream lost, send failed,
+    /// abandoned); its tokens stay valid for late completions.
+    fn undispatch(&mut self, id: i64) {
+        if let Some(a) = self.activities.get_mut(&id) {
+            a.dispatched = None;
+            let key = activity_key(&a.item);
+            self.activity_idle(key, id);
         }
     }
 
@@ -484,18 +504,16 @@ impl Engine {
             }
             st.mark_ready(id.clone());
         }
-        let mut requeue = Vec::new();
-        for (id, a) in st.activities.iter_mut() {
-            if a.dispatched.is_some_and(|(_, r)| r.stream == stream) {
-                // Its tokens stay valid: Python completes late over the old channel.
-                a.dispatched = None;
-                requeue.push((*id, activity_key(&a.item)));
-            }
+        // Their tokens stay valid: Python completes late over the old channel.
+        let mut requeue: Vec<i64> = st
+            .activities
+            .iter()
+            .filter(|(_, a)| a.dispatched.is_some_and(|(_, r)| r.stream == stream))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &requeue {
+            st.undispatch(*id);
         }
-        for (id, key) in &requeue {
-            st.activity_idle(key.clone(), *id);
-        }
-        let mut requeue: Vec<i64> = requeue.into_iter().map(|(id, _)| id).collect();
         requeue.sort_unstable();
         for id in requeue.into_iter().rev() {
             st.activity_queue.push_front(id);
@@ -517,8 +535,7 @@ impl Engine {
         let now = self.clock.now();
         let mut fetches = Vec::new();
         let mut sends = Vec::new();
-        let fetches_entities;
-        let next = {
+        let (next, entity_fetches) = {
             let mut st = self.lock();
             while st.timers.peek().is_some_and(|Reverse((at, _))| *at <= now) {
                 if let Some(Reverse((_, id))) = st.timers.pop() {
@@ -597,21 +614,20 @@ impl Engine {
                 sends.push((aid, token, reservation, item));
             }
             let entity_fetches = self.take_ready_entities(&mut st);
-            fetches_entities = entity_fetches;
             let t1 = st.timers.peek().map(|Reverse((at, _))| *at);
             let t2 = st.activity_timers.peek().map(|Reverse((at, _))| *at);
-            t1.into_iter().chain(t2).min()
+            (t1.into_iter().chain(t2).min(), entity_fetches)
         };
         for (aid, token, reservation, item) in sends {
             if !self.executor.send(reservation, item) {
                 let mut st = self.lock();
-                if let Some(a) = st.activities.get_mut(&aid) {
-                    if a.dispatched.is_some_and(|(t, _)| t == token) {
-                        a.dispatched = None;
-                        let key = activity_key(&a.item);
-                        st.activity_idle(key, aid);
-                        st.activity_queue.push_front(aid);
-                    }
+                let ours = st
+                    .activities
+                    .get(&aid)
+                    .is_some_and(|a| a.dispatched.is_some_and(|(t, _)| t == token));
+                if ours {
+                    st.undispatch(aid);
+                    st.activity_queue.push_front(aid);
                 }
             }
         }
@@ -620,7 +636,7 @@ impl Engine {
             self.tasks
                 .spawn(async move { this.fetch_and_send(id, reservation, token).await });
         }
-        for (id, reservation, token) in fetches_entities {
+        for (id, reservation, token) in entity_fetches {
             let this = Arc::clone(self);
             self.tasks
                 .spawn(async move { this.run_entity_step(id, reservation, token).await });
@@ -920,11 +936,7 @@ impl Engine {
                     for item in outcome.activities {
                         st.enqueue_activity(item);
                     }
-                    for m in &transition.messages {
-                        if m.visible_at > now {
-                            st.timers.push(Reverse((m.visible_at, m.target.clone())));
-                        }
-                    }
+                    st.arm_timers(&transition.messages, now);
                     for t in outcome.touched {
                         if t != id {
                             st.mark_ready(t);
@@ -1127,11 +1139,9 @@ impl Engine {
         if t != token {
             return;
         }
-        a.dispatched = None;
         a.abandons += 1;
         let delay = backoff(a.abandons, self.config.max_abandon_backoff);
-        let key = activity_key(&a.item);
-        st.activity_idle(key, aid);
+        st.undispatch(aid);
         if delay.is_zero() {
             st.activity_queue.push_front(aid);
         } else {

@@ -22,7 +22,8 @@ pub enum WorkKind {
 /// What a work item is, for streams that filter by name and version (PROTOCOL.md §4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkTarget<'a> {
-    /// Orchestrator or activity name, or the entity name (the `name` of `@name@key`).
+    /// Orchestrator or activity name, or the lower-cased entity name (the `name` of
+    /// `@name@key`).
     pub name: &'a str,
     /// The version, if any (compares as `""` when absent).
     pub version: Option<&'a str>,

@@ -34,9 +34,6 @@ pub enum EngineError {
     /// The stored history is not a valid execution.
     #[error("corrupt history: {0}")]
     CorruptHistory(String),
-    /// A feature owned by a later release.
-    #[error("{0} is not supported yet")]
-    Unsupported(&'static str),
 }
 
 #[cfg(test)]

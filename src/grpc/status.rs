@@ -20,7 +20,6 @@ impl From<ServiceError> for Status {
             ServiceError::ShuttingDown => Status::unavailable("the sidecar is shutting down"),
             ServiceError::Engine(e) => match e {
                 EngineError::InvalidAction { .. } => Status::invalid_argument(e.to_string()),
-                EngineError::Unsupported(_) => Status::unimplemented(e.to_string()),
                 EngineError::CorruptHistory(_) => {
                     tracing::error!(error = %e, "corrupt history");
                     Status::internal("stored history is inconsistent; see the sidecar log")

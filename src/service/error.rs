@@ -58,9 +58,6 @@ impl From<CompletionError> for ServiceError {
                 "no outstanding work item matches completion token '{token}' (already completed, abandoned or superseded)"
             )),
             CompletionError::Invalid(msg) => Self::InvalidArgument(msg),
-            CompletionError::Rejected(EngineError::Unsupported(what)) => {
-                Self::Unimplemented(format!("{what} is not supported yet; the orchestration was failed"))
-            }
             CompletionError::Rejected(e) => {
                 Self::InvalidArgument(format!("{e}; the orchestration was failed"))
             }

@@ -64,15 +64,12 @@ impl Filters {
     }
 
     fn accepts(&self, kind: WorkKind, target: WorkTarget<'_>) -> bool {
-        let k = slot_index(kind);
-        let found = if kind == WorkKind::Entity {
-            self.names[k].get(&target.name.to_lowercase())
-        } else {
-            self.names[k].get(target.name)
-        };
-        found.is_some_and(|versions| {
-            versions.is_empty() || versions.iter().any(|v| v == target.version.unwrap_or(""))
-        })
+        // Entity names arrive lower-cased (`WorkTarget`), as the filters store them.
+        self.names[slot_index(kind)]
+            .get(target.name)
+            .is_some_and(|versions| {
+                versions.is_empty() || versions.iter().any(|v| v == target.version.unwrap_or(""))
+            })
     }
 }
 

@@ -271,11 +271,7 @@ impl Engine {
                     st.mark_ready(target);
                 }
             }
-            for m in &t.messages {
-                if m.visible_at > now {
-                    st.timers.push(Reverse((m.visible_at, m.target.clone())));
-                }
-            }
+            st.arm_timers(&t.messages, now);
             for start in &t.starts {
                 if let Some(at) = start.scheduled_start_at.filter(|at| *at > now) {
                     st.timers.push(Reverse((at, start.instance_id.clone())));

@@ -14,8 +14,6 @@
 //!   One window stays open: an episode already handed to the writer when the rewind
 //!   commits still reports to the parent's old execution (the notice is dropped).
 
-use std::cmp::Reverse;
-
 use super::{CompletionError, Engine, Episode, RandomIds};
 use crate::domain::{InstanceId, RewindPlan, RuntimeStatus};
 use crate::engine::rewind::{self, Planned, RewindError, Root, Snapshot, Snapshots};
@@ -183,9 +181,7 @@ impl Engine {
             st.histories.remove(&x.instance_id);
             st.abandons.remove(&x.instance_id);
             st.mark_ready(x.instance_id.clone());
-            for m in x.messages.iter().filter(|m| m.visible_at > now) {
-                st.timers.push(Reverse((m.visible_at, m.target.clone())));
-            }
+            st.arm_timers(&x.messages, now);
         }
         for child in &plan.recreated {
             st.mark_ready(child.instance_id.clone());

@@ -283,7 +283,7 @@ async fn create_children(
         let child_id = &child.instance.instance_id;
         match hot.state(conn, child_id).await? {
             Some(existing) if !existing.status.is_terminal() => {
-                route(conn, hot, id, &child.on_conflict, now, touched).await?;
+                entities::route(conn, hot, id, &child.on_conflict, now, touched).await?;
             }
             existing => {
                 // A terminal child is replaced (retries reuse child ids, PROTOCOL.md §4.4.3).
@@ -322,21 +322,4 @@ async fn accepted_messages<'t>(
         }
     }
     Ok(accepted)
-}
-
-/// Delivers one message; records its target in `touched` when it is visible now and not
-/// the committing instance (that one is reported through `has_visible_inbox`).
-async fn route(
-    conn: &mut SqliteConnection,
-    hot: &Hot,
-    committing: &InstanceId,
-    message: &OutboundMessage,
-    now_us: i64,
-    touched: &mut BTreeSet<InstanceId>,
-) -> Result<()> {
-    let stored = inbox::deliver(conn, hot, message).await?;
-    if stored && visible_micros(message.visible_at) <= now_us && message.target != *committing {
-        touched.insert(message.target.clone());
-    }
-    Ok(())
 }
