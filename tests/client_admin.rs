@@ -1,5 +1,5 @@
-//! The rest of the client surface (PROTOCOL.md §3.13, §3.14, §1.1): RPCs that are
-//! not implemented, Hello, task-hub administration, and the health and reflection services.
+//! The rest of the client surface (PROTOCOL.md §3.13, §1.1): Hello, task-hub
+//! administration, and the health and reflection services.
 
 // `allow-unwrap-in-tests` covers `#[test]` bodies only, not the shared helpers below.
 #![allow(clippy::unwrap_used)]
@@ -11,25 +11,12 @@ use durabletask_sidecar::proto as pb;
 use durabletask_sidecar::server::ServerOptions;
 use tonic::Code;
 
-// ---- Unimplemented RPCs and Hello ----------------------------------------------------
+// ---- Hello --------------------------------------------------------------------------
 
 #[tokio::test]
-async fn skip_termination_rpc_is_unimplemented_and_hello_is_ok() {
+async fn hello_is_ok() {
     let server = TestServer::start().await;
-    let mut c = server.client();
-    within("hello", c.hello(())).await.unwrap();
-    let codes = [within(
-        "skip graceful terminations",
-        c.skip_graceful_orchestration_terminations(
-            pb::SkipGracefulOrchestrationTerminationsRequest::default(),
-        ),
-    )
-    .await
-    .map(|_| ())];
-    for (i, r) in codes.into_iter().enumerate() {
-        let s = r.expect_err("expected UNIMPLEMENTED");
-        assert_eq!(s.code(), Code::Unimplemented, "rpc #{i}: {s:?}");
-    }
+    within("hello", server.client().hello(())).await.unwrap();
 }
 
 // ---- CreateTaskHub -------------------------------------------------------------------

@@ -245,17 +245,40 @@ pub fn fail(
     ctx: &ApplyContext<'_>,
     failure: pb::TaskFailureDetails,
 ) -> Result<Transition, EngineError> {
+    complete_without_worker(
+        ctx,
+        pb::CompleteOrchestrationAction {
+            orchestration_status: pb::OrchestrationStatus::Failed as i32,
+            failure_details: Some(failure),
+            ..Default::default()
+        },
+    )
+}
+
+/// The transition that ends the episode's execution as TERMINATED with `reason` as its
+/// output, as if the worker had answered with that completion (`SkipGraceful…`,
+/// PROTOCOL.md §3.14): the parent is told, open entity locks are released.
+pub fn terminate(ctx: &ApplyContext<'_>, reason: Option<&str>) -> Result<Transition, EngineError> {
+    complete_without_worker(
+        ctx,
+        pb::CompleteOrchestrationAction {
+            orchestration_status: pb::OrchestrationStatus::Terminated as i32,
+            result: reason.map(str::to_owned),
+            ..Default::default()
+        },
+    )
+}
+
+/// Applies a lone completion the sidecar decided on; a terminal completion needs no ids.
+fn complete_without_worker(
+    ctx: &ApplyContext<'_>,
+    done: pb::CompleteOrchestrationAction,
+) -> Result<Transition, EngineError> {
     let response = pb::OrchestratorResponse {
         instance_id: ctx.instance_id.to_string(),
         actions: vec![pb::OrchestratorAction {
             id: -1,
-            orchestrator_action_type: Some(Action::CompleteOrchestration(
-                pb::CompleteOrchestrationAction {
-                    orchestration_status: pb::OrchestrationStatus::Failed as i32,
-                    failure_details: Some(failure),
-                    ..Default::default()
-                },
-            )),
+            orchestrator_action_type: Some(Action::CompleteOrchestration(done)),
         }],
         ..Default::default()
     };

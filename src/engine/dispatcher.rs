@@ -30,6 +30,9 @@ use crate::proto as pb;
 use crate::store::{ActivityItem, ActivityOutcome, Store, StoreError};
 
 mod rewinding;
+mod skipping;
+
+pub use skipping::SkipOutcome;
 
 /// Engine tuning.
 #[derive(Debug, Clone)]

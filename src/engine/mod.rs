@@ -15,7 +15,7 @@ pub mod watch;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use dispatcher::{CompletionError, Engine, EngineConfig};
+pub use dispatcher::{CompletionError, Engine, EngineConfig, SkipOutcome};
 pub use executor::{Reservation, StreamId, Unavailable, WorkExecutor, WorkKind, WorkTarget};
 pub use rewind::RewindError;
 pub use watch::Watchers;

@@ -84,12 +84,6 @@ pub struct Api {
 type Rpc<T> = Result<Response<T>, Status>;
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-fn unimplemented(rpc: &str, why: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc} is not implemented by this sidecar yet: {why}"
-    ))
-}
-
 /// The caller's deadline from the `grpc-timeout` header, if it sent one.
 fn deadline<T>(req: &Request<T>) -> Option<Duration> {
     let raw = req.metadata().get("grpc-timeout")?.to_str().ok()?;
@@ -346,11 +340,22 @@ impl TaskHubSidecarService for Api {
 
     async fn skip_graceful_orchestration_terminations(
         &self,
-        _: Request<pb::SkipGracefulOrchestrationTerminationsRequest>,
+        r: Request<pb::SkipGracefulOrchestrationTerminationsRequest>,
     ) -> Rpc<pb::SkipGracefulOrchestrationTerminationsResponse> {
-        Err(unimplemented(
-            "SkipGracefulOrchestrationTerminations",
-            "a Durable Task Scheduler-only RPC that no open SDK calls",
+        let req = r.into_inner();
+        let Some(batch) = req.instance_batch else {
+            return Err(Status::invalid_argument(
+                "SkipGracefulOrchestrationTerminationsRequest needs instanceBatch",
+            ));
+        };
+        let unterminated = self
+            .state
+            .skip_graceful_terminations(&batch.instance_ids, req.reason)
+            .await?;
+        Ok(Response::new(
+            pb::SkipGracefulOrchestrationTerminationsResponse {
+                unterminated_instance_ids: unterminated,
+            },
         ))
     }
 }

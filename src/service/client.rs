@@ -23,8 +23,8 @@ pub const MAX_INSTANCE_ID_LEN: usize = 256;
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest page served.
 pub const MAX_PAGE_SIZE: u32 = 1000;
-/// Most ids in one purge batch (`InstanceBatch`).
-pub const MAX_PURGE_BATCH: usize = 500;
+/// Most ids in one `InstanceBatch` (purge, skip-graceful terminations).
+pub const MAX_INSTANCE_BATCH: usize = 500;
 
 /// A `StartInstance` request in domain terms.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +81,24 @@ pub fn instance_id(raw: &str) -> Result<InstanceId> {
         )));
     }
     Ok(InstanceId::new(raw))
+}
+
+/// Validates an `InstanceBatch` whole, so a malformed id anywhere changes nothing.
+pub(super) fn instance_batch(ids: &[String]) -> Result<Vec<InstanceId>> {
+    if ids.len() > MAX_INSTANCE_BATCH {
+        return Err(ServiceError::InvalidArgument(format!(
+            "instanceBatch has {} ids; at most {MAX_INSTANCE_BATCH} are allowed",
+            ids.len()
+        )));
+    }
+    ids.iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            instance_id(raw).map_err(|err| {
+                ServiceError::InvalidArgument(format!("instanceBatch.instanceIds[{i}]: {err}"))
+            })
+        })
+        .collect()
 }
 
 pub(super) fn page_size(requested: i32) -> u32 {
@@ -423,15 +441,10 @@ impl AppState {
 
     /// `PurgeInstances` by batch.
     pub async fn purge_batch(&self, ids: &[String], recursive: bool) -> Result<u32> {
-        if ids.len() > MAX_PURGE_BATCH {
-            return Err(ServiceError::InvalidArgument(format!(
-                "instanceBatch has {} ids; at most {MAX_PURGE_BATCH} are allowed",
-                ids.len()
-            )));
-        }
         let mut total = 0;
-        for id in ids {
-            total += self.purge_instance(id, recursive).await?;
+        for id in instance_batch(ids)? {
+            total += self.store().purge_instance(&id, recursive).await?;
+            self.engine().watchers().notify(&id);
         }
         Ok(total)
     }

@@ -16,6 +16,7 @@ pub mod client;
 pub mod entities;
 mod error;
 mod rewind;
+mod terminations;
 pub mod workers;
 
 pub use error::ServiceError;
