@@ -549,10 +549,12 @@ async fn a_running_child_reports_to_the_rewound_parent() {
     let id = server.start_instance("rw-live", "Parent", None).await;
     wait_status(&server, &id, S::Failed).await;
     let child = format!("{id}-child");
-    assert_eq!(
-        server.get(&child).await.unwrap().orchestration_status,
-        S::Running as i32
-    );
+    // The parent can fail before the child's first episode has committed.
+    eventually("child running", || async {
+        let status = server.get(&child).await?.orchestration_status;
+        (status == S::Running as i32).then_some(())
+    })
+    .await;
 
     rewind(&server, &id, None).await.unwrap();
     let link = started_of(&history(&server.client(), &child).await)
