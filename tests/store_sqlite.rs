@@ -1431,3 +1431,105 @@ async fn a_timer_to_self_becomes_visible_at_its_time_and_not_before() {
     assert_eq!(due.messages.len(), 1, "the timer is visible at its time");
     assert_eq!(due.messages[0].target_execution.as_ref(), Some(&exec));
 }
+
+#[tokio::test]
+async fn messages_for_an_execution_a_rewind_replaced_reach_the_new_one_until_continue_as_new() {
+    use durabletask_sidecar::domain::{RewindPlan, RewoundExecution};
+    let (_dir, store) = fresh().await;
+    let parent = start_running(&store, "parent", at(0)).await;
+    let old = parent.record.execution_id.clone();
+    let failed = StatusChange::Terminal {
+        status: RuntimeStatus::Failed,
+        output: None,
+        failure: Some(pb::TaskFailureDetails {
+            error_type: "Boom".into(),
+            ..Default::default()
+        }),
+    };
+    store
+        .commit_orchestration(&episode(&parent, at(1), failed))
+        .await
+        .unwrap();
+    let history = store.history(&id("parent")).await.unwrap().unwrap().1;
+    let new = ExecutionId::new("rewound");
+    let plan = RewindPlan {
+        executions: vec![RewoundExecution {
+            instance_id: id("parent"),
+            expected_execution_id: old.clone(),
+            expected_history_len: history.len() as u32,
+            expected_status: RuntimeStatus::Failed,
+            consumed: vec![],
+            execution_id: new.clone(),
+            history: history[..2].to_vec(),
+            pending_tasks: vec![],
+            messages: vec![],
+        }],
+        recreated: vec![],
+        relinked: vec![],
+        now: at(2),
+    };
+    store.rewind(&plan).await.unwrap();
+
+    // A child that read its parent link before the rewind reports to the old execution.
+    let child = start_running(&store, "child", at(0)).await;
+    let mut t = episode(&child, at(3), completed());
+    t.messages = vec![
+        message("parent", Some(&old), raised("to-old", at(3)), at(3)),
+        message(
+            "parent",
+            Some(&ExecutionId::new("never")),
+            raised("to-unknown", at(3)),
+            at(3),
+        ),
+    ];
+    let outcome = store.commit_orchestration(&t).await.unwrap();
+    assert_eq!(outcome.touched, vec![id("parent")]);
+    let work = store
+        .orchestration_work(&id("parent"), at(3), 100, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let got: Vec<_> = work
+        .messages
+        .iter()
+        .map(|m| (raised_name(&m.event).unwrap(), m.target_execution.clone()))
+        .collect();
+    assert_eq!(got, [("to-old", Some(new.clone()))]);
+
+    // Continue-as-new starts an execution that continues nothing: old addresses drop.
+    let work = store
+        .orchestration_work(&id("parent"), at(4), 100, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let next = ExecutionId::new("next");
+    let can = StatusChange::ContinuedAsNew {
+        execution_id: next.clone(),
+        input: None,
+        version: None,
+        inbox_head: vec![],
+    };
+    store
+        .commit_orchestration(&episode(&work, at(4), can))
+        .await
+        .unwrap();
+    let sender = start_running(&store, "sender", at(0)).await;
+    let mut t = episode(&sender, at(5), StatusChange::Progress);
+    t.messages = vec![
+        message("parent", Some(&old), raised("old-again", at(5)), at(5)),
+        message("parent", Some(&new), raised("rewound-again", at(5)), at(5)),
+        message("parent", Some(&next), raised("current", at(5)), at(5)),
+    ];
+    store.commit_orchestration(&t).await.unwrap();
+    let work = store
+        .orchestration_work(&id("parent"), at(5), 100, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let names: Vec<_> = work
+        .messages
+        .iter()
+        .map(|m| raised_name(&m.event).unwrap())
+        .collect();
+    assert_eq!(names, ["current"]);
+}

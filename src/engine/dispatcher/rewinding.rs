@@ -11,8 +11,9 @@
 //!   history cache nor the commit guard can notice that their `ExecutionStarted` changed.
 //!   Their cached history is dropped and any flight that may have read the old one is
 //!   marked superseded: it is built again instead of being committed with the old link.
-//!   One window stays open: an episode already handed to the writer when the rewind
-//!   commits still reports to the parent's old execution (the notice is dropped).
+//!   An episode already handed to the writer when the rewind commits still reports to
+//!   the parent's old execution; the store readdresses such a notice to the execution
+//!   that replaced it (`instances.rewound_from`), so it is not lost either.
 
 use super::{CompletionError, Engine, Episode, RandomIds};
 use crate::domain::{InstanceId, RewindPlan, RuntimeStatus};

@@ -7,6 +7,7 @@
 //! call. Its statements use plain `?` parameters bound in order: sqlx binds numbered
 //! parameters (`?N`) of later statements wrongly when an earlier one skips numbers.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use sqlx::SqliteConnection;
@@ -254,8 +255,8 @@ async fn continue_as_new(
         "UPDATE instances SET execution_id = ?, input = ?, version = ?, output = NULL, \
            failure = NULL, completed_at = NULL, scheduled_start_at = NULL, \
            status = CASE WHEN status = 'SUSPENDED' THEN 'SUSPENDED' ELSE 'RUNNING' END, \
-           custom_status = ?, trace_context = NULL, last_updated_at = ?, history_len = 0 \
-         WHERE instance_id = ?",
+           custom_status = ?, trace_context = NULL, last_updated_at = ?, history_len = 0, \
+           rewound_from = NULL WHERE instance_id = ?",
     )
     .bind(execution_id.as_str())
     .bind(input.as_deref())
@@ -300,21 +301,22 @@ async fn create_children(
     Ok(())
 }
 
-/// The messages §4.5 lets through, in order; targets visible now (other than the
-/// committing instance) go into `touched`.
+/// The messages §4.5 lets through, in order (readdressed where a rewind replaced the
+/// target's execution); targets visible now (other than the committing instance) go into
+/// `touched`.
 async fn accepted_messages<'t>(
     conn: &mut SqliteConnection,
     hot: &Hot,
     t: &'t Transition,
     now: i64,
     touched: &mut BTreeSet<InstanceId>,
-) -> Result<Vec<&'t OutboundMessage>> {
+) -> Result<Vec<Cow<'t, OutboundMessage>>> {
     let mut accepted = Vec::with_capacity(t.messages.len());
     for message in &t.messages {
         if message.target.is_entity() {
             // Entity queues accept everything (the first message creates the entity).
             entities::route(conn, hot, &t.instance_id, message, now, touched).await?;
-        } else if inbox::accepts(conn, hot, message).await? {
+        } else if let Some(message) = inbox::admit(conn, hot, message).await? {
             if visible_micros(message.visible_at) <= now && message.target != t.instance_id {
                 touched.insert(message.target.clone());
             }

@@ -1,6 +1,8 @@
 //! Inbox rows: insertion, the routing/drop rules of PROTOCOL.md §4.5, visibility reads,
 //! and the continue-as-new reordering that puts a new head before waiting messages.
 
+use std::borrow::Cow;
+
 use sqlx::SqliteConnection;
 
 use super::codec::{db_error, encode, micros, push_hex, visible_micros};
@@ -30,36 +32,55 @@ pub(super) async fn insert(
     .map_err(db_error("inbox insert"))
 }
 
-/// Whether an outbound message may be stored (PROTOCOL.md §4.5): the target must exist,
-/// be non-terminal and, for execution-scoped messages, still run that execution.
-/// Dropped messages are never stored.
-pub(super) async fn accepts(
+/// The message as it may be stored (PROTOCOL.md §4.5), or `None` when it is dropped: the
+/// target must exist, be non-terminal and, for execution-scoped messages, still run that
+/// execution. A message for an execution that a rewind replaced is readdressed to the
+/// current one, which continues it (§4.10). Dropped messages are never stored.
+pub(super) async fn admit<'m>(
     conn: &mut SqliteConnection,
     hot: &Hot,
-    msg: &OutboundMessage,
-) -> Result<bool> {
+    msg: &'m OutboundMessage,
+) -> Result<Option<Cow<'m, OutboundMessage>>> {
     let Some(target) = hot.state(conn, &msg.target).await? else {
-        return Ok(false);
+        return Ok(None);
     };
     if target.status.is_terminal() {
-        return Ok(false);
+        return Ok(None);
     }
-    Ok(msg
-        .target_execution
-        .as_ref()
-        .is_none_or(|wanted| *wanted == target.execution_id))
+    let Some(wanted) = msg.target_execution.as_ref() else {
+        return Ok(Some(Cow::Borrowed(msg)));
+    };
+    if *wanted == target.execution_id {
+        return Ok(Some(Cow::Borrowed(msg)));
+    }
+    // Rare (only a mismatch gets here), so the extra read stays off the common path.
+    let rewound: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM instances, json_each(instances.rewound_from) \
+         WHERE instance_id = ? AND json_each.value = ?)",
+    )
+    .bind(msg.target.as_str())
+    .bind(wanted.as_str())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_error("inbox admit"))?;
+    Ok(rewound.then(|| {
+        Cow::Owned(OutboundMessage {
+            target_execution: Some(target.execution_id.clone()),
+            ..msg.clone()
+        })
+    }))
 }
 
-/// Delivers one outbound message unless [`accepts`] refuses it; returns whether it was
+/// Delivers one outbound message unless [`admit`] drops it; returns whether it was
 /// stored.
 pub(super) async fn deliver(
     conn: &mut SqliteConnection,
     hot: &Hot,
     msg: &OutboundMessage,
 ) -> Result<bool> {
-    if !accepts(conn, hot, msg).await? {
+    let Some(msg) = admit(conn, hot, msg).await? else {
         return Ok(false);
-    }
+    };
     insert(
         conn,
         &msg.target,
@@ -85,7 +106,7 @@ pub(super) use insert_rows_then_check;
 
 /// Inbox rows as the JSON array `[[target, execution|null, visible_at, "hex"], ...]`
 /// that the batched inserts read with `json_each`.
-pub(super) fn rows_json(messages: &[&OutboundMessage]) -> Result<String> {
+pub(super) fn rows_json(messages: &[Cow<'_, OutboundMessage>]) -> Result<String> {
     let json = |s: &str| {
         serde_json::to_string(s).map_err(|e| crate::store::StoreError::Backend(e.to_string()))
     };
@@ -114,7 +135,7 @@ pub(super) fn rows_json(messages: &[&OutboundMessage]) -> Result<String> {
 /// `id` has a message visible at `now_us` (same call: each call is a round trip).
 pub(super) async fn insert_all_then_check(
     conn: &mut SqliteConnection,
-    messages: &[&OutboundMessage],
+    messages: &[Cow<'_, OutboundMessage>],
     id: &InstanceId,
     now_us: i64,
 ) -> Result<bool> {

@@ -44,7 +44,8 @@ const REWIND_SQL: &str = "\
     INSERT INTO history (instance_id, seq, payload) \
       SELECT ?, key, unhex(value) FROM json_each(?); \
     UPDATE instances SET execution_id = ?, status = ?, output = NULL, failure = NULL, \
-      completed_at = NULL, trace_context = NULL, last_updated_at = ?, history_len = ? \
+      completed_at = NULL, trace_context = NULL, last_updated_at = ?, history_len = ?, \
+      rewound_from = json_insert(coalesce(rewound_from, '[]'), '$[#]', execution_id) \
       WHERE instance_id = ?; \
     DELETE FROM inbox WHERE instance_id = ? AND seq IN (SELECT value FROM json_each(?)); \
     UPDATE inbox SET target_execution = ? WHERE instance_id = ? AND target_execution = ?";
