@@ -27,7 +27,7 @@ use crate::domain::{
     Clock, ExecutionId, InstanceId, InstanceRecord, OutboundMessage, StatusChange, Transition,
 };
 use crate::proto as pb;
-use crate::store::{ActivityItem, ActivityOutcome, Store, StoreError};
+use crate::store::{ActivityItem, ActivityOutcome, CommitOutcome, Store, StoreError};
 
 mod rewinding;
 mod skipping;
@@ -218,6 +218,22 @@ impl DispatchState {
                 self.histories.remove(id);
             }
         }
+    }
+
+    /// Brings the dispatch state in line with a committed episode: history cache, new
+    /// activities, timers, and the other instances it sent messages to.
+    fn committed(&mut self, t: &Transition, outcome: CommitOutcome, now: DateTime<Utc>) {
+        self.advance_history(t);
+        for item in outcome.activities {
+            self.enqueue_activity(item);
+        }
+        self.arm_timers(&t.messages, now);
+        for other in outcome.touched {
+            if other != t.instance_id {
+                self.mark_ready(other);
+            }
+        }
+        self.abandons.remove(&t.instance_id);
     }
 
     /// Arms a wake-up for every message that becomes visible later than `now` (timers,
@@ -933,21 +949,9 @@ impl Engine {
         drop(episode);
         match self.store.commit_orchestration(&transition).await {
             Ok(outcome) => {
-                {
-                    let mut st = self.lock();
-                    st.advance_history(&transition);
-                    for item in outcome.activities {
-                        st.enqueue_activity(item);
-                    }
-                    st.arm_timers(&transition.messages, now);
-                    for t in outcome.touched {
-                        if t != id {
-                            st.mark_ready(t);
-                        }
-                    }
-                    st.abandons.remove(&id);
-                }
-                self.finish_flight(&id, flight_token, Some(outcome.has_visible_inbox), now);
+                let has_visible_inbox = outcome.has_visible_inbox;
+                self.lock().committed(&transition, outcome, now);
+                self.finish_flight(&id, flight_token, Some(has_visible_inbox), now);
                 self.watchers.notify(&id);
                 for child in &transition.children {
                     self.watchers.notify(&child.instance.instance_id);

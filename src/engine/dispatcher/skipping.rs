@@ -119,13 +119,7 @@ impl Engine {
             transition.custom_status = record.custom_status.clone();
             match self.store.commit_orchestration(&transition).await {
                 Ok(outcome) => {
-                    {
-                        let mut st = self.lock();
-                        st.advance_history(&transition);
-                        for t in outcome.touched {
-                            st.mark_ready(t);
-                        }
-                    }
+                    self.lock().committed(&transition, outcome, now);
                     self.wake.notify_one();
                     self.watchers.notify(id);
                     tracing::info!(instance_id = %id, "terminated without its worker");
