@@ -623,16 +623,8 @@ fn title_case(upper: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::testing::{at, HistoryBuilder};
+    use crate::engine::testing::{at, HistoryBuilder, SeqIds};
     use pb::orchestrator_action::OrchestratorActionType as A;
-
-    struct SeqIds(u32);
-    impl IdSource for SeqIds {
-        fn execution_id(&mut self) -> ExecutionId {
-            self.0 += 1;
-            ExecutionId::new(format!("x{}", self.0))
-        }
-    }
 
     fn action(id: i32, kind: A) -> pb::OrchestratorAction {
         pb::OrchestratorAction {

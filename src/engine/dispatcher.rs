@@ -466,6 +466,29 @@ impl Engine {
 
     /// Re-queues parked work (capacity changed). Orchestrations are retried with their
     /// known name, so one no stream accepts is not fetched again.
+    /// Opens a flight for `id` on `reservation`; its fetch is spawned once the lock is
+    /// released.
+    fn begin_fetch(
+        &self,
+        st: &mut DispatchState,
+        id: InstanceId,
+        reservation: Reservation,
+        fetches: &mut Vec<(InstanceId, Reservation, u64)>,
+    ) {
+        let token = self.token();
+        st.flights.insert(
+            id.clone(),
+            Flight {
+                reservation,
+                token,
+                phase: Phase::Fetching,
+                again: false,
+                superseded: false,
+            },
+        );
+        fetches.push((id, reservation, token));
+    }
+
     fn unpark(&self, st: &mut DispatchState, fetches: &mut Vec<(InstanceId, Reservation, u64)>) {
         if st.parked.is_empty() || !self.capacity_changed.swap(false, Ordering::AcqRel) {
             return;
@@ -482,19 +505,8 @@ impl Engine {
                     };
                     match self.executor.reserve(WorkKind::Orchestration, Some(target)) {
                         Ok(reservation) => {
-                            let token = self.token();
                             st.ready_set.remove(&id);
-                            st.flights.insert(
-                                id.clone(),
-                                Flight {
-                                    reservation,
-                                    token,
-                                    phase: Phase::Fetching,
-                                    again: false,
-                                    superseded: false,
-                                },
-                            );
-                            fetches.push((id, reservation, token));
+                            self.begin_fetch(st, id, reservation, fetches);
                         }
                         Err(_) => st.parked.push(Parked::Orchestration(id, name, version)),
                     }
@@ -582,18 +594,7 @@ impl Engine {
                     st.ready.push_front(id);
                     break;
                 };
-                let token = self.token();
-                st.flights.insert(
-                    id.clone(),
-                    Flight {
-                        reservation,
-                        token,
-                        phase: Phase::Fetching,
-                        again: false,
-                        superseded: false,
-                    },
-                );
-                fetches.push((id, reservation, token));
+                self.begin_fetch(&mut st, id, reservation, &mut fetches);
             }
             while let Some(&aid) = st.activity_queue.front() {
                 let item = match st.activities.get(&aid) {

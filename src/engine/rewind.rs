@@ -521,15 +521,7 @@ impl Planner<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::testing::{at, record, HistoryBuilder};
-
-    struct SeqIds(u32);
-    impl IdSource for SeqIds {
-        fn execution_id(&mut self) -> ExecutionId {
-            self.0 += 1;
-            ExecutionId::new(format!("x{}", self.0))
-        }
-    }
+    use crate::engine::testing::{at, record, HistoryBuilder, SeqIds};
 
     fn kinds(events: &[pb::HistoryEvent]) -> Vec<&'static str> {
         events

@@ -10,6 +10,16 @@ use crate::domain::{ExecutionId, InstanceId, InstanceRecord, RuntimeStatus};
 use crate::proto as pb;
 use crate::store::InboxMessage;
 
+/// Execution ids "x1", "x2", … in order, so plans are deterministic.
+pub(crate) struct SeqIds(pub(crate) u32);
+
+impl crate::engine::apply::IdSource for SeqIds {
+    fn execution_id(&mut self) -> ExecutionId {
+        self.0 += 1;
+        ExecutionId::new(format!("x{}", self.0))
+    }
+}
+
 /// A fixed test time: 2026-01-01T00:00:00Z plus `secs`.
 pub(crate) fn at(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_767_225_600 + secs, 0).unwrap()

@@ -146,6 +146,14 @@ pub(super) fn activity_from_row(row: &SqliteRow) -> Result<ActivityItem, StoreEr
     })
 }
 
+/// A wake-up row (`instance_id`, `at` in microseconds) as recovery reports it.
+pub(super) fn wakeup_from_row(row: &SqliteRow) -> Result<(DateTime<Utc>, InstanceId), StoreError> {
+    Ok((
+        time(get(row, "at")?)?,
+        InstanceId::new(get::<String>(row, "instance_id")?),
+    ))
+}
+
 /// One typed column; a type mismatch means the file was not written by us.
 pub(super) fn get<'r, T>(row: &'r SqliteRow, column: &str) -> Result<T, StoreError>
 where

@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::SqliteConnection;
 
-use super::codec::{db_error, decode_event, encode, get, micros, time, visible_micros};
+use super::codec::{
+    db_error, decode_event, encode, get, micros, time, visible_micros, wakeup_from_row,
+};
 use super::hot::Hot;
 use super::{inbox, instances};
 use crate::domain::{
@@ -464,12 +466,7 @@ pub(super) async fn recover(
     .await
     .map_err(db_error("recover entities"))?
     .iter()
-    .map(|row| {
-        Ok((
-            time(get(row, "at")?)?,
-            InstanceId::new(get::<String>(row, "instance_id")?),
-        ))
-    })
+    .map(wakeup_from_row)
     .collect::<Result<Vec<_>>>()?;
     Ok((ready, wakeups))
 }

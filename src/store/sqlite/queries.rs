@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::codec::{
-    activity_from_row, db_error, decode_event, get, micros, record_from_row, time,
+    activity_from_row, db_error, decode_event, get, micros, record_from_row, time, wakeup_from_row,
     INSTANCE_COLUMNS, TERMINAL_SQL,
 };
 use crate::domain::{ExecutionId, InstanceId, InstanceRecord, RuntimeStatus};
@@ -244,12 +244,7 @@ pub(super) async fn recover(conn: &mut SqliteConnection, now: DateTime<Utc>) -> 
         .await
         .map_err(db_error("recover wakeups"))?
         .iter()
-        .map(|row| {
-            Ok((
-                time(get(row, "at")?)?,
-                InstanceId::new(get::<String>(row, "instance_id")?),
-            ))
-        })
+        .map(wakeup_from_row)
         .collect::<Result<Vec<_>>>()?;
     let activities =
         sqlx::query("SELECT id, instance_id, execution_id, payload FROM activities ORDER BY id")
