@@ -12,6 +12,7 @@ pub mod events;
 pub mod ids;
 pub mod instance;
 pub mod rewind;
+pub mod rules;
 pub mod status;
 pub mod transition;
 

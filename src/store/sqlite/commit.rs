@@ -15,9 +15,8 @@ use sqlx::SqliteConnection;
 use super::codec::{db_error, encode, hex_json_array, micros, visible_micros};
 use super::hot::{Hot, State};
 use super::{entities, inbox, instances};
-use crate::domain::{
-    ExecutionId, InstanceId, OutboundMessage, RuntimeStatus, StatusChange, Transition,
-};
+use crate::domain::rules::{self, ChildAction};
+use crate::domain::{ExecutionId, InstanceId, OutboundMessage, StatusChange, Transition};
 use crate::store::{ActivityItem, CommitOutcome, Result, StoreError};
 
 /// Runs the whole commit; see the module docs and `Store::commit_orchestration`.
@@ -31,11 +30,11 @@ pub(super) async fn commit(
 
     // (1) Guard: the episode ran against the current execution and history.
     let current = hot.state(conn, id).await?;
-    let guard_holds = current.as_ref().is_some_and(|s| {
-        s.execution_id == t.expected_execution_id
-            && s.history_len == i64::from(t.expected_history_len)
-            && !s.status.is_terminal()
-    });
+    let guard_holds = rules::episode_guard_holds(
+        current.as_ref(),
+        &t.expected_execution_id,
+        t.expected_history_len,
+    );
     let Some(current) = current.filter(|_| guard_holds) else {
         return Err(StoreError::LeaseLost(id.clone()));
     };
@@ -53,10 +52,7 @@ pub(super) async fn commit(
             inbox_head,
         } => {
             let next = State {
-                status: match current.status {
-                    RuntimeStatus::Suspended => RuntimeStatus::Suspended,
-                    _ => RuntimeStatus::Running,
-                },
+                status: rules::status_after_continue(current.status),
                 execution_id: execution_id.clone(),
                 history_len: 0,
             };
@@ -68,10 +64,7 @@ pub(super) async fn commit(
         }
         StatusChange::Progress => {
             let next = State {
-                status: match current.status {
-                    RuntimeStatus::Pending => RuntimeStatus::Running,
-                    other => other,
-                },
+                status: rules::status_after_progress(current.status),
                 history_len: current.history_len + t.history_append.len() as i64,
                 ..current
             };
@@ -282,13 +275,13 @@ async fn create_children(
     let id = &t.instance_id;
     for child in &t.children {
         let child_id = &child.instance.instance_id;
-        match hot.state(conn, child_id).await? {
-            Some(existing) if !existing.status.is_terminal() => {
+        let existing = hot.state(conn, child_id).await?.map(|s| s.status);
+        match rules::child_action(existing) {
+            ChildAction::Conflict => {
                 entities::route(conn, hot, id, &child.on_conflict, now, touched).await?;
             }
-            existing => {
-                // A terminal child is replaced (retries reuse child ids, PROTOCOL.md §4.4.3).
-                if existing.is_some() {
+            action => {
+                if action == ChildAction::Replace {
                     instances::delete(conn, hot, child_id).await?;
                 }
                 let visible = instances::insert_new(conn, hot, &child.instance).await?;

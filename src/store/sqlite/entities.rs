@@ -13,6 +13,7 @@ use super::codec::{
 };
 use super::hot::Hot;
 use super::{inbox, instances};
+use crate::domain::rules;
 use crate::domain::{
     Change, EntityFilter, EntityLock, EntityRecord, EntityTransition, InstanceId, OutboundMessage,
 };
@@ -87,7 +88,7 @@ async fn release_dropped_grant(
     now_us: i64,
     touched: &mut BTreeSet<InstanceId>,
 ) -> Result<()> {
-    let Some(EventType::EntityLockGranted(g)) = &message.event.event_type else {
+    let Some(critical_section) = rules::undeliverable_grant(message) else {
         return Ok(());
     };
     let released: Vec<String> = sqlx::query_scalar(
@@ -95,7 +96,7 @@ async fn release_dropped_grant(
          WHERE locked_by = ? AND critical_section = ? RETURNING instance_id",
     )
     .bind(message.target.as_str())
-    .bind(&g.critical_section_id)
+    .bind(critical_section)
     .fetch_all(&mut *conn)
     .await
     .map_err(db_error("entity lock release"))?;

@@ -12,16 +12,11 @@ use std::sync::{Mutex, MutexGuard};
 use sqlx::SqliteConnection;
 
 use super::codec::{self, db_error, get};
-use crate::domain::{ExecutionId, InstanceId, RuntimeStatus};
+use crate::domain::{ExecutionId, InstanceId};
 use crate::store::Result;
 
 /// What the routing and guard checks need to know about an instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct State {
-    pub(super) status: RuntimeStatus,
-    pub(super) execution_id: ExecutionId,
-    pub(super) history_len: i64,
-}
+pub(super) use crate::domain::rules::InstanceFacts as State;
 
 /// Entries kept at most; past it the map starts over (memory stays bounded).
 const CAP: usize = 100_000;

@@ -7,6 +7,7 @@ use sqlx::SqliteConnection;
 
 use super::codec::{db_error, encode, micros, push_hex, visible_micros};
 use super::hot::Hot;
+use crate::domain::rules::{self, Admission};
 use crate::domain::{ExecutionId, InstanceId, OutboundMessage};
 use crate::proto as pb;
 use crate::store::Result;
@@ -41,34 +42,38 @@ pub(super) async fn admit<'m>(
     hot: &Hot,
     msg: &'m OutboundMessage,
 ) -> Result<Option<Cow<'m, OutboundMessage>>> {
-    let Some(target) = hot.state(conn, &msg.target).await? else {
+    let target = hot.state(conn, &msg.target).await?;
+    let Some(target) = target else {
         return Ok(None);
     };
-    if target.status.is_terminal() {
-        return Ok(None);
-    }
-    let Some(wanted) = msg.target_execution.as_ref() else {
-        return Ok(Some(Cow::Borrowed(msg)));
+    let admission = match rules::admit(Some(&target), msg) {
+        Admission::AskRewound => {
+            // Rare (only a mismatch gets here), so the extra read stays off the common path.
+            let wanted = msg
+                .target_execution
+                .as_ref()
+                .map_or("", ExecutionId::as_str);
+            let rewound: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM instances, json_each(instances.rewound_from) \
+                 WHERE instance_id = ? AND json_each.value = ?)",
+            )
+            .bind(msg.target.as_str())
+            .bind(wanted)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error("inbox admit"))?;
+            rules::admit_after_rewind_check(&target, rewound)
+        }
+        other => other,
     };
-    if *wanted == target.execution_id {
-        return Ok(Some(Cow::Borrowed(msg)));
-    }
-    // Rare (only a mismatch gets here), so the extra read stays off the common path.
-    let rewound: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM instances, json_each(instances.rewound_from) \
-         WHERE instance_id = ? AND json_each.value = ?)",
-    )
-    .bind(msg.target.as_str())
-    .bind(wanted.as_str())
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db_error("inbox admit"))?;
-    Ok(rewound.then(|| {
-        Cow::Owned(OutboundMessage {
-            target_execution: Some(target.execution_id.clone()),
+    Ok(match admission {
+        Admission::Deliver => Some(Cow::Borrowed(msg)),
+        Admission::Readdress(execution) => Some(Cow::Owned(OutboundMessage {
+            target_execution: Some(execution),
             ..msg.clone()
-        })
-    }))
+        })),
+        Admission::Drop | Admission::AskRewound => None,
+    })
 }
 
 /// Delivers one outbound message unless [`admit`] drops it; returns whether it was

@@ -9,6 +9,7 @@ use super::codec::{db_error, encode, get, micros, tags_json, visible_micros};
 use super::hot::{Hot, State};
 use super::inbox;
 use crate::domain::events::timestamp_of;
+use crate::domain::rules::{self, TerminateAction};
 use crate::domain::{ExecutionId, InstanceId, NewInstance, ReusePolicy, RuntimeStatus};
 use crate::proto as pb;
 use crate::store::{
@@ -166,23 +167,18 @@ pub(super) async fn terminate(
     let Some(target) = hot.state(conn, id).await? else {
         return Err(StoreError::NotFound(id.clone()));
     };
-    if target.status.is_terminal() {
-        return Ok(TerminateOutcome::AlreadyTerminal);
-    }
+    // The parent lookup is only needed for an instance that has not started.
+    let has_parent =
+        !target.status.is_terminal() && target.history_len == 0 && has_parent(conn, id).await?;
     let now_us = micros(now);
-    // Not started yet (nothing committed): end it here rather than wait for a worker
-    // that may never come (scheduled start, no matching worker; PROTOCOL.md §3.5). An
-    // episode already out for it fails its commit guard (terminal). SUSPENDED counts too:
-    // suspending a not-yet-started instance does not start it. Children go through their
-    // inbox instead, so the parent hears of the termination from the usual episode.
-    let unstarted = matches!(
-        target.status,
-        RuntimeStatus::Pending | RuntimeStatus::Suspended
-    ) && target.history_len == 0
-        && !has_parent(conn, id).await?;
-    if !unstarted {
-        inbox::insert(conn, id, None, now_us, event).await?;
-        return Ok(TerminateOutcome::Enqueued);
+    match rules::terminate_action(&target, has_parent) {
+        TerminateAction::AlreadyTerminal => return Ok(TerminateOutcome::AlreadyTerminal),
+        TerminateAction::Enqueue => {
+            inbox::insert(conn, id, None, now_us, event).await?;
+            return Ok(TerminateOutcome::Enqueued);
+        }
+        // An episode already out for it fails its commit guard (terminal).
+        TerminateAction::InPlace => {}
     }
     sqlx::query(
         "UPDATE instances SET status = ?, output = ?, failure = NULL, completed_at = ?, \
@@ -222,14 +218,8 @@ pub(super) async fn set_suspended(
     let Some(target) = hot.state(conn, id).await? else {
         return Err(StoreError::NotFound(id.clone()));
     };
-    let is_suspended = target.status == RuntimeStatus::Suspended;
-    if target.status.is_terminal() || is_suspended == suspend {
+    let Some(next) = rules::suspend_flip(target.status, suspend) else {
         return Ok(SuspendOutcome::Unchanged);
-    }
-    let next = if suspend {
-        RuntimeStatus::Suspended
-    } else {
-        RuntimeStatus::Running
     };
     let now_us = micros(now);
     sqlx::query("UPDATE instances SET status = ?, last_updated_at = ? WHERE instance_id = ?")
