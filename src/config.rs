@@ -1,16 +1,19 @@
 //! Command-line and environment configuration.
 //!
 //! One clap `Config`, parsed once in `main`, then validated into the typed values the rest
-//! of the crate takes by value (`SocketAddr`, `server::ServerOptions`). This is the only
-//! module that reads `DURABLETASK_*` environment variables (clap does it for us via `env`).
-//! It depends on nothing internal except the `ServerOptions` type it produces.
+//! of the crate takes by value (`SocketAddr`, `server::ServerOptions` with one part per
+//! layer). This is the only module that reads `DURABLETASK_*` environment variables (clap
+//! does it for us via `env`).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::grpc::GrpcOptions;
 use crate::server::ServerOptions;
+use crate::service::ServiceOptions;
+use crate::store::{StoreUrl, StoreUrlError};
 
 /// Default value of `--db`.
 pub const DEFAULT_DB: &str = "./durabletask.sqlite";
@@ -19,7 +22,8 @@ pub const IN_MEMORY_DB: &str = ":memory:";
 /// Accepted range of `--max-message-size-mb`.
 pub const MAX_MESSAGE_SIZE_MB_RANGE: std::ops::RangeInclusive<u32> = 1..=2048;
 
-/// Durable Task sidecar: serves `TaskHubSidecarService` over gRPC (h2c), backed by SQLite.
+/// Durable Task sidecar: serves `TaskHubSidecarService` over gRPC (h2c), backed by SQLite
+/// or PostgreSQL.
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]
 #[command(name = "durabletask-sidecar", version, about, long_about = None)]
 pub struct Config {
@@ -31,7 +35,8 @@ pub struct Config {
     #[arg(long, env = "DURABLETASK_PORT", default_value_t = 4001)]
     pub port: u16,
 
-    /// SQLite database file (created if missing), or `:memory:` for a throw-away database.
+    /// Where state is kept: a SQLite database file (created if missing), `:memory:` for a
+    /// throw-away database, or a PostgreSQL URL (`postgres://user:pass@host:5432/db`).
     #[arg(long, env = "DURABLETASK_DB", default_value = DEFAULT_DB)]
     pub db: String,
 
@@ -90,9 +95,9 @@ pub enum ConfigError {
         /// The host as given.
         host: String,
     },
-    /// `--db` is empty.
-    #[error("--db must not be empty (use {IN_MEMORY_DB:?} for an in-memory database)")]
-    EmptyDb,
+    /// `--db` names no usable store.
+    #[error(transparent)]
+    Db(#[from] StoreUrlError),
     /// `--max-message-size-mb` is outside 1..=2048.
     #[error("--max-message-size-mb must be between 1 and 2048, got {0}")]
     MessageSize(u32),
@@ -134,10 +139,7 @@ impl Config {
 
     /// Validates everything except the listen address into `ServerOptions`.
     pub fn server_options(&self) -> Result<ServerOptions, ConfigError> {
-        let db = self.db.trim();
-        if db.is_empty() {
-            return Err(ConfigError::EmptyDb);
-        }
+        let store: StoreUrl = self.db.parse()?;
         if !MAX_MESSAGE_SIZE_MB_RANGE.contains(&self.max_message_size_mb) {
             return Err(ConfigError::MessageSize(self.max_message_size_mb));
         }
@@ -151,11 +153,14 @@ impl Config {
         let max_message_bytes = usize::try_from(u64::from(self.max_message_size_mb) * 1024 * 1024)
             .map_err(|_| ConfigError::MessageSize(self.max_message_size_mb))?;
         Ok(ServerOptions {
-            db: db.to_owned(),
-            max_message_bytes,
-            task_hub_admin: !self.disable_task_hub_admin,
-            health_ping_interval: Duration::from_secs(self.health_ping_seconds),
-            max_wait: Duration::from_secs(self.max_wait_seconds),
+            store,
+            grpc: GrpcOptions { max_message_bytes },
+            service: ServiceOptions {
+                task_hub_admin: !self.disable_task_hub_admin,
+                health_ping_interval: Duration::from_secs(self.health_ping_seconds),
+                max_wait: Duration::from_secs(self.max_wait_seconds),
+            },
+            ..ServerOptions::default()
         })
     }
 }
@@ -201,11 +206,11 @@ mod tests {
         assert_eq!(c.max_wait_seconds, 3600);
 
         let o = c.server_options().unwrap();
-        assert_eq!(o.db, DEFAULT_DB);
-        assert_eq!(o.max_message_bytes, 64 * 1024 * 1024);
-        assert!(o.task_hub_admin);
-        assert_eq!(o.health_ping_interval, Duration::from_secs(30));
-        assert_eq!(o.max_wait, Duration::from_secs(3600));
+        assert_eq!(o.store, StoreUrl::SqliteFile(DEFAULT_DB.into()));
+        assert_eq!(o.grpc.max_message_bytes, 64 * 1024 * 1024);
+        assert!(o.service.task_hub_admin);
+        assert_eq!(o.service.health_ping_interval, Duration::from_secs(30));
+        assert_eq!(o.service.max_wait, Duration::from_secs(3600));
         assert_eq!(
             c.socket_addr().unwrap(),
             SocketAddr::from(([127, 0, 0, 1], 4001))
@@ -241,18 +246,23 @@ mod tests {
         );
 
         let o = c.server_options().unwrap();
-        assert_eq!(o.db, IN_MEMORY_DB);
-        assert_eq!(o.max_message_bytes, 2048 * 1024 * 1024);
-        assert!(!o.task_hub_admin);
-        assert_eq!(o.health_ping_interval, Duration::from_secs(5));
-        assert_eq!(o.max_wait, Duration::from_secs(10));
+        assert_eq!(o.store, StoreUrl::SqliteMemory);
+        assert_eq!(o.grpc.max_message_bytes, 2048 * 1024 * 1024);
+        assert!(!o.service.task_hub_admin);
+        assert_eq!(o.service.health_ping_interval, Duration::from_secs(5));
+        assert_eq!(o.service.max_wait, Duration::from_secs(10));
     }
 
     #[test]
     fn equals_syntax_and_port_zero() {
         let c = parse(&["--port=0", "--db=/tmp/x.sqlite", "--log-format=text"]);
         assert_eq!(c.port, 0);
-        assert_eq!(c.server_options().unwrap().db, "/tmp/x.sqlite");
+        assert_eq!(
+            c.server_options().unwrap().store,
+            StoreUrl::SqliteFile("/tmp/x.sqlite".into())
+        );
+        let pg = parse(&["--db", "postgres://dt@localhost:5432/dt"]);
+        assert!(pg.server_options().unwrap().store.is_shared());
         assert_eq!(c.socket_addr().unwrap().port(), 0);
     }
 
@@ -337,7 +347,11 @@ mod tests {
         ));
         assert!(matches!(
             parse(&["--db", " "]).server_options(),
-            Err(ConfigError::EmptyDb)
+            Err(ConfigError::Db(StoreUrlError::Empty))
+        ));
+        assert!(matches!(
+            parse(&["--db", "redis://localhost"]).server_options(),
+            Err(ConfigError::Db(StoreUrlError::UnknownScheme(..)))
         ));
     }
 
@@ -347,6 +361,7 @@ mod tests {
             parse(&["--max-message-size-mb", "1"])
                 .server_options()
                 .unwrap()
+                .grpc
                 .max_message_bytes,
             1024 * 1024
         );

@@ -1,36 +1,45 @@
-//! Wiring: opens the store, builds the engine and the worker hub, serves gRPC until the
-//! shutdown token fires, then drains. Used by `main.rs` and by the integration tests.
+//! Wiring: opens the store the URL names, builds the engine and the worker hub, serves gRPC
+//! until the shutdown token fires, then drains. Used by `main.rs` and by the integration
+//! tests. The only module that knows every layer's options; no layer imports it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Everything the server needs, already validated (built from `config::Config`).
+use crate::domain::SystemClock;
+use crate::engine::EngineConfig;
+use crate::grpc::{GrpcOptions, ServeError};
+use crate::service::{AppState, ServiceOptions};
+use crate::store::postgres::{PostgresOptions, PostgresStore};
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::store::{Store, StoreError, StoreUrl};
+
+/// Everything the server needs, already validated (built from `config::Config`), one
+/// part per layer.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// SQLite file path, or `:memory:`.
-    pub db: String,
-    /// Largest gRPC message accepted or sent, in bytes.
-    pub max_message_bytes: usize,
-    /// Whether `CreateTaskHub`/`DeleteTaskHub` may wipe data.
-    pub task_hub_admin: bool,
-    /// Interval of keep-alive `HealthPing` work items on idle worker streams.
-    pub health_ping_interval: Duration,
-    /// Longest a `WaitForInstance*` call blocks when the client sent no deadline.
-    pub max_wait: Duration,
+    /// Where the state lives.
+    pub store: StoreUrl,
+    /// PostgreSQL tuning (ignored for SQLite).
+    pub postgres: PostgresOptions,
+    /// Use-case options.
+    pub service: ServiceOptions,
+    /// Dispatcher tuning.
+    pub engine: EngineConfig,
+    /// gRPC door options.
+    pub grpc: GrpcOptions,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
         Self {
-            db: "durabletask.sqlite".into(),
-            max_message_bytes: 64 * 1024 * 1024,
-            task_hub_admin: true,
-            health_ping_interval: Duration::from_secs(30),
-            max_wait: Duration::from_secs(3600),
+            store: StoreUrl::SqliteFile("durabletask.sqlite".into()),
+            postgres: PostgresOptions::default(),
+            service: ServiceOptions::default(),
+            engine: EngineConfig::default(),
+            grpc: GrpcOptions::default(),
         }
     }
 }
@@ -39,14 +48,30 @@ impl Default for ServerOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The store could not be opened or recovered.
-    #[error("cannot open the store: {0}")]
-    Store(#[from] crate::store::StoreError),
-    /// The transport failed.
-    #[error("gRPC transport error: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    /// Reflection service could not be built.
-    #[error("reflection setup failed: {0}")]
-    Reflection(String),
+    #[error("cannot open the store")]
+    Store(#[from] StoreError),
+    /// The gRPC door failed.
+    #[error(transparent)]
+    Grpc(#[from] ServeError),
+}
+
+/// Opens the backend `url` names (migrations included).
+pub async fn open_store(
+    url: &StoreUrl,
+    options: &ServerOptions,
+) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match url {
+        StoreUrl::SqliteFile(path) => {
+            let path = path.to_string_lossy();
+            Arc::new(SqliteStore::open_with(&path, SqliteOptions::default()).await?)
+        }
+        StoreUrl::SqliteMemory => {
+            Arc::new(SqliteStore::open_with(":memory:", SqliteOptions::default()).await?)
+        }
+        StoreUrl::Postgres(url) => {
+            Arc::new(PostgresStore::open_with(url, options.postgres.clone()).await?)
+        }
+    })
 }
 
 /// Serves on `listener` until `shutdown` is cancelled.
@@ -56,15 +81,31 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    let state = crate::service::AppState::open(&options, shutdown.child_token()).await?;
-    tracing::info!(addr = ?addr, db = %options.db, "durabletask-sidecar listening");
+    let store = open_store(&options.store, &options).await?;
+    let state = match AppState::new(
+        Arc::clone(&store),
+        Arc::new(SystemClock),
+        &options.service,
+        options.engine.clone(),
+        shutdown.child_token(),
+    )
+    .await
+    {
+        Ok(state) => state,
+        Err(err) => {
+            store.close().await;
+            return Err(err.into());
+        }
+    };
+    tracing::info!(addr = ?addr, db = %options.store, "durabletask-sidecar listening");
     let engine_task = tokio::spawn(Arc::clone(state.engine()).run(shutdown.child_token()));
-    let result = crate::grpc::serve(state.clone(), &options, listener, shutdown.clone()).await;
+    let result = crate::grpc::serve(state.clone(), &options.grpc, listener, shutdown.clone()).await;
     shutdown.cancel();
     if let Err(err) = engine_task.await {
         tracing::error!(error = %err, "dispatcher task ended abnormally");
     }
     state.close().await;
+    store.close().await;
     tracing::info!("durabletask-sidecar stopped");
-    result
+    result.map_err(ServerError::from)
 }

@@ -9,6 +9,7 @@ mod common;
 use common::*;
 use durabletask_sidecar::proto as pb;
 use durabletask_sidecar::server::ServerOptions;
+use durabletask_sidecar::service::ServiceOptions;
 use tonic::Code;
 
 // ---- Hello --------------------------------------------------------------------------
@@ -44,7 +45,10 @@ async fn create_task_hub_with_recreate_wipes_every_instance() {
 #[tokio::test]
 async fn create_task_hub_with_admin_disabled_is_failed_precondition_and_wipes_nothing() {
     let server = TestServer::start_with(ServerOptions {
-        task_hub_admin: false,
+        service: ServiceOptions {
+            task_hub_admin: false,
+            ..Default::default()
+        },
         ..Default::default()
     })
     .await;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use common::*;
 use durabletask_sidecar::proto as pb;
 use durabletask_sidecar::server::ServerOptions;
+use durabletask_sidecar::service::ServiceOptions;
 use pb::OrchestrationStatus as S;
 use tonic::Code;
 
@@ -409,7 +410,10 @@ async fn wait_for_completion_on_a_pending_instance_honours_the_client_deadline()
 #[tokio::test]
 async fn wait_without_client_deadline_ends_with_deadline_exceeded_at_the_server_maximum() {
     let server = TestServer::start_with(ServerOptions {
-        max_wait: Duration::from_secs(1),
+        service: ServiceOptions {
+            max_wait: Duration::from_secs(1),
+            ..Default::default()
+        },
         ..Default::default()
     })
     .await;

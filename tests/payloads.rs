@@ -9,6 +9,7 @@
 mod common;
 
 use common::*;
+use durabletask_sidecar::grpc::GrpcOptions;
 use durabletask_sidecar::proto as pb;
 use durabletask_sidecar::server::ServerOptions;
 use pb::history_event::EventType;
@@ -88,7 +89,9 @@ async fn sixteen_mib_input_event_and_output_round_trip() {
 #[tokio::test]
 async fn a_request_over_the_limit_is_resource_exhausted_and_writes_nothing() {
     let server = TestServer::start_with(ServerOptions {
-        max_message_bytes: MIB,
+        grpc: GrpcOptions {
+            max_message_bytes: MIB,
+        },
         ..Default::default()
     })
     .await;

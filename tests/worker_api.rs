@@ -14,6 +14,7 @@ use std::time::Duration;
 use common::*;
 use durabletask_sidecar::proto as pb;
 use durabletask_sidecar::server::ServerOptions;
+use durabletask_sidecar::service::ServiceOptions;
 use pb::history_event::EventType;
 use pb::work_item::Request as Item;
 use pb::OrchestrationStatus as S;
@@ -323,7 +324,10 @@ async fn events_raised_during_an_episode_wait_for_it_and_arrive_in_the_next_one(
 #[tokio::test]
 async fn an_idle_stream_receives_health_pings_with_an_empty_token() {
     let server = TestServer::start_with(ServerOptions {
-        health_ping_interval: Duration::from_secs(1),
+        service: ServiceOptions {
+            health_ping_interval: Duration::from_secs(1),
+            ..Default::default()
+        },
         ..Default::default()
     })
     .await;

@@ -12,7 +12,6 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::proto as pb;
-use crate::server::{ServerError, ServerOptions};
 use crate::service::AppState;
 use pb::task_hub_sidecar_service_server::{TaskHubSidecarService, TaskHubSidecarServiceServer};
 
@@ -24,14 +23,40 @@ mod limits;
 mod status;
 mod worker_api;
 
+/// What the gRPC door needs to know from the configuration.
+#[derive(Debug, Clone)]
+pub struct GrpcOptions {
+    /// Largest gRPC message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for GrpcOptions {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why the gRPC door stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The transport failed.
+    #[error("gRPC transport error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection service could not be built.
+    #[error("reflection setup failed: {0}")]
+    Reflection(String),
+}
+
 /// Serves until `shutdown` fires.
 pub async fn serve(
     state: AppState,
-    options: &ServerOptions,
+    options: &GrpcOptions,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> Result<(), ServerError> {
-    let descriptors = dapr::descriptor_set().map_err(ServerError::Reflection)?;
+) -> Result<(), ServeError> {
+    let descriptors = dapr::descriptor_set().map_err(ServeError::Reflection)?;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_file_descriptor_set(descriptors.clone())
@@ -39,10 +64,10 @@ pub async fn serve(
     };
     let reflection_v1 = reflection()
         .build_v1()
-        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let reflection_v1alpha = reflection()
         .build_v1alpha()
-        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<TaskHubSidecarServiceServer<Api>>()
@@ -72,7 +97,7 @@ pub async fn serve(
                 .await;
         })
         .await;
-    result.map_err(ServerError::from)
+    result.map_err(ServeError::from)
 }
 
 /// The `TaskHubSidecarService` implementation.

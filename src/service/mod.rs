@@ -3,14 +3,14 @@
 //! Depends on `engine`, `store`, `domain`; never names tonic types.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::{Clock, SystemClock};
+use crate::domain::Clock;
 use crate::engine::{Engine, EngineConfig, WorkExecutor};
-use crate::server::ServerOptions;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 pub mod client;
 pub mod entities;
@@ -25,6 +25,27 @@ pub use workers::WorkerHub;
 /// `Result` with [`ServiceError`].
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
+/// What the use cases need to know from the configuration.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// Whether `CreateTaskHub`/`DeleteTaskHub` may wipe data.
+    pub task_hub_admin: bool,
+    /// Interval of keep-alive `HealthPing` work items on idle worker streams.
+    pub health_ping_interval: Duration,
+    /// Longest a `WaitForInstance*` call blocks when the client sent no deadline.
+    pub max_wait: Duration,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        Self {
+            task_hub_admin: true,
+            health_ping_interval: Duration::from_secs(30),
+            max_wait: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// Cheap-to-clone handles shared by every RPC handler.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -37,26 +58,18 @@ struct Inner {
     engine: Arc<Engine>,
     hub: Arc<WorkerHub>,
     clock: Arc<dyn Clock>,
-    options: ServerOptions,
+    options: ServiceOptions,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
 
 impl AppState {
-    /// Opens the SQLite store named by the options and recovers dispatch state.
-    pub async fn open(
-        options: &ServerOptions,
-        shutdown: CancellationToken,
-    ) -> Result<Self, StoreError> {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&options.db).await?);
-        Self::with_store(store, Arc::new(SystemClock), options, shutdown).await
-    }
-
-    /// Builds the state over any store and clock (tests use this).
-    pub async fn with_store(
+    /// Builds the state over a store and clock and recovers dispatch state from the store.
+    pub async fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-        options: &ServerOptions,
+        options: &ServiceOptions,
+        engine_config: EngineConfig,
         shutdown: CancellationToken,
     ) -> Result<Self, StoreError> {
         let hub = Arc::new(WorkerHub::default());
@@ -65,7 +78,7 @@ impl AppState {
             Arc::clone(&store),
             Arc::clone(&clock),
             executor,
-            EngineConfig::default(),
+            engine_config,
         );
         engine.recover().await?;
         Ok(Self {
@@ -94,7 +107,7 @@ impl AppState {
         self.inner.clock.as_ref()
     }
 
-    pub(crate) fn options(&self) -> &ServerOptions {
+    pub(crate) fn options(&self) -> &ServiceOptions {
         &self.inner.options
     }
 

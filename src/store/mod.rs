@@ -18,9 +18,13 @@ use crate::domain::{
 };
 use crate::proto as pb;
 
+pub mod postgres;
 pub mod sqlite;
+mod url;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use url::{StoreUrl, StoreUrlError};
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -379,4 +383,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         remove_empty: bool,
         release_orphans: bool,
     ) -> Result<CleanOutcome>;
+
+    /// Finishes queued writes and releases the database (connections, and the SQLite
+    /// file lock, so another process may open it). Later calls fail with `Unavailable`.
+    async fn close(&self);
 }

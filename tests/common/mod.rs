@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use durabletask_sidecar::proto as pb;
 use durabletask_sidecar::server::{self, ServerOptions};
+use durabletask_sidecar::store::StoreUrl;
 use pb::task_hub_sidecar_service_client::TaskHubSidecarServiceClient;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -66,7 +67,7 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
         let options = ServerOptions {
-            db: db.clone(),
+            store: StoreUrl::SqliteFile(db.clone().into()),
             ..options
         };
         let token = cancel.clone();

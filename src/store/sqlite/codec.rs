@@ -33,7 +33,7 @@ pub(super) fn micros(t: DateTime<Utc>) -> i64 {
 /// before the exact instant (a timer must not fire early, PROTOCOL.md §4.6).
 pub(super) fn visible_micros(t: DateTime<Utc>) -> i64 {
     let floor = t.timestamp_micros();
-    if t.timestamp_subsec_nanos() % 1_000 == 0 {
+    if t.timestamp_subsec_nanos().is_multiple_of(1_000) {
         floor
     } else {
         floor.saturating_add(1)

@@ -16,6 +16,7 @@ mod entities;
 mod hot;
 mod inbox;
 mod instances;
+mod lock;
 mod purge;
 mod queries;
 mod rewind;
@@ -93,6 +94,8 @@ pub struct SqliteStore {
     /// `None` for `:memory:`, where reads go through the writer.
     reads: Option<SqlitePool>,
     clock: Arc<dyn Clock>,
+    /// Held while the store is open: one sidecar process per database file.
+    file_lock: lock::FileLock,
 }
 
 impl SqliteStore {
@@ -107,6 +110,16 @@ impl SqliteStore {
     /// busy timeout and foreign keys, then runs the migrations unless told not to.
     pub async fn open_with(path: &str, options: SqliteOptions) -> Result<Self> {
         let memory = matches!(path, ":memory:" | "sqlite::memory:" | "sqlite://:memory:");
+        // Before anything touches the file: a second process must not even run migrations.
+        let file_lock = if memory {
+            lock::FileLock::none()
+        } else {
+            lock::FileLock::acquire(
+                path.strip_prefix("sqlite://")
+                    .or_else(|| path.strip_prefix("sqlite:"))
+                    .unwrap_or(path),
+            )?
+        };
         let base = if memory {
             SqliteConnectOptions::from_str("sqlite::memory:").map_err(db_error("open"))?
         } else if path.starts_with("sqlite:") {
@@ -156,6 +169,7 @@ impl SqliteStore {
             hot,
             reads,
             clock: options.clock,
+            file_lock,
         })
     }
 
@@ -167,15 +181,6 @@ impl SqliteStore {
     /// Transactions committed so far (one per batch).
     pub fn commit_count(&self) -> u64 {
         self.writer.stats().commits
-    }
-
-    /// Finishes queued writes, stops the writer and closes the read pool. Later calls
-    /// fail with `Unavailable`.
-    pub async fn close(&self) {
-        self.writer.close().await;
-        if let Some(pool) = &self.reads {
-            pool.close().await;
-        }
     }
 
     /// Runs a read on a pooled connection without an explicit transaction (each statement
@@ -523,6 +528,14 @@ impl Store for SqliteStore {
                 })
             }))
             .await
+    }
+
+    async fn close(&self) {
+        self.writer.close().await;
+        if let Some(pool) = &self.reads {
+            pool.close().await;
+        }
+        self.file_lock.release();
     }
 }
 
