@@ -17,7 +17,7 @@ use durabletask_sidecar::domain::{
 use durabletask_sidecar::proto as pb;
 use durabletask_sidecar::store::sqlite::{SqliteOptions, SqliteStore};
 use durabletask_sidecar::store::{
-    ActivityOutcome, CompletedFilter, EnqueueOutcome, InstanceFilter, OrchestrationWork,
+    ActivityOutcome, CompletedFilter, EnqueueOutcome, InstanceFilter, Lease, OrchestrationWork,
     PurgeFilter, Store, StoreError, SuspendOutcome, TerminateOutcome,
 };
 use pb::history_event::EventType;
@@ -144,7 +144,10 @@ async fn start_running(
         .unwrap()
         .unwrap();
     let t = episode(&work, now, StatusChange::Progress);
-    store.commit_orchestration(&t).await.unwrap();
+    store
+        .commit_orchestration(&t, Lease::default())
+        .await
+        .unwrap();
     store
         .orchestration_work(&id(instance), now, 100, None)
         .await
@@ -188,7 +191,7 @@ async fn complete(store: &SqliteStore, instance: &str, now: DateTime<Utc>) {
         .unwrap()
         .unwrap();
     store
-        .commit_orchestration(&episode(&work, now, completed()))
+        .commit_orchestration(&episode(&work, now, completed()), Lease::default())
         .await
         .unwrap();
 }
@@ -286,7 +289,12 @@ async fn replacement_clears_history_inbox_and_activities() {
     t.activities.push(NewActivity {
         scheduled: task_scheduled(1, at(1)),
     });
-    let activity = store.commit_orchestration(&t).await.unwrap().activities[0].id;
+    let activity = store
+        .commit_orchestration(&t, Lease::default())
+        .await
+        .unwrap()
+        .activities[0]
+        .id;
     store
         .enqueue_event(&id("r"), raised("x", at(1)))
         .await
@@ -501,7 +509,10 @@ async fn suspend_and_resume_flip_status_once() {
         .unwrap();
     assert_eq!(work.messages.len(), 1, "only one marker was enqueued");
     store
-        .commit_orchestration(&episode(&work, at(2), StatusChange::Progress))
+        .commit_orchestration(
+            &episode(&work, at(2), StatusChange::Progress),
+            Lease::default(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -562,7 +573,10 @@ async fn progress_commit_appends_history_and_updates_record() {
             scheduled: task_scheduled(2, at(1)),
         },
     ];
-    let outcome = store.commit_orchestration(&t).await.unwrap();
+    let outcome = store
+        .commit_orchestration(&t, Lease::default())
+        .await
+        .unwrap();
     assert!(outcome.has_visible_inbox);
     assert_eq!(outcome.activities.len(), 2);
     assert!(outcome.activities[0].id < outcome.activities[1].id);
@@ -609,18 +623,23 @@ async fn stale_guard_is_lease_lost_and_writes_nothing() {
     stale_len
         .messages
         .push(message("g", None, raised("x", at(1)), at(1)));
-    let err = store.commit_orchestration(&stale_len).await.unwrap_err();
+    let err = store
+        .commit_orchestration(&stale_len, Lease::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::LeaseLost(_)), "{err:?}");
     let mut stale_exec = episode(&work_now, at(1), StatusChange::Progress);
     stale_exec.expected_execution_id = ExecutionId::new("other");
     assert!(matches!(
-        store.commit_orchestration(&stale_exec).await,
+        store
+            .commit_orchestration(&stale_exec, Lease::default())
+            .await,
         Err(StoreError::LeaseLost(_))
     ));
     let mut unknown = episode(&work_now, at(1), StatusChange::Progress);
     unknown.instance_id = id("ghost");
     assert!(matches!(
-        store.commit_orchestration(&unknown).await,
+        store.commit_orchestration(&unknown, Lease::default()).await,
         Err(StoreError::LeaseLost(_))
     ));
 
@@ -653,7 +672,7 @@ async fn a_failing_commit_rolls_back_its_partial_writes() {
         failure: None,
     };
     let err = store
-        .commit_orchestration(&episode(&work, at(1), bogus))
+        .commit_orchestration(&episode(&work, at(1), bogus), Lease::default())
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
@@ -680,7 +699,10 @@ async fn terminal_commit_clears_inbox_and_drops_messages_to_self() {
         message("t", None, raised("self", at(2)), at(2)),
         message("other", None, raised("hi", at(2)), at(2)),
     ];
-    let outcome = store.commit_orchestration(&t).await.unwrap();
+    let outcome = store
+        .commit_orchestration(&t, Lease::default())
+        .await
+        .unwrap();
     assert!(!outcome.has_visible_inbox);
     assert_eq!(outcome.touched, vec![id("other")]);
     let rec = store.instance(&id("t")).await.unwrap().unwrap();
@@ -707,7 +729,7 @@ async fn failed_commit_stores_failure_details() {
         failure: Some(failure.clone()),
     };
     store
-        .commit_orchestration(&episode(&work, at(1), status))
+        .commit_orchestration(&episode(&work, at(1), status), Lease::default())
         .await
         .unwrap();
     let rec = store.instance(&id("f")).await.unwrap().unwrap();
@@ -730,7 +752,10 @@ async fn continue_as_new_puts_the_new_head_before_waiting_messages() {
         raised("old-timer", at(1)),
         at(50),
     ));
-    store.commit_orchestration(&t0).await.unwrap();
+    store
+        .commit_orchestration(&t0, Lease::default())
+        .await
+        .unwrap();
     store
         .enqueue_event(&id("c"), raised("before", at(2)))
         .await
@@ -771,7 +796,10 @@ async fn continue_as_new_puts_the_new_head_before_waiting_messages() {
             at(3),
         ),
     ];
-    let outcome = store.commit_orchestration(&t).await.unwrap();
+    let outcome = store
+        .commit_orchestration(&t, Lease::default())
+        .await
+        .unwrap();
     assert!(outcome.has_visible_inbox);
     assert!(outcome.touched.is_empty());
 
@@ -839,7 +867,10 @@ async fn message_drop_rules_and_touched() {
             at(30),
         ),
     ];
-    let outcome = store.commit_orchestration(&t).await.unwrap();
+    let outcome = store
+        .commit_orchestration(&t, Lease::default())
+        .await
+        .unwrap();
     assert_eq!(outcome.touched, vec![id("live")]);
     assert!(!outcome.has_visible_inbox, "the timer is in the future");
     let got = store
@@ -887,7 +918,10 @@ async fn children_are_created_replaced_or_conflict() {
     let mut t = episode(&parent, at(2), StatusChange::Progress);
     t.children = vec![child("new"), child("old"), child("busy")];
     t.messages = vec![message("new", None, raised("hello-child", at(2)), at(2))];
-    let outcome = store.commit_orchestration(&t).await.unwrap();
+    let outcome = store
+        .commit_orchestration(&t, Lease::default())
+        .await
+        .unwrap();
     assert_eq!(outcome.touched, vec![id("new"), id("old")]);
     assert!(outcome.has_visible_inbox);
 
@@ -927,7 +961,11 @@ async fn activity_completes_exactly_once_and_stale_results_drop() {
             scheduled: task_scheduled(2, at(1)),
         },
     ];
-    let items = store.commit_orchestration(&t).await.unwrap().activities;
+    let items = store
+        .commit_orchestration(&t, Lease::default())
+        .await
+        .unwrap()
+        .activities;
     assert_eq!(store.recover(at(1)).await.unwrap().activities, items);
 
     let first = store
@@ -1209,7 +1247,10 @@ async fn recover_after_reopening_the_same_file() {
     t.activities.push(NewActivity {
         scheduled: task_scheduled(7, at(1)),
     });
-    store.commit_orchestration(&t).await.unwrap();
+    store
+        .commit_orchestration(&t, Lease::default())
+        .await
+        .unwrap();
     store
         .create_instance(new_instance("ready", at(2)), ReusePolicy::ReplaceTerminal)
         .await
@@ -1339,7 +1380,12 @@ async fn throughput_probe() {
             t.activities.push(NewActivity {
                 scheduled: task_scheduled(1, at(1)),
             });
-            let act = store.commit_orchestration(&t).await.unwrap().activities[0].id;
+            let act = store
+                .commit_orchestration(&t, Lease::default())
+                .await
+                .unwrap()
+                .activities[0]
+                .id;
             store
                 .complete_activity(act, task_completed(1, at(2)))
                 .await
@@ -1415,7 +1461,10 @@ async fn a_timer_to_self_becomes_visible_at_its_time_and_not_before() {
     let exec = work.record.execution_id.clone();
     t.messages
         .push(message("t", Some(&exec), raised("timer", at(5)), at(5)));
-    let outcome = store.commit_orchestration(&t).await.unwrap();
+    let outcome = store
+        .commit_orchestration(&t, Lease::default())
+        .await
+        .unwrap();
     assert!(!outcome.has_visible_inbox);
     let early = store
         .orchestration_work(&id("t"), at(4), 100, None)
@@ -1447,7 +1496,7 @@ async fn messages_for_an_execution_a_rewind_replaced_reach_the_new_one_until_con
         }),
     };
     store
-        .commit_orchestration(&episode(&parent, at(1), failed))
+        .commit_orchestration(&episode(&parent, at(1), failed), Lease::default())
         .await
         .unwrap();
     let history = store.history(&id("parent")).await.unwrap().unwrap().1;
@@ -1482,7 +1531,10 @@ async fn messages_for_an_execution_a_rewind_replaced_reach_the_new_one_until_con
             at(3),
         ),
     ];
-    let outcome = store.commit_orchestration(&t).await.unwrap();
+    let outcome = store
+        .commit_orchestration(&t, Lease::default())
+        .await
+        .unwrap();
     assert_eq!(outcome.touched, vec![id("parent")]);
     let work = store
         .orchestration_work(&id("parent"), at(3), 100, None)
@@ -1510,7 +1562,7 @@ async fn messages_for_an_execution_a_rewind_replaced_reach_the_new_one_until_con
         inbox_head: vec![],
     };
     store
-        .commit_orchestration(&episode(&work, at(4), can))
+        .commit_orchestration(&episode(&work, at(4), can), Lease::default())
         .await
         .unwrap();
     let sender = start_running(&store, "sender", at(0)).await;
@@ -1520,7 +1572,10 @@ async fn messages_for_an_execution_a_rewind_replaced_reach_the_new_one_until_con
         message("parent", Some(&new), raised("rewound-again", at(5)), at(5)),
         message("parent", Some(&next), raised("current", at(5)), at(5)),
     ];
-    store.commit_orchestration(&t).await.unwrap();
+    store
+        .commit_orchestration(&t, Lease::default())
+        .await
+        .unwrap();
     let work = store
         .orchestration_work(&id("parent"), at(5), 100, None)
         .await

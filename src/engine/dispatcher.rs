@@ -27,7 +27,7 @@ use crate::domain::{
     Clock, ExecutionId, InstanceId, InstanceRecord, OutboundMessage, StatusChange, Transition,
 };
 use crate::proto as pb;
-use crate::store::{ActivityItem, ActivityOutcome, CommitOutcome, Store, StoreError};
+use crate::store::{ActivityItem, ActivityOutcome, CommitOutcome, Lease, Store, StoreError};
 
 mod rewinding;
 mod skipping;
@@ -76,6 +76,7 @@ enum Phase {
 }
 
 struct Episode {
+    lease: Lease,
     record: InstanceRecord,
     past: Arc<Vec<pb::HistoryEvent>>,
     new_events: Vec<pb::HistoryEvent>,
@@ -742,6 +743,7 @@ impl Engine {
                     )),
                 };
                 let episode = Episode {
+                    lease: work.lease,
                     record: work.record,
                     past: history,
                     new_events,
@@ -947,8 +949,9 @@ impl Engine {
                 }
             }
         };
+        let lease = episode.lease;
         drop(episode);
-        match self.store.commit_orchestration(&transition).await {
+        match self.store.commit_orchestration(&transition, lease).await {
             Ok(outcome) => {
                 let has_visible_inbox = outcome.has_visible_inbox;
                 self.lock().committed(&transition, outcome, now);

@@ -71,9 +71,38 @@ pub struct InboxMessage {
     pub visible_at: DateTime<Utc>,
 }
 
+/// A claim on one instance, entity or activity, held by this store's owner (node) until
+/// committed, released or expired. `epoch` is the fencing token: every claim bumps it, and
+/// a commit is refused (`LeaseLost`) unless the row still carries this owner and epoch,
+/// checked inside the commit's own transaction. Single-process stores (SQLite, which locks
+/// its file) own everything and hand out epoch 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lease {
+    /// The claim's fencing token.
+    pub epoch: i64,
+}
+
+/// A change another process made that this one's dispatcher or waiters should look at
+/// (shared stores only; see [`Store::subscribe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChange {
+    /// The instance or entity has a message visible now, or its lease was released.
+    Ready(InstanceId),
+    /// The instance or entity gets a message that becomes visible at this time.
+    Wakeup(InstanceId, DateTime<Utc>),
+    /// The instance's status or output changed (for `WaitForInstance*`).
+    Status(InstanceId),
+    /// Activities were enqueued (or released) that any node may claim.
+    Activities,
+    /// Notifications may have been missed (the listener reconnected): sweep now.
+    Resync,
+}
+
 /// What an orchestration episode needs, read in one snapshot.
 #[derive(Debug, Clone)]
 pub struct OrchestrationWork {
+    /// The claim this episode's commit must present.
+    pub lease: Lease,
     /// The instance record.
     pub record: InstanceRecord,
     /// Committed history of the current execution; `None` when the caller's cached copy
@@ -86,6 +115,8 @@ pub struct OrchestrationWork {
 /// What an entity step needs, read in one snapshot (PROTOCOL.md §5.3).
 #[derive(Debug, Clone)]
 pub struct EntityWork {
+    /// The claim this step's commit must present.
+    pub lease: Lease,
     /// The entity record.
     pub record: EntityRecord,
     /// Visible queue messages in order, at most the batch cap.
@@ -282,7 +313,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         now: DateTime<Utc>,
     ) -> Result<SuspendOutcome>;
 
-    /// Reads what an episode needs: `None` when the instance is unknown or terminal.
+    /// Claims the instance for this owner and reads what an episode needs: `None` when
+    /// the instance is unknown or terminal, or another owner holds a live lease on it.
     /// `cached` = the (execution, history length) the caller already holds in memory; the
     /// history is only read when the stored one differs, so an episode costs no full
     /// history reload (it would grow with every step).
@@ -294,9 +326,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         cached: Option<(ExecutionId, u32)>,
     ) -> Result<Option<OrchestrationWork>>;
 
-    /// Commits an episode atomically (see `Transition`). `LeaseLost` when the guard
-    /// (current execution id and history length) no longer holds; nothing is written then.
-    async fn commit_orchestration(&self, transition: &Transition) -> Result<CommitOutcome>;
+    /// Commits an episode atomically (see `Transition`) and releases the claim. `LeaseLost`
+    /// when the lease (owner and epoch) or the guard (current execution id and history
+    /// length) no longer holds; nothing is written then.
+    async fn commit_orchestration(
+        &self,
+        transition: &Transition,
+        lease: Lease,
+    ) -> Result<CommitOutcome>;
+
+    /// Gives up a claim without committing (nothing to do, abandoned, stream lost), so any
+    /// owner may claim the instance at once. A lease no longer held is ignored.
+    async fn release_orchestration(&self, id: &InstanceId, lease: Lease) -> Result<()>;
 
     /// Applies a rewind (PROTOCOL.md §4.10) atomically: each rewound execution's history
     /// replaced, its record RUNNING with the new execution id (output, failure and
@@ -360,7 +401,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The entity record with its backlog, or `None`.
     async fn entity(&self, id: &InstanceId) -> Result<Option<EntityRecord>>;
 
-    /// Reads what an entity step needs; `None` for unknown entities.
+    /// Claims the entity for this owner and reads what a step needs; `None` for unknown
+    /// entities and for entities another owner holds a live lease on.
     async fn entity_work(
         &self,
         id: &InstanceId,
@@ -368,9 +410,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         max_messages: u32,
     ) -> Result<Option<EntityWork>>;
 
-    /// Commits an entity step atomically; `LeaseLost` when the record changed since it
-    /// was read.
-    async fn commit_entity(&self, transition: &EntityTransition) -> Result<CommitOutcome>;
+    /// Commits an entity step atomically and releases the claim; `LeaseLost` when the
+    /// lease or the record changed since it was read.
+    async fn commit_entity(
+        &self,
+        transition: &EntityTransition,
+        lease: Lease,
+    ) -> Result<CommitOutcome>;
+
+    /// Gives up an entity claim without committing.
+    async fn release_entity(&self, id: &InstanceId, lease: Lease) -> Result<()>;
 
     /// One page of entities, ordered by id.
     async fn query_entities(&self, filter: &EntityFilter) -> Result<Vec<EntityRecord>>;
@@ -383,6 +432,33 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         remove_empty: bool,
         release_orphans: bool,
     ) -> Result<CleanOutcome>;
+
+    /// Claims activity rows for this owner before they are sent to a worker: returns the
+    /// ids it claimed (unclaimed, expired, or already this owner's), in the given order.
+    /// Completed rows are gone and never returned.
+    async fn claim_activities(&self, ids: &[i64]) -> Result<Vec<i64>>;
+
+    /// Gives up an activity claim (abandoned, stream lost) so any owner may send it.
+    async fn release_activity(&self, id: i64) -> Result<()>;
+
+    /// Extends every lease this owner holds by the lease duration. An error means the
+    /// database was not reached, and leases older than the duration may be taken over.
+    async fn renew_leases(&self) -> Result<()>;
+
+    /// Work that is due and that no other owner holds a live lease on: instances and
+    /// entities with a visible message, wake-ups until `horizon`, and unclaimed activities,
+    /// at most `limit` of each. The dispatcher's safety sweep; single-process stores,
+    /// whose dispatcher already knows all of it, may answer empty.
+    async fn due_work(
+        &self,
+        now: DateTime<Utc>,
+        horizon: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Recovery>;
+
+    /// Changes made by other processes, for a store shared by several; `None` for a
+    /// single-process store. Called once, by the dispatcher.
+    fn subscribe(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<StoreChange>>;
 
     /// Finishes queued writes and releases the database (connections, and the SQLite
     /// file lock, so another process may open it). Later calls fail with `Unavailable`.

@@ -15,7 +15,7 @@ use crate::engine::entity::{apply_entity_result, entity_request, plan_entity};
 use crate::engine::executor::{Reservation, StreamId, Unavailable, WorkKind, WorkTarget};
 use crate::engine::CompletionError;
 use crate::proto as pb;
-use crate::store::{CommitOutcome, InboxMessage, StoreError};
+use crate::store::{CommitOutcome, InboxMessage, Lease, StoreError};
 
 const ENTITY_PREFIX: char = 'e';
 
@@ -29,6 +29,7 @@ enum EntityPhase {
 }
 
 struct EntityEpisode {
+    lease: Lease,
     record: EntityRecord,
     batch: Vec<InboxMessage>,
 }
@@ -179,7 +180,7 @@ impl Engine {
         );
         let mut record = work.record;
         if !plan.control.is_empty() {
-            match self.store.commit_entity(&plan.control).await {
+            match self.store.commit_entity(&plan.control, work.lease).await {
                 Ok(outcome) => {
                     self.after_entity_commit(&plan.control, outcome, now);
                     record.version += 1;
@@ -218,6 +219,7 @@ impl Engine {
                 return;
             };
             f.phase = EntityPhase::Outstanding(Box::new(EntityEpisode {
+                lease: work.lease,
                 record,
                 batch: plan.batch,
             }));
@@ -332,7 +334,7 @@ impl Engine {
                 return Ok(());
             }
         };
-        match self.store.commit_entity(&transition).await {
+        match self.store.commit_entity(&transition, episode.lease).await {
             Ok(outcome) => {
                 let visible = outcome.has_visible_inbox;
                 self.after_entity_commit(&transition, outcome, now);

@@ -69,6 +69,7 @@ impl Engine {
                     None => SkipOutcome::NotAnOrchestration,
                 });
             };
+            let work_lease = work.lease;
             let history = work.history.unwrap_or_default();
             let terminated = event(
                 -1,
@@ -117,7 +118,11 @@ impl Engine {
             };
             // No worker reported a custom status; the last one stays.
             transition.custom_status = record.custom_status.clone();
-            match self.store.commit_orchestration(&transition).await {
+            match self
+                .store
+                .commit_orchestration(&transition, work_lease)
+                .await
+            {
                 Ok(outcome) => {
                     self.lock().committed(&transition, outcome, now);
                     self.wake.notify_one();

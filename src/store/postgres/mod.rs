@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 
 use super::{
     ActivityOutcome, CleanOutcome, CommitOutcome, CompletedFilter, EnqueueOutcome, EntityWork,
-    InstanceFilter, OrchestrationWork, PurgeFilter, Recovery, Result, RewindOutcome, Store,
-    StoreError, SuspendOutcome, TerminateOutcome,
+    InstanceFilter, Lease, OrchestrationWork, PurgeFilter, Recovery, Result, RewindOutcome, Store,
+    StoreChange, StoreError, SuspendOutcome, TerminateOutcome,
 };
 use crate::domain::{
     Clock, EntityFilter, EntityRecord, EntityTransition, ExecutionId, InstanceId, InstanceRecord,
@@ -107,7 +107,11 @@ impl Store for PostgresStore {
     ) -> Result<Option<OrchestrationWork>> {
         missing()
     }
-    async fn commit_orchestration(&self, _transition: &Transition) -> Result<CommitOutcome> {
+    async fn commit_orchestration(
+        &self,
+        _transition: &Transition,
+        _lease: Lease,
+    ) -> Result<CommitOutcome> {
         missing()
     }
     async fn rewind(&self, _plan: &RewindPlan) -> Result<RewindOutcome> {
@@ -169,7 +173,11 @@ impl Store for PostgresStore {
     ) -> Result<Option<EntityWork>> {
         missing()
     }
-    async fn commit_entity(&self, _transition: &EntityTransition) -> Result<CommitOutcome> {
+    async fn commit_entity(
+        &self,
+        _transition: &EntityTransition,
+        _lease: Lease,
+    ) -> Result<CommitOutcome> {
         missing()
     }
     async fn query_entities(&self, _filter: &EntityFilter) -> Result<Vec<EntityRecord>> {
@@ -183,6 +191,32 @@ impl Store for PostgresStore {
         _release_orphans: bool,
     ) -> Result<CleanOutcome> {
         missing()
+    }
+    async fn release_orchestration(&self, _id: &InstanceId, _lease: Lease) -> Result<()> {
+        missing()
+    }
+    async fn release_entity(&self, _id: &InstanceId, _lease: Lease) -> Result<()> {
+        missing()
+    }
+    async fn claim_activities(&self, _ids: &[i64]) -> Result<Vec<i64>> {
+        missing()
+    }
+    async fn release_activity(&self, _id: i64) -> Result<()> {
+        missing()
+    }
+    async fn renew_leases(&self) -> Result<()> {
+        missing()
+    }
+    async fn due_work(
+        &self,
+        _now: DateTime<Utc>,
+        _horizon: DateTime<Utc>,
+        _limit: u32,
+    ) -> Result<Recovery> {
+        missing()
+    }
+    fn subscribe(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<StoreChange>> {
+        None
     }
     async fn close(&self) {}
 }

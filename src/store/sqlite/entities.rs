@@ -18,7 +18,7 @@ use crate::domain::{
     Change, EntityFilter, EntityLock, EntityRecord, EntityTransition, InstanceId, OutboundMessage,
 };
 use crate::proto as pb;
-use crate::store::{CommitOutcome, EntityWork, InboxMessage, Result, StoreError};
+use crate::store::{CommitOutcome, EntityWork, InboxMessage, Lease, Result, StoreError};
 use pb::history_event::EventType;
 
 /// Appends a message to an entity's queue, creating the entity row if needed.
@@ -203,6 +203,7 @@ pub(super) async fn work(
         }
     }
     Ok(Some(EntityWork {
+        lease: Lease::default(),
         record,
         messages,
         live,

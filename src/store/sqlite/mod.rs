@@ -39,8 +39,8 @@ pub use self::writer::WriterStats;
 use self::writer::{BoxFut, Op, Writer};
 use super::{
     ActivityOutcome, CleanOutcome, CommitOutcome, CompletedFilter, EnqueueOutcome, EntityWork,
-    InstanceFilter, OrchestrationWork, PurgeFilter, Recovery, Result, RewindOutcome, Store,
-    StoreError, SuspendOutcome, TerminateOutcome,
+    InstanceFilter, Lease, OrchestrationWork, PurgeFilter, Recovery, Result, RewindOutcome, Store,
+    StoreChange, StoreError, SuspendOutcome, TerminateOutcome,
 };
 use crate::domain::{
     Clock, EntityFilter, EntityRecord, EntityTransition, ExecutionId, InstanceId, InstanceRecord,
@@ -322,7 +322,11 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %transition.instance_id))]
-    async fn commit_orchestration(&self, transition: &Transition) -> Result<CommitOutcome> {
+    async fn commit_orchestration(
+        &self,
+        transition: &Transition,
+        _lease: Lease,
+    ) -> Result<CommitOutcome> {
         let (transition, hot) = (transition.clone(), Arc::clone(&self.hot));
         self.writer
             .submit(op!(|conn| commit::commit(conn, &hot, &transition).await))
@@ -493,7 +497,11 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(entity = %transition.entity))]
-    async fn commit_entity(&self, transition: &EntityTransition) -> Result<CommitOutcome> {
+    async fn commit_entity(
+        &self,
+        transition: &EntityTransition,
+        _lease: Lease,
+    ) -> Result<CommitOutcome> {
         let (transition, hot) = (transition.clone(), Arc::clone(&self.hot));
         self.writer
             .submit(op!(|conn| entities::commit(conn, &hot, &transition).await))
@@ -528,6 +536,41 @@ impl Store for SqliteStore {
                 })
             }))
             .await
+    }
+
+    // One process owns the file (see `lock`), so it owns every instance, entity and
+    // activity: claims always succeed and there is nothing to release, renew or sweep.
+    async fn release_orchestration(&self, _id: &InstanceId, _lease: Lease) -> Result<()> {
+        Ok(())
+    }
+
+    async fn release_entity(&self, _id: &InstanceId, _lease: Lease) -> Result<()> {
+        Ok(())
+    }
+
+    async fn claim_activities(&self, ids: &[i64]) -> Result<Vec<i64>> {
+        Ok(ids.to_vec())
+    }
+
+    async fn release_activity(&self, _id: i64) -> Result<()> {
+        Ok(())
+    }
+
+    async fn renew_leases(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn due_work(
+        &self,
+        _now: DateTime<Utc>,
+        _horizon: DateTime<Utc>,
+        _limit: u32,
+    ) -> Result<Recovery> {
+        Ok(Recovery::default())
+    }
+
+    fn subscribe(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<StoreChange>> {
+        None
     }
 
     async fn close(&self) {

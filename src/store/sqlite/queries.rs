@@ -12,7 +12,7 @@ use super::codec::{
 use crate::domain::{ExecutionId, InstanceId, InstanceRecord, RuntimeStatus};
 use crate::proto as pb;
 use crate::store::{
-    CompletedFilter, InboxMessage, InstanceFilter, OrchestrationWork, Recovery, Result,
+    CompletedFilter, InboxMessage, InstanceFilter, Lease, OrchestrationWork, Recovery, Result,
 };
 
 /// The record of `id`, if any.
@@ -113,6 +113,8 @@ pub(super) async fn orchestration_work(
         Some(events(conn, id).await?)
     };
     Ok(Some(OrchestrationWork {
+        // The file lock makes this process the owner of everything.
+        lease: Lease::default(),
         record,
         history,
         messages,
