@@ -1,23 +1,24 @@
 //! The dispatcher's entity half (PROTOCOL.md §5.3): one step in flight per entity. A
 //! step reads the record and visible queue, commits the lock bookkeeping the pure
 //! planner decided, then hands the runnable operations to a worker as one V2 batch;
-//! the worker's `EntityBatchResult` is committed with the same version guard.
+//! the worker's `EntityBatchResult` is committed with the same version guard. The step's
+//! claim on the entity (shared stores) is held from the read until the step ends, across
+//! both commits, and given back then.
 
-use std::cmp::Reverse;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{backoff, parse_token, DispatchState, Engine, RandomIds};
+use super::queue::ReadyQueue;
+use super::tokens::{backoff, format_token, parse_token, ENTITY_PREFIX};
+use super::{DispatchState, Engine, RandomIds};
 use crate::domain::{Change, EntityRecord, EntityTransition, InstanceId};
 use crate::engine::entity::{apply_entity_result, entity_request, plan_entity};
 use crate::engine::executor::{Reservation, StreamId, Unavailable, WorkKind, WorkTarget};
 use crate::engine::CompletionError;
 use crate::proto as pb;
 use crate::store::{CommitOutcome, InboxMessage, Lease, StoreError};
-
-const ENTITY_PREFIX: char = 'e';
 
 /// Most operations in one batch (and queue messages read per step).
 const MAX_ENTITY_BATCH: usize = 100;
@@ -39,13 +40,14 @@ struct EntityFlight {
     token: u64,
     phase: EntityPhase,
     again: bool,
+    /// The claim on the entity, once the step has read it.
+    lease: Option<Lease>,
 }
 
 /// In-memory entity dispatch state (part of `DispatchState`).
 #[derive(Default)]
 pub(super) struct EntityDispatch {
-    ready: VecDeque<InstanceId>,
-    ready_set: HashSet<InstanceId>,
+    ready: ReadyQueue<InstanceId>,
     flights: HashMap<InstanceId, EntityFlight>,
     tokens: HashMap<u64, InstanceId>,
     abandons: HashMap<InstanceId, u32>,
@@ -55,13 +57,14 @@ impl EntityDispatch {
     pub(super) fn mark_ready(&mut self, id: InstanceId) {
         if let Some(f) = self.flights.get_mut(&id) {
             f.again = true;
-        } else if self.ready_set.insert(id.clone()) {
+        } else {
             self.ready.push_back(id);
         }
     }
 
-    /// Batches out on a closed stream go back to their queues (no backoff).
-    pub(super) fn stream_closed(&mut self, stream: StreamId) {
+    /// Batches out on a closed stream go back to their queues (no backoff); returns their
+    /// claims, to give back.
+    pub(super) fn stream_closed(&mut self, stream: StreamId) -> Vec<(InstanceId, Lease)> {
         let lost: Vec<InstanceId> = self
             .flights
             .iter()
@@ -70,12 +73,15 @@ impl EntityDispatch {
             })
             .map(|(id, _)| id.clone())
             .collect();
+        let mut claims = Vec::new();
         for id in lost {
             if let Some(f) = self.flights.remove(&id) {
                 self.tokens.remove(&f.token);
+                claims.extend(f.lease.map(|lease| (id.clone(), lease)));
             }
             self.mark_ready(id);
         }
+        claims
     }
 
     /// Capacity held by steps that are not committing (for `forget_all`).
@@ -109,7 +115,6 @@ impl Engine {
     ) -> Vec<(InstanceId, Reservation, u64)> {
         let mut out = Vec::new();
         while let Some(id) = st.entities.ready.pop_front() {
-            st.entities.ready_set.remove(&id);
             if let Some(f) = st.entities.flights.get_mut(&id) {
                 f.again = true;
                 continue;
@@ -126,7 +131,6 @@ impl Engine {
                     continue;
                 }
                 Err(Unavailable::Busy) => {
-                    st.entities.ready_set.insert(id.clone());
                     st.entities.ready.push_front(id);
                     break;
                 }
@@ -139,6 +143,7 @@ impl Engine {
                     token,
                     phase: EntityPhase::Stepping,
                     again: false,
+                    lease: None,
                 },
             );
             out.push((id, reservation, token));
@@ -163,6 +168,9 @@ impl Engine {
                 return self.end_entity_step(&id, After::At(now + chrono::Duration::seconds(1)));
             }
         };
+        if let Some(f) = self.lock().entities.flights.get_mut(&id) {
+            f.lease = Some(work.lease);
+        }
         let more_queued = work.messages.len() >= MAX_ENTITY_BATCH;
         let plan = plan_entity(
             &work.record,
@@ -207,7 +215,7 @@ impl Engine {
             );
         }
         let item = pb::WorkItem {
-            completion_token: format!("{ENTITY_PREFIX}{token}"),
+            completion_token: format_token(ENTITY_PREFIX, token),
             request: Some(pb::work_item::Request::EntityRequestV2(entity_request(
                 &record,
                 &plan.batch,
@@ -216,6 +224,8 @@ impl Engine {
         {
             let mut st = self.lock();
             let Some(f) = st.entities.flights.get_mut(&id) else {
+                drop(st);
+                self.release_claim(&id, work.lease);
                 return;
             };
             f.phase = EntityPhase::Outstanding(Box::new(EntityEpisode {
@@ -230,8 +240,9 @@ impl Engine {
             let mut st = self.lock();
             st.entities.tokens.remove(&token);
             st.entities.flights.remove(&id);
-            st.entities.mark_ready(id);
+            st.entities.mark_ready(id.clone());
             drop(st);
+            self.release_claim(&id, work.lease);
             self.wake.notify_one();
         }
     }
@@ -246,13 +257,16 @@ impl Engine {
         self.finish_entity(&mut st, id, f.again, after);
         drop(st);
         self.release(f.reservation);
+        if let Some(lease) = f.lease {
+            self.release_claim(id, lease);
+        }
         self.wake.notify_one();
     }
 
     fn finish_entity(&self, st: &mut DispatchState, id: &InstanceId, again: bool, after: After) {
         match after {
             After::Ready => st.entities.mark_ready(id.clone()),
-            After::At(at) => st.timers.push(Reverse((at, id.clone()))),
+            After::At(at) => st.timers.push(at, id.clone()),
             After::Idle if again => st.entities.mark_ready(id.clone()),
             After::Idle => {}
         }
@@ -276,7 +290,7 @@ impl Engine {
             st.arm_timers(&t.messages, now);
             for start in &t.starts {
                 if let Some(at) = start.scheduled_start_at.filter(|at| *at > now) {
-                    st.timers.push(Reverse((at, start.instance_id.clone())));
+                    st.timers.push(at, start.instance_id.clone());
                 }
             }
         }
@@ -298,7 +312,7 @@ impl Engine {
                 return Err(CompletionError::Stale(token_text));
             };
             let Some(id) = st.entities.tokens.remove(&token) else {
-                return if st.recent.set.contains(&token) {
+                return if st.recent.finished(&token_text, ENTITY_PREFIX) {
                     Ok(())
                 } else {
                     Err(CompletionError::Stale(token_text))
@@ -358,9 +372,13 @@ impl Engine {
     /// Removes a committing flight (its reservation is already released).
     fn close_entity_flight(&self, id: &InstanceId, after: After) {
         let mut st = self.lock();
-        let again = st.entities.flights.remove(id).is_some_and(|f| f.again);
+        let flight = st.entities.flights.remove(id);
+        let again = flight.as_ref().is_some_and(|f| f.again);
         self.finish_entity(&mut st, id, again, after);
         drop(st);
+        if let Some(lease) = flight.and_then(|f| f.lease) {
+            self.release_claim(id, lease);
+        }
         self.wake.notify_one();
     }
 

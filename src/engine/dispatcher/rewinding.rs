@@ -125,6 +125,8 @@ impl Engine {
         token_text: String,
     ) -> Result<(), CompletionError> {
         let now = self.clock.now();
+        // The rewind commit does not take the claim; give it back whatever happens.
+        self.release_claim(&id, episode.lease);
         let root = Root::Replacement {
             record: &episode.record,
             expected_history_len: u32::try_from(episode.past.len()).unwrap_or(u32::MAX),
@@ -194,11 +196,7 @@ impl Engine {
             }
         }
         for item in outcome.activities {
-            match st.activities.get_mut(&item.id) {
-                // Moved to the new execution: later dispatches name it.
-                Some(a) => a.item.execution_id = item.execution_id,
-                None => st.enqueue_activity(item),
-            }
+            st.activities.moved(item);
         }
         drop(st);
         self.wake.notify_one();
