@@ -410,8 +410,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         max_messages: u32,
     ) -> Result<Option<EntityWork>>;
 
-    /// Commits an entity step atomically and releases the claim; `LeaseLost` when the
-    /// lease or the record changed since it was read.
+    /// Commits an entity step atomically; `LeaseLost` when the lease or the record
+    /// changed since it was read. The claim stays held: one step commits its lock
+    /// bookkeeping, then the worker's batch, and gives the claim back with
+    /// `release_entity` when it ends.
     async fn commit_entity(
         &self,
         transition: &EntityTransition,
