@@ -14,7 +14,7 @@ use crate::engine::apply::{self, ApplyContext};
 use crate::engine::state::OrchestrationState;
 use crate::engine::EngineError;
 use crate::proto as pb;
-use crate::store::{StoreError, TerminateOutcome};
+use crate::store::{Lease, StoreError, TerminateOutcome};
 use pb::history_event::EventType;
 
 /// What became of one instance.
@@ -63,11 +63,23 @@ impl Engine {
                 .orchestration_work(id, now, self.config.max_batch_messages, None)
                 .await?;
             let Some(work) = work else {
-                // Unknown or terminal: which one only changes the log line.
-                return Ok(match self.store.instance(id).await? {
-                    Some(_) => SkipOutcome::AlreadyTerminal,
-                    None => SkipOutcome::NotAnOrchestration,
-                });
+                // Unknown or terminal: which one only changes the log line. A live one
+                // is claimed by another process (shared store): its episode ends soon.
+                match self.store.instance(id).await? {
+                    Some(r) if !r.status.is_terminal() => {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    Some(_) => return Ok(SkipOutcome::AlreadyTerminal),
+                    None => return Ok(SkipOutcome::NotAnOrchestration),
+                }
+            };
+            // Every exit below that does not commit gives the claim back.
+            let claim = ClaimGuard {
+                engine: self,
+                id,
+                lease: work.lease,
+                armed: true,
             };
             let work_lease = work.lease;
             let history = work.history.unwrap_or_default();
@@ -94,6 +106,7 @@ impl Engine {
                     .into_iter()
                     .find(|m| matches!(m.event.event_type, Some(EventType::ExecutionStarted(_))));
                 let Some(start) = start else {
+                    drop(claim);
                     return self.terminate_unstarted(id, terminated, reason, now).await;
                 };
                 consumed.push(start.seq);
@@ -118,11 +131,13 @@ impl Engine {
             };
             // No worker reported a custom status; the last one stays.
             transition.custom_status = record.custom_status.clone();
-            match self
+            let committed = self
                 .store
                 .commit_orchestration(&transition, work_lease)
-                .await
-            {
+                .await;
+            // A landed commit gave the claim back; a refused one may not have.
+            claim.disarm_if(committed.is_ok());
+            match committed {
                 Ok(outcome) => {
                     self.lock().committed(&transition, outcome, now);
                     self.wake.notify_one();
@@ -168,5 +183,27 @@ impl Engine {
             }
             TerminateOutcome::AlreadyTerminal => SkipOutcome::AlreadyTerminal,
         })
+    }
+}
+
+/// Releases an instance claim when dropped, unless a commit consumed it.
+struct ClaimGuard<'a> {
+    engine: &'a Engine,
+    id: &'a InstanceId,
+    lease: Lease,
+    armed: bool,
+}
+
+impl ClaimGuard<'_> {
+    fn disarm_if(mut self, committed: bool) {
+        self.armed = !committed;
+    }
+}
+
+impl Drop for ClaimGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.engine.release_claim(self.id, self.lease);
+        }
     }
 }
