@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::engine::EngineConfig;
 use crate::grpc::GrpcOptions;
 use crate::server::ServerOptions;
 use crate::service::ServiceOptions;
@@ -66,6 +67,13 @@ pub struct Config {
     /// sent no deadline (>= 1).
     #[arg(long, env = "DURABLETASK_MAX_WAIT_SECONDS", default_value_t = 3600)]
     pub max_wait_seconds: u64,
+
+    /// PostgreSQL only: seconds a sidecar's claim on work lasts without renewal (1..=300).
+    /// When a sidecar dies, the others take its work over within about this time plus a
+    /// quarter of it (the sweep); a sidecar paused longer than this loses its work and
+    /// can no longer commit it.
+    #[arg(long, env = "DURABLETASK_LEASE_SECONDS", default_value_t = 10)]
+    pub lease_seconds: u64,
 }
 
 /// How log lines are rendered.
@@ -107,6 +115,9 @@ pub enum ConfigError {
     /// `--max-wait-seconds` is 0.
     #[error("--max-wait-seconds must be at least 1")]
     MaxWait,
+    /// `--lease-seconds` is outside 1..=300.
+    #[error("--lease-seconds must be between 1 and 300, got {0}")]
+    Lease(u64),
 }
 
 impl Config {
@@ -149,6 +160,10 @@ impl Config {
         if self.max_wait_seconds == 0 {
             return Err(ConfigError::MaxWait);
         }
+        if !(1..=300).contains(&self.lease_seconds) {
+            return Err(ConfigError::Lease(self.lease_seconds));
+        }
+        let lease = Duration::from_secs(self.lease_seconds);
         // 2048 MiB = 2^31 bytes: fits `usize` on every 64-bit target we build for.
         let max_message_bytes = usize::try_from(u64::from(self.max_message_size_mb) * 1024 * 1024)
             .map_err(|_| ConfigError::MessageSize(self.max_message_size_mb))?;
@@ -159,6 +174,13 @@ impl Config {
                 task_hub_admin: !self.disable_task_hub_admin,
                 health_ping_interval: Duration::from_secs(self.health_ping_seconds),
                 max_wait: Duration::from_secs(self.max_wait_seconds),
+            },
+            engine: EngineConfig {
+                // Renew three times per lease, so one missed renewal loses nothing; sweep
+                // four times, so a dead sidecar's work moves within 1.25 leases.
+                lease_renewal: lease / 3,
+                sweep: lease / 4,
+                ..EngineConfig::default()
             },
             ..ServerOptions::default()
         })
@@ -204,6 +226,7 @@ mod tests {
         assert!(!c.disable_task_hub_admin);
         assert_eq!(c.health_ping_seconds, 30);
         assert_eq!(c.max_wait_seconds, 3600);
+        assert_eq!(c.lease_seconds, 10);
 
         let o = c.server_options().unwrap();
         assert_eq!(o.store, StoreUrl::SqliteFile(DEFAULT_DB.into()));
@@ -237,6 +260,8 @@ mod tests {
             "5",
             "--max-wait-seconds",
             "10",
+            "--lease-seconds",
+            "6",
         ]);
         assert_eq!(c.log_level.as_deref(), Some("debug,sqlx=info"));
         assert_eq!(c.log_format, LogFormat::Json);
@@ -251,6 +276,8 @@ mod tests {
         assert!(!o.service.task_hub_admin);
         assert_eq!(o.service.health_ping_interval, Duration::from_secs(5));
         assert_eq!(o.service.max_wait, Duration::from_secs(10));
+        assert_eq!(o.engine.lease_renewal, Duration::from_secs(2));
+        assert_eq!(o.engine.sweep, Duration::from_millis(1500));
     }
 
     #[test]
@@ -344,6 +371,10 @@ mod tests {
         assert!(matches!(
             parse(&["--max-wait-seconds", "0"]).server_options(),
             Err(ConfigError::MaxWait)
+        ));
+        assert!(matches!(
+            parse(&["--lease-seconds", "0"]).server_options(),
+            Err(ConfigError::Lease(0))
         ));
         assert!(matches!(
             parse(&["--db", " "]).server_options(),
