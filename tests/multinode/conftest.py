@@ -1,0 +1,321 @@
+"""Fixtures for the multi-node tests: several real sidecar processes on one PostgreSQL
+database, each with its own Python SDK worker (STYLE.md §15).
+
+* ``pg_database``  - a fresh database on the server named by DURABLETASK_TEST_POSTGRES (an
+                     admin URL such as postgres://postgres@127.0.0.1:5432/postgres), dropped
+                     afterwards. Unset: the test fails when CI is set, else it is skipped.
+* ``cluster``      - ``cluster(count)`` starts that many sidecars on ``pg_database`` and
+                     waits until each answers Hello; all are stopped at the end (a paused
+                     one is continued first).
+* ``workers``      - ``workers(node, ...)`` starts a TaskHubGrpcWorker on a node; stopped
+                     before the sidecars.
+* ``run_dir``      - a directory for logs and the execution record, kept for diagnosis.
+
+Environment: SIDECAR_BIN (default: the newer of target/debug and target/release),
+MULTINODE_LEASE_SECONDS (default 3).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import grpc
+import pytest
+from google.protobuf import empty_pb2
+
+import durabletask.internal.orchestrator_service_pb2_grpc as stubs
+from durabletask import client, worker
+from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOptions
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+POSTGRES_VAR = "DURABLETASK_TEST_POSTGRES"
+LEASE_SECONDS = int(os.environ.get("MULTINODE_LEASE_SECONDS", "3"))
+STARTUP_DEADLINE_S = 30.0
+LOG_TAIL_LINES = 60
+
+# Workers and clients notice a node that came back (or is gone) within about a second;
+# grpc's default reconnect backoff grows to two minutes.
+FAST_RECONNECT = GrpcChannelOptions(raw_options=[
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.use_local_subchannel_pool", 1),
+])
+FAST_WORKER_RESILIENCY = GrpcWorkerResiliencyOptions(
+    reconnect_backoff_base_seconds=0.1,
+    reconnect_backoff_cap_seconds=1.0,
+)
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str,
+               interval: float = 0.05) -> Any:
+    """Polls ``predicate`` until it returns something truthy; fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {value!r})")
+        time.sleep(interval)
+
+
+# --- PostgreSQL ------------------------------------------------------------------------
+
+def find_psql() -> str:
+    found = shutil.which("psql")
+    if found:
+        return found
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"),
+                      key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
+    if not versions:
+        pytest.fail(f"{POSTGRES_VAR} is set but psql is not installed (postgresql-client)", pytrace=False)
+    return versions[-1]
+
+
+def run_psql(admin_url: str, sql: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [find_psql(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", admin_url, "-c", sql],
+        env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+
+
+def database_url(admin_url: str, database: str) -> str:
+    """``admin_url`` pointing at ``database`` (credentials, host, port and query kept)."""
+    base, sep, query = admin_url.partition("?")
+    authority_start = base.find("://") + 3 if "://" in base else 0
+    path_start = base.find("/", authority_start)
+    authority = base if path_start < 0 else base[:path_start]
+    return f"{authority}/{database}{sep}{query}"
+
+
+@pytest.fixture
+def pg_database():
+    """URL of a fresh, empty database; dropped after the test."""
+    admin = os.environ.get(POSTGRES_VAR, "").strip()
+    if not admin:
+        message = (f"{POSTGRES_VAR} is not set: the multi-node tests need a PostgreSQL server "
+                   f"(e.g. {POSTGRES_VAR}=$(tests/postgres/start.sh))")
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    name = f"dt_mn_{uuid.uuid4().hex[:16]}"
+    created = run_psql(admin, f"CREATE DATABASE {name}")
+    if created.returncode != 0:
+        pytest.fail(f"cannot create database {name} via {POSTGRES_VAR}: {created.stderr.strip()}",
+                    pytrace=False)
+    yield database_url(admin, name)
+    try:
+        run_psql(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    except (OSError, subprocess.SubprocessError):
+        pass  # a leftover database costs disk space, not correctness
+
+
+# --- sidecar processes -----------------------------------------------------------------
+
+def sidecar_binary() -> Path:
+    env = os.environ.get("SIDECAR_BIN")
+    if env:
+        path = Path(env)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            pytest.fail(f"SIDECAR_BIN={env!r} is not an executable file", pytrace=False)
+        return path
+    built = [REPO_ROOT / "target" / p / "durabletask-sidecar" for p in ("debug", "release")]
+    built = [p for p in built if p.is_file() and os.access(p, os.X_OK)]
+    if not built:
+        pytest.fail("durabletask-sidecar not found: set SIDECAR_BIN or run "
+                    "`cargo build --bin durabletask-sidecar`", pytrace=False)
+    return max(built, key=lambda p: p.stat().st_mtime)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def hello_ok(address: str, timeout: float = 0.5) -> bool:
+    channel = grpc.insecure_channel(address)
+    try:
+        stubs.TaskHubSidecarServiceStub(channel).Hello(empty_pb2.Empty(), timeout=timeout,
+                                                        wait_for_ready=True)
+        return True
+    except grpc.RpcError:
+        return False
+    finally:
+        channel.close()
+
+
+class Node:
+    """One sidecar process on its own port, sharing the database with the other nodes."""
+
+    def __init__(self, name: str, binary: Path, db_url: str, workdir: Path):
+        self.name = name
+        self.binary = binary
+        self.db_url = db_url
+        self.port = free_port()
+        self.log_path = workdir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.paused = False
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [str(self.binary), "--host", "127.0.0.1", "--port", str(self.port),
+                "--db", self.db_url, "--lease-seconds", str(LEASE_SECONDS), "--log-level", "info"]
+
+    def spawn(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=str(self.log_path.parent))
+
+    def wait_ready(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if not self.alive():
+                pytest.fail(f"{self.name} exited during start-up with code {self.proc.returncode} "
+                            f"(log: {self.log_path})", pytrace=False)
+            if hello_ok(self.address):
+                return
+            time.sleep(0.05)
+        pytest.fail(f"{self.name} did not answer Hello on {self.address} within "
+                    f"{STARTUP_DEADLINE_S:.0f}s (log: {self.log_path})", pytrace=False)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: nothing released, nothing flushed; its leases must expire."""
+        assert self.alive(), f"{self.name} is not running"
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def pause(self) -> None:
+        assert self.alive(), f"{self.name} is not running"
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        if self.paused and self.alive():
+            self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def stop(self) -> None:
+        """Continue if paused, SIGTERM (graceful drain), SIGKILL after 10 s."""
+        if not self.alive():
+            return
+        self.resume()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        text = self.log_text().splitlines()
+        return f"----- last {min(lines, len(text))} lines of {self.log_path} -----\n" + "\n".join(text[-lines:])
+
+    def client(self) -> client.TaskHubGrpcClient:
+        return client.TaskHubGrpcClient(host_address=self.address, channel_options=FAST_RECONNECT)
+
+    def stub(self) -> tuple[grpc.Channel, stubs.TaskHubSidecarServiceStub]:
+        channel = grpc.insecure_channel(self.address)
+        return channel, stubs.TaskHubSidecarServiceStub(channel)
+
+
+@pytest.fixture
+def run_dir(request) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=f"dt-multinode-{request.node.name[:40]}-"))
+    print(f"\nlogs and execution records: {path}")
+    return path
+
+
+@pytest.fixture
+def cluster(request, pg_database, run_dir):
+    """``cluster(count)`` -> started, ready nodes sharing ``pg_database``."""
+    nodes: list[Node] = []
+    binary = sidecar_binary()
+    request.node.multinode_nodes = nodes  # for the failure report
+
+    def start(count: int) -> list[Node]:
+        started = [Node(f"node{len(nodes) + i}", binary, pg_database, run_dir) for i in range(count)]
+        nodes.extend(started)
+        for node in started:
+            node.spawn()
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        for node in started:
+            node.wait_ready(deadline)
+        return started
+
+    yield start
+    for node in nodes:
+        node.stop()
+
+
+def stop_worker(w: worker.TaskHubGrpcWorker, timeout: float = 20.0) -> None:
+    """Stops a worker without letting a stuck stop hang the session."""
+    t = threading.Thread(target=w.stop, daemon=True)
+    t.start()
+    t.join(timeout)
+
+
+@pytest.fixture
+def workers(cluster):
+    """``workers(node, orchestrators, activities, entities)`` -> started worker (stopped at
+    the end, before the sidecars)."""
+    started: list[worker.TaskHubGrpcWorker] = []
+
+    def start(node: Node, orchestrators: Iterable[Callable] = (),
+              activities: Iterable[Callable] = (),
+              entities: Iterable[Callable] = ()) -> worker.TaskHubGrpcWorker:
+        w = worker.TaskHubGrpcWorker(
+            host_address=node.address, channel_options=FAST_RECONNECT,
+            resiliency_options=FAST_WORKER_RESILIENCY,
+            concurrency_options=worker.ConcurrencyOptions(maximum_thread_pool_workers=32))
+        for fn in orchestrators:
+            w.add_orchestrator(fn)
+        for fn in activities:
+            w.add_activity(fn)
+        for fn in entities:
+            w.add_entity(fn)
+        w.start()
+        started.append(w)
+        return w
+
+    yield start
+    stoppers = [threading.Thread(target=stop_worker, args=(w,), daemon=True) for w in started]
+    for t in stoppers:
+        t.start()
+    for t in stoppers:
+        t.join(25)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report ends with each node's log tail."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for node in getattr(item, "multinode_nodes", []):
+            state = "running" if node.alive() else (
+                f"exited with {node.proc.returncode}" if node.proc else "never started")
+            report.sections.append((f"{node.name} log ({state})", node.log_tail()))
