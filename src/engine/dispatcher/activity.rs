@@ -9,7 +9,7 @@ use std::sync::Arc;
 use pb::history_event::EventType;
 
 use super::queue::{ReadyQueue, Timers};
-use super::tokens::{backoff, parse_token, ACT_PREFIX};
+use super::tokens::{activity_row, backoff, parse_token, ACT_PREFIX};
 use super::work_items::activity_work_item;
 use super::{CompletionError, DispatchState, Engine, Parked};
 use crate::domain::events::event;
@@ -308,13 +308,13 @@ impl Engine {
             };
             match found {
                 Some(aid) => aid,
-                None => {
-                    return if st.recent.finished(&token_text, ACT_PREFIX) {
-                        Ok(())
-                    } else {
-                        Err(CompletionError::Stale(token_text))
-                    };
-                }
+                None if st.recent.finished(&token_text, ACT_PREFIX) => return Ok(()),
+                // Sent by another process sharing the store: the row decides.
+                None if self.shared => match activity_row(&token_text) {
+                    Some(row) => row,
+                    None => return Err(CompletionError::Stale(token_text)),
+                },
+                None => return Err(CompletionError::Stale(token_text)),
             }
         };
         let now = self.clock.now();

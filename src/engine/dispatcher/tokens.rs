@@ -18,8 +18,26 @@ pub(super) fn format_token(prefix: char, token: u64) -> String {
 }
 
 /// The number inside a token of the given kind, or `None` (another kind, or garbage).
+/// Whatever follows a `.` is the item's own key (see [`activity_token`]) and is ignored.
 pub(super) fn parse_token(token: &str, prefix: char) -> Option<u64> {
-    token.strip_prefix(prefix)?.parse().ok()
+    let rest = token.strip_prefix(prefix)?;
+    rest.split_once('.').map_or(rest, |(t, _)| t).parse().ok()
+}
+
+/// An activity token also names the activity row, so a completion that reaches another
+/// process sharing the store can still be applied there (`a<token>.<row>`).
+pub(super) fn activity_token(token: u64, row: i64) -> String {
+    format!("{ACT_PREFIX}{token}.{row}")
+}
+
+/// The activity row named by an activity token.
+pub(super) fn activity_row(token: &str) -> Option<i64> {
+    token
+        .strip_prefix(ACT_PREFIX)?
+        .split_once('.')?
+        .1
+        .parse()
+        .ok()
 }
 
 /// Tokens of recently finished work items, so an exact duplicate completion (a retry

@@ -2,7 +2,7 @@
 
 use pb::history_event::EventType;
 
-use super::tokens::{format_token, ACT_PREFIX, ORCH_PREFIX};
+use super::tokens::{activity_token, format_token, ORCH_PREFIX};
 use crate::domain::{InstanceId, InstanceRecord};
 use crate::proto as pb;
 use crate::store::ActivityItem;
@@ -38,7 +38,7 @@ pub(super) fn activity_work_item(item: &ActivityItem, token: u64) -> pb::WorkIte
         _ => pb::TaskScheduledEvent::default(),
     };
     pb::WorkItem {
-        completion_token: format_token(ACT_PREFIX, token),
+        completion_token: activity_token(token, item.id),
         request: Some(pb::work_item::Request::ActivityRequest(
             pb::ActivityRequest {
                 name: task.name,
