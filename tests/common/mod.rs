@@ -1,6 +1,13 @@
-//! Test support: a real server on an ephemeral port over a real SQLite file, a connected
+//! Test support: a real server on an ephemeral port over a real database, a connected
 //! client, and a scripted worker that answers work items with closures.
+//!
+//! The database is a SQLite file in a temporary directory, or, with
+//! `DURABLETASK_TEST_BACKEND=postgres`, a fresh PostgreSQL database on the server
+//! `DURABLETASK_TEST_POSTGRES` names (see `postgres.rs`), so every server suite runs
+//! unchanged on either backend.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)] // test support code
+
+pub mod postgres;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -25,37 +32,70 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
+/// Which backend `TestServer` runs on: `DURABLETASK_TEST_BACKEND` = `sqlite` (the default)
+/// or `postgres`.
+pub const BACKEND_VAR: &str = "DURABLETASK_TEST_BACKEND";
+
+/// Whether the server suites run on PostgreSQL (`DURABLETASK_TEST_BACKEND=postgres`).
+pub fn postgres_backend() -> bool {
+    match std::env::var(BACKEND_VAR).as_deref() {
+        Err(_) | Ok("" | "sqlite") => false,
+        Ok("postgres") => true,
+        Ok(other) => panic!("{BACKEND_VAR}={other:?}: use sqlite or postgres"),
+    }
+}
+
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
     pub client: Client,
+    /// A temporary directory of this server's (holding its SQLite file on SQLite).
     pub dir: tempfile::TempDir,
+    /// The database: the SQLite file's path, or the PostgreSQL database's URL.
     pub db: String,
+    /// The PostgreSQL database, dropped with the last server on it.
+    pg: Option<Arc<postgres::TestDatabase>>,
     cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
 
 impl TestServer {
     pub async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir
-            .path()
-            .join("test.sqlite")
-            .to_string_lossy()
-            .into_owned();
-        Self::start_on(dir, db, ServerOptions::default()).await
+        Self::start_with(ServerOptions::default()).await
     }
 
+    /// A server with `options` on a fresh database of the selected backend (`options.store`
+    /// is replaced).
     pub async fn start_with(options: ServerOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        if postgres_backend() {
+            let Some(admin_url) = std::env::var(postgres::ADMIN_URL_VAR)
+                .ok()
+                .filter(|url| !url.trim().is_empty())
+            else {
+                panic!(
+                    "{BACKEND_VAR}=postgres needs {}: {}",
+                    postgres::ADMIN_URL_VAR,
+                    postgres::HOW_TO_RUN
+                );
+            };
+            let pg = Arc::new(postgres::TestDatabase::create(admin_url.trim()).await);
+            let db = pg.url.clone();
+            return Self::start_on(dir, db, Some(pg), options).await;
+        }
         let db = dir
             .path()
             .join("test.sqlite")
             .to_string_lossy()
             .into_owned();
-        Self::start_on(dir, db, options).await
+        Self::start_on(dir, db, None, options).await
     }
 
-    async fn start_on(dir: tempfile::TempDir, db: String, options: ServerOptions) -> Self {
+    async fn start_on(
+        dir: tempfile::TempDir,
+        db: String,
+        pg: Option<Arc<postgres::TestDatabase>>,
+        options: ServerOptions,
+    ) -> Self {
         // TEST_LOG=debug shows the server's log while debugging a test.
         if let Ok(filter) = std::env::var("TEST_LOG") {
             let _ = tracing_subscriber::fmt()
@@ -66,10 +106,11 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
-        let options = ServerOptions {
-            store: StoreUrl::SqliteFile(db.clone().into()),
-            ..options
+        let store = match &pg {
+            Some(_) => StoreUrl::Postgres(db.clone()),
+            None => StoreUrl::SqliteFile(db.clone().into()),
         };
+        let options = ServerOptions { store, ..options };
         let token = cancel.clone();
         let task = tokio::spawn(async move {
             server::run(options, listener, token)
@@ -84,16 +125,18 @@ impl TestServer {
             client,
             dir,
             db,
+            pg,
             cancel,
             task: Some(task),
         }
     }
 
-    /// Stops the server and starts a new one on the same database file.
+    /// Stops the server and starts a new one on the same database.
     pub async fn restart(mut self) -> Self {
         self.stop().await;
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        Self::start_on(dir, self.db.clone(), ServerOptions::default()).await
+        let pg = self.pg.take();
+        Self::start_on(dir, self.db.clone(), pg, ServerOptions::default()).await
     }
 
     pub async fn stop(&mut self) {
