@@ -1,0 +1,205 @@
+//! Reading many instances at once and deleting them: `query_instances`, `list_completed`,
+//! `purge_instance`, `purge_where`.
+
+use durabletask_sidecar::domain::{ReusePolicy, RuntimeStatus};
+use durabletask_sidecar::store::{CompletedFilter, InstanceFilter, PurgeFilter};
+
+use super::{at, complete, id, new_instance, start_running, StoreFactory};
+
+pub async fn query_instances_pages_by_keyset(mut f: impl StoreFactory) {
+    let store = f.fresh().await;
+    for (i, name) in ["q3", "q1", "q2", "x1", "Q4"].iter().enumerate() {
+        // q1 and q2 share a creation time: the id breaks the tie.
+        let created = at(if *name == "q2" { 1 } else { i as i64 });
+        store
+            .create_instance(new_instance(name, created), ReusePolicy::ReplaceTerminal)
+            .await
+            .unwrap();
+    }
+    store
+        .create_instance(
+            new_instance("@ent@key", at(0)),
+            ReusePolicy::ReplaceTerminal,
+        )
+        .await
+        .unwrap();
+    complete(&*store, "q3", at(10)).await;
+
+    let mut filter = InstanceFilter {
+        id_prefix: Some("q".into()),
+        limit: 2,
+        ..Default::default()
+    };
+    let page = store.query_instances(&filter).await.unwrap();
+    let ids: Vec<_> = page.iter().map(|r| r.instance_id.as_str()).collect();
+    assert_eq!(ids, ["q3", "q1"]);
+    let last = page.last().unwrap();
+    filter.after = Some((last.created_at, last.instance_id.as_str().to_string()));
+    let page = store.query_instances(&filter).await.unwrap();
+    let ids: Vec<_> = page.iter().map(|r| r.instance_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["q2"],
+        "case-sensitive prefix; keyset skips what was seen"
+    );
+
+    let all = store
+        .query_instances(&InstanceFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 5, "entities are never returned");
+    let filter = InstanceFilter {
+        statuses: vec![RuntimeStatus::Pending],
+        created_from: Some(at(1)),
+        created_to: Some(at(4)),
+        limit: 100,
+        ..Default::default()
+    };
+    let ids: Vec<_> = store
+        .query_instances(&filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.instance_id)
+        .collect();
+    assert_eq!(ids, [id("q1"), id("q2"), id("x1")]);
+}
+
+pub async fn list_completed_pages_terminal_instances(mut f: impl StoreFactory) {
+    let store = f.fresh().await;
+    for (i, name) in ["l1", "l2", "l3", "live"].iter().enumerate() {
+        start_running(&*store, name, at(0)).await;
+        if *name != "live" {
+            complete(&*store, name, at(10 + i as i64)).await;
+        }
+    }
+    let mut filter = CompletedFilter {
+        limit: 2,
+        ..Default::default()
+    };
+    let page = store.list_completed(&filter).await.unwrap();
+    assert_eq!(page, vec![(id("l1"), at(10)), (id("l2"), at(11))]);
+    filter.after = Some((at(11), "l2".into()));
+    assert_eq!(
+        store.list_completed(&filter).await.unwrap(),
+        vec![(id("l3"), at(12))]
+    );
+    let window = CompletedFilter {
+        completed_from: Some(at(11)),
+        completed_to: Some(at(12)),
+        statuses: vec![RuntimeStatus::Completed],
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        store.list_completed(&window).await.unwrap(),
+        vec![(id("l2"), at(11))]
+    );
+    let failed_only = CompletedFilter {
+        statuses: vec![RuntimeStatus::Failed],
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(store.list_completed(&failed_only).await.unwrap().is_empty());
+}
+
+pub async fn purge_by_id_recursive_and_filter(mut f: impl StoreFactory) {
+    let store = f.fresh().await;
+    // root → kid → grandkid, plus a live kid2 whose own child is terminal.
+    for (name, parent) in [
+        ("root", None),
+        ("kid", Some("root")),
+        ("grandkid", Some("kid")),
+        ("kid2", Some("root")),
+        ("kid2kid", Some("kid2")),
+    ] {
+        let mut n = new_instance(name, at(0));
+        n.parent_instance_id = parent.map(id);
+        store
+            .create_instance(n, ReusePolicy::ReplaceTerminal)
+            .await
+            .unwrap();
+        if name != "kid2" {
+            complete(&*store, name, at(1)).await;
+        }
+    }
+    assert_eq!(store.purge_instance(&id("ghost"), true).await.unwrap(), 0);
+    assert_eq!(
+        store.purge_instance(&id("kid2"), true).await.unwrap(),
+        0,
+        "live instances are kept"
+    );
+    assert_eq!(store.purge_instance(&id("root"), true).await.unwrap(), 4);
+    assert!(store.instance(&id("kid2kid")).await.unwrap().is_none());
+    assert!(store.instance(&id("kid2")).await.unwrap().is_some());
+    assert!(store.history(&id("grandkid")).await.unwrap().is_none());
+
+    let store = f.fresh().await;
+    for i in 0..5 {
+        let name = format!("p{i}");
+        store
+            .create_instance(new_instance(&name, at(i)), ReusePolicy::ReplaceTerminal)
+            .await
+            .unwrap();
+        if i < 4 {
+            complete(&*store, &name, at(10)).await;
+        }
+    }
+    let mut child = new_instance("p0-child", at(0));
+    child.parent_instance_id = Some(id("p0"));
+    store
+        .create_instance(child, ReusePolicy::ReplaceTerminal)
+        .await
+        .unwrap();
+    complete(&*store, "p0-child", at(10)).await;
+    assert_eq!(store.purge_instance(&id("p1"), false).await.unwrap(), 1);
+
+    let past_deadline = store
+        .purge_where(&PurgeFilter::default(), false, Some(at(0)))
+        .await
+        .unwrap();
+    assert_eq!(
+        past_deadline,
+        (0, false),
+        "the deadline has passed before the first batch"
+    );
+    let running_only = PurgeFilter {
+        statuses: vec![RuntimeStatus::Running],
+        ..Default::default()
+    };
+    assert_eq!(
+        store.purge_where(&running_only, false, None).await.unwrap(),
+        (0, true)
+    );
+    let window = PurgeFilter {
+        created_from: Some(at(2)),
+        created_to: Some(at(4)),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.purge_where(&window, false, None).await.unwrap(),
+        (2, true)
+    );
+    let everything = PurgeFilter {
+        created_to: Some(at(1)),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.purge_where(&everything, true, None).await.unwrap(),
+        (2, true)
+    );
+    let left: Vec<_> = store
+        .query_instances(&InstanceFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        left.into_iter().map(|r| r.instance_id).collect::<Vec<_>>(),
+        [id("p4")]
+    );
+}
