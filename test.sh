@@ -1,37 +1,62 @@
 #!/usr/bin/env bash
 # Runs every check CI runs, in order, stopping at the first failure:
-#   1. rustfmt  2. clippy (warnings are errors)  3. Rust unit + integration tests
-#   4. a seconds-long smoke run of the load generator against the debug sidecar
-#   5. Python SDK end-to-end tests against the debug binary built by step 3 (a release
-#      build would double CI's compile time and tests no behaviour the debug one lacks):
-#      Microsoft's SDK (tests/python), then Dapr's (tests/dapr)
+#   1. a throwaway PostgreSQL server (tests/postgres/start.sh; stopped on exit) whose admin
+#      URL is exported as DURABLETASK_TEST_POSTGRES, unless that is already set
+#   2. rustfmt  3. clippy (warnings are errors)
+#   4. Rust unit + integration tests; the store conformance suite runs on SQLite
+#      (tests/store_sqlite.rs) and on PostgreSQL (tests/store_postgres.rs)
+#   5. the server integration suites (tests/*.rs on TestServer) again, on PostgreSQL
+#      (DURABLETASK_TEST_BACKEND=postgres: a fresh database per server)
+#   6. a seconds-long smoke run of the load generator against the debug sidecar
+#   7.-12. SDK end-to-end tests against the debug binary built by step 4 (a release build
+#      would double CI's compile time and tests no behaviour the debug one lacks):
+#      Microsoft's Python SDK on SQLite, then on PostgreSQL (tests/python), Dapr's
+#      (tests/dapr), JavaScript (tests/js), Java (tests/java), Go (tests/go)
 # Needs: the Rust toolchain (rust-toolchain.toml pins it), a C compiler (bundled SQLite),
-# python3 with venv. tests/python/run.sh creates .venv-e2e and tests/dapr/run.sh .venv-dapr,
-# each pip-installing pinned deps.
-# SKIP_E2E=1 skips step 5 (no Python/network needed).
+# PostgreSQL (apt-get install postgresql: initdb, pg_ctl, psql), python3 with venv, and for
+# the SDK suites Node, a JDK + Maven, Go (.ci/run installs what a Debian machine lacks).
+# Each SDK suite installs its pinned SDK (tests/python/run.sh creates .venv-e2e,
+# tests/dapr/run.sh .venv-dapr, ...).
+# SKIP_E2E=1 skips steps 7-12 (no Python/network needed).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
 
 step_no=0
+steps=12
 step_name=""
 started=$SECONDS
+pg_dir=""
 
 section() {
     step_no=$((step_no + 1))
     step_name="$1"
-    printf '\n==== [%d/9] %s ====\n' "$step_no" "$step_name"
+    printf '\n==== [%d/%d] %s ====\n' "$step_no" "$steps" "$step_name"
 }
 
 on_exit() {
     local status=$?
+    if [ -f "$pg_dir/data/PG_VERSION" ]; then
+        "$root/tests/postgres/stop.sh" "$pg_dir" || true
+    elif [ -n "$pg_dir" ]; then
+        rm -rf "$pg_dir" # start.sh failed before initdb
+    fi
     if [ "$status" -ne 0 ]; then
-        printf '\n==== FAILED at [%d/9] %s (exit %d, after %ds) ====\n' \
-            "$step_no" "$step_name" "$status" "$((SECONDS - started))" >&2
+        printf '\n==== FAILED at [%d/%d] %s (exit %d, after %ds) ====\n' \
+            "$step_no" "$steps" "$step_name" "$status" "$((SECONDS - started))" >&2
     fi
 }
 trap on_exit EXIT
+
+section "PostgreSQL server for the PostgreSQL runs"
+if [ -n "${DURABLETASK_TEST_POSTGRES:-}" ]; then
+    echo "using DURABLETASK_TEST_POSTGRES (already set)"
+else
+    pg_dir="$(mktemp -d "${TMPDIR:-/tmp}/dt-pg.XXXXXX")"
+    DURABLETASK_TEST_POSTGRES="$("$root/tests/postgres/start.sh" "$pg_dir")"
+fi
+export DURABLETASK_TEST_POSTGRES
 
 section "cargo fmt --check"
 cargo fmt --all -- --check
@@ -39,9 +64,24 @@ cargo fmt --all -- --check
 section "cargo clippy"
 cargo clippy --locked --all-targets --all-features -- -D warnings
 
-section "cargo test (unit + integration)"
+section "cargo test (unit + integration; store conformance on SQLite and PostgreSQL)"
 # Not --all-targets: that would also run the load generator, which needs a sidecar.
-cargo test --locked
+# --no-fail-fast: a failing suite (one backend) does not hide the results of the others.
+cargo test --locked --no-fail-fast
+
+section "integration suites on PostgreSQL"
+# Every suite that runs a TestServer (tests/common), now on a fresh PostgreSQL database per
+# server; suites about SQLite itself (tests/sqlite_*.rs) and the store suites are left out.
+suites=()
+for file in tests/*.rs; do
+    name="$(basename "$file" .rs)"
+    case "$name" in sqlite_* | store_*) continue ;; esac
+    if grep -q 'TestServer' "$file"; then
+        suites+=(--test "$name")
+    fi
+done
+echo "suites: ${suites[*]}"
+DURABLETASK_TEST_BACKEND=postgres cargo test --locked --no-fail-fast "${suites[@]}"
 
 section "load generator smoke run (seconds; figures come from cargo bench, see README)"
 cargo build --locked --bin durabletask-sidecar
@@ -57,15 +97,19 @@ wait "$sidecar_pid" 2>/dev/null || true
 [ "$smoke" -eq 0 ]
 
 bin="$root/target/debug/durabletask-sidecar"
+# e2e NAME SCRIPT [VAR=value...]: the variables are set for that suite only.
 e2e() {
     section "$1"
     if [ "${SKIP_E2E:-0}" = "1" ]; then
         echo "skipped (SKIP_E2E=1)"
     else
-        SIDECAR_BIN="$bin" bash "$2"
+        SIDECAR_BIN="$bin" env "${@:3}" bash "$2"
     fi
 }
-e2e "Python SDK end-to-end tests" "$root/tests/python/run.sh"
+e2e "Python SDK end-to-end tests (SQLite)" "$root/tests/python/run.sh"
+# Each sidecar of the suite on a fresh database of that server (tests/python/conftest.py).
+e2e "Python SDK end-to-end tests (PostgreSQL)" "$root/tests/python/run.sh" \
+    "SIDECAR_POSTGRES_URL=$DURABLETASK_TEST_POSTGRES"
 e2e "Dapr Python SDK end-to-end tests" "$root/tests/dapr/run.sh"
 e2e "JavaScript SDK end-to-end tests" "$root/tests/js/run.sh"
 e2e "Java SDK end-to-end tests" "$root/tests/java/run.sh"

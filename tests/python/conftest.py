@@ -1,22 +1,30 @@
 """Fixtures for end-to-end tests of the sidecar with the real Python SDK (durabletask).
 
-* ``sidecar``       - one sidecar process per test session (fresh SQLite file in a tmp dir),
-                      shared by all tests; restarted automatically if it died.
-* ``fresh_sidecar`` - a private sidecar for one test (the crash tests kill and restart it).
+* ``sidecar``       - one sidecar process per test session (fresh database), shared by all
+                      tests; restarted automatically (on another fresh database) if it died.
+* ``fresh_sidecar`` - a private sidecar for one test on a database of its own (the crash
+                      tests kill it and restart it on the same database).
 * ``hub``           - TaskHubGrpcClient connected to ``sidecar``.
 * ``start_worker``  - start a TaskHubGrpcWorker with given orchestrators/activities;
                       stopped at the end of the test.
 * ``raw_stub``      - the generated gRPC stub, for fields the SDK does not surface (tags, parent id).
 * ``iid``           - unique instance-id maker per test (``iid("x")``).
 
-Environment: SIDECAR_BIN overrides the binary path (default: target/release then
-target/debug under the repository root).
+Environment:
+* SIDECAR_BIN overrides the binary path (default: target/release then target/debug under
+  the repository root).
+* SIDECAR_POSTGRES_URL runs the sidecars on PostgreSQL instead of SQLite files: the admin URL
+  of a server (``postgres://postgres@127.0.0.1:5432/postgres``; tests/postgres/start.sh
+  starts a throwaway one). Each sidecar gets a fresh database ``dt_py_<hex>`` there, created
+  and dropped with ``psql`` (the PostgreSQL client; on PATH or in /usr/lib/postgresql/*/bin).
 """
 
 from __future__ import annotations
 
 import os
+import glob
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +47,7 @@ from _util import FAST_RECONNECT, FAST_WORKER_RESILIENCY, make_client
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_DEADLINE_S = 30.0
 LOG_TAIL_LINES = 80
+POSTGRES_URL_VAR = "SIDECAR_POSTGRES_URL"
 
 def find_sidecar_binary() -> Path:
     env = os.environ.get("SIDECAR_BIN")
@@ -64,6 +73,54 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def find_psql() -> str:
+    found = shutil.which("psql")
+    if found:
+        return found
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"),
+                        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
+    if candidates:
+        return candidates[-1]
+    pytest.fail(f"{POSTGRES_URL_VAR} is set but psql is not installed (apt-get install postgresql-client)",
+                pytrace=False)
+    raise AssertionError("unreachable")
+
+
+def psql(admin_url: str, sql: str) -> subprocess.CompletedProcess:
+    """Runs one statement on the server of ``admin_url``; bounded, so a dead server fails fast."""
+    return subprocess.run(
+        [find_psql(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", admin_url, "-c", sql],
+        env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+
+
+def with_database(url: str, database: str) -> str:
+    """``url`` with its database replaced (user, host, port and query kept)."""
+    base, sep, query = url.partition("?")
+    scheme_end = base.find("://")
+    start = scheme_end + 3 if scheme_end >= 0 else 0
+    slash = base.find("/", start)
+    authority = base if slash < 0 else base[:slash]
+    return f"{authority}/{database}{sep}{query}"
+
+
+def create_postgres_database(admin_url: str) -> str:
+    name = f"dt_py_{uuid.uuid4().hex}"
+    done = psql(admin_url, f"CREATE DATABASE {name}")
+    if done.returncode != 0:
+        pytest.fail(f"cannot create a database via {POSTGRES_URL_VAR}: {done.stderr.strip()}",
+                    pytrace=False)
+    return name
+
+
+def drop_postgres_database(admin_url: str, name: str) -> None:
+    """Best effort: a database left behind costs disk space, not correctness."""
+    try:
+        psql(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    except (OSError, subprocess.SubprocessError):
+        pass
+
+
 def hello_ok(address: str, timeout: float = 1.0) -> bool:
     """True if TaskHubSidecarService/Hello answers on ``address``."""
     channel = grpc.insecure_channel(address)
@@ -77,7 +134,11 @@ def hello_ok(address: str, timeout: float = 1.0) -> bool:
 
 
 class Sidecar:
-    """A sidecar process on a fixed port and SQLite file that can be killed and restarted."""
+    """A sidecar process on a fixed port and database that can be killed and restarted.
+
+    The database is a SQLite file in ``workdir``, or with SIDECAR_POSTGRES_URL a fresh
+    PostgreSQL database of its own (dropped by ``close``).
+    """
 
     def __init__(self, binary: Path, workdir: Path, name: str = "sidecar"):
         self.binary = binary
@@ -85,11 +146,21 @@ class Sidecar:
         self.name = name
         self.host = "127.0.0.1"
         self.port = free_port()
-        self.db_path = str(workdir / f"{name}.db")
+        self.postgres_admin_url = os.environ.get(POSTGRES_URL_VAR, "").strip() or None
+        self.databases: list[str] = []
+        self.db = self.new_database(name)
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.ready_once = False
+
+    def new_database(self, label: str) -> str:
+        """The ``--db`` value of a new, empty database (``label`` names a SQLite file)."""
+        if self.postgres_admin_url is None:
+            return str(self.workdir / f"{label}.db")
+        name = create_postgres_database(self.postgres_admin_url)
+        self.databases.append(name)
+        return with_database(self.postgres_admin_url, name)
 
     @property
     def address(self) -> str:
@@ -104,11 +175,11 @@ class Sidecar:
         while True:
             self.starts += 1
             with open(self.log_path, "ab") as log:
-                log.write(f"\n===== start #{self.starts}: port {self.port}, db {self.db_path} =====\n".encode())
+                log.write(f"\n===== start #{self.starts}: port {self.port}, db {self.db} =====\n".encode())
                 log.flush()
                 self.proc = subprocess.Popen(
                     [str(self.binary), "--host", self.host, "--port", str(self.port),
-                     "--db", self.db_path, "--log-level", "info"],
+                     "--db", self.db, "--log-level", "info"],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     cwd=str(self.workdir))
             while time.monotonic() < deadline:
@@ -144,13 +215,19 @@ class Sidecar:
         self._signal_and_wait(signal.SIGKILL)
 
     def restart(self) -> None:
-        """Start again on the same port and database file (after kill() or stop())."""
+        """Start again on the same port and database (after kill() or stop())."""
         if self.is_alive():
             self.kill()
         self.start()
 
     def stop(self) -> None:
         self._signal_and_wait(signal.SIGTERM)
+
+    def close(self) -> None:
+        """Stop for good: also drop the PostgreSQL databases it used."""
+        self.stop()
+        while self.databases:
+            drop_postgres_database(self.postgres_admin_url, self.databases.pop())
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:
@@ -170,9 +247,11 @@ def sidecar_binary() -> Path:
 def _session_sidecar(sidecar_binary):
     workdir = Path(tempfile.mkdtemp(prefix="dts-e2e-"))
     sc = Sidecar(sidecar_binary, workdir, "sidecar")
-    sc.start()
-    yield sc
-    sc.stop()
+    try:
+        sc.start()
+        yield sc
+    finally:
+        sc.close()
 
 
 @pytest.fixture
@@ -183,7 +262,7 @@ def sidecar(_session_sidecar: Sidecar) -> Sidecar:
         code = sc.proc.returncode if sc.proc else None
         tail = sc.log_tail()
         sc.port = free_port()
-        sc.db_path = str(sc.workdir / f"sidecar-after-crash-{sc.starts}.db")
+        sc.db = sc.new_database(f"sidecar-after-crash-{sc.starts}")
         sc.start()
         pytest.fail(f"the shared sidecar had died (exit code {code}) before this test; "
                     f"restarted it with a fresh database\n{tail}", pytrace=False)
@@ -192,11 +271,13 @@ def sidecar(_session_sidecar: Sidecar) -> Sidecar:
 
 @pytest.fixture
 def fresh_sidecar(sidecar_binary, tmp_path):
-    """A private sidecar for one test (fresh db file), for tests that kill/restart it."""
+    """A private sidecar for one test (fresh database), for tests that kill/restart it."""
     sc = Sidecar(sidecar_binary, tmp_path, "private-sidecar")
-    sc.start()
-    yield sc
-    sc.stop()
+    try:
+        sc.start()
+        yield sc
+    finally:
+        sc.close()
 
 
 @pytest.fixture
