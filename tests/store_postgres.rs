@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use durabletask_sidecar::store::postgres::{PostgresOptions, PostgresStore};
 use durabletask_sidecar::store::Store;
 
-use common::postgres::{fresh_database, redact, with_database, TestDatabase};
+use common::postgres::{redact, with_database, TestDatabase};
 use conformance::StoreFactory;
 
 /// One database per fresh store, each dropped when the factory is.
@@ -45,7 +45,7 @@ impl StoreFactory for PostgresDatabases {
 }
 
 async fn postgres_databases() -> Option<PostgresDatabases> {
-    let admin_url = common::postgres::admin_url("this PostgreSQL store test")?;
+    let admin_url = common::postgres::admin_url()?;
     Some(PostgresDatabases {
         admin_url,
         databases: Vec::new(),
@@ -59,30 +59,42 @@ store_conformance_tests!(postgres_databases);
 #[tokio::test]
 async fn harness_creates_and_drops_a_database() {
     use sqlx::{Connection, PgConnection};
-    let Some(db) = fresh_database("the PostgreSQL harness test").await else {
+    use std::future::Future;
+
+    async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+        tokio::time::timeout(std::time::Duration::from_secs(30), fut)
+            .await
+            .unwrap_or_else(|_| panic!("timed out: {what}"))
+    }
+
+    let Some(admin_url) = common::postgres::admin_url() else {
         return;
     };
-    let admin_url = common::postgres::admin_url("the PostgreSQL harness test").unwrap();
+    let db = TestDatabase::create(&admin_url).await;
     let name = db.name().to_string();
-    let mut conn = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        PgConnection::connect(&db.url),
+    let mut conn = within("connect", PgConnection::connect(&db.url))
+        .await
+        .unwrap();
+    let (current,): (String,) = within(
+        "current_database()",
+        sqlx::query_as("SELECT current_database()").fetch_one(&mut conn),
     )
     .await
-    .unwrap()
     .unwrap();
-    let (current,): (String,) = sqlx::query_as("SELECT current_database()")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
     assert_eq!(current, name);
+    // Dropped while a connection is still open on it, as a test's store may be.
     drop(db);
-    let mut admin = PgConnection::connect(&admin_url).await.unwrap();
-    let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_database WHERE datname = $1")
-        .bind(&name)
-        .fetch_one(&mut admin)
+    let mut admin = within("admin connect", PgConnection::connect(&admin_url))
         .await
         .unwrap();
+    let (left,): (i64,) = within(
+        "count databases",
+        sqlx::query_as("SELECT count(*) FROM pg_database WHERE datname = $1")
+            .bind(&name)
+            .fetch_one(&mut admin),
+    )
+    .await
+    .unwrap();
     assert_eq!(left, 0, "{name} was not dropped");
 }
 

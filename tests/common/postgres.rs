@@ -6,6 +6,7 @@
 //! Without the variable a PostgreSQL test prints that it skipped and passes, except in CI
 //! (`CI` set), where it fails: there the PostgreSQL runs must never go missing silently.
 
+use std::io::Write;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -33,9 +34,9 @@ pub struct TestDatabase {
     pub url: String,
 }
 
-/// The admin URL, or `None` after printing that `what` is skipped. Panics in CI, where a
-/// PostgreSQL run must not skip.
-pub fn admin_url(what: &str) -> Option<String> {
+/// The admin URL, or `None` after saying (once per test binary) that the PostgreSQL tests
+/// skip. Panics in CI, where a PostgreSQL run must not skip.
+pub fn admin_url() -> Option<String> {
     match std::env::var(ADMIN_URL_VAR) {
         Ok(url) if !url.trim().is_empty() => Some(url.trim().to_string()),
         _ if in_ci() => panic!(
@@ -43,10 +44,23 @@ pub fn admin_url(what: &str) -> Option<String> {
              them, {HOW_TO_RUN}."
         ),
         _ => {
-            eprintln!("skipped {what}: {ADMIN_URL_VAR} is not set. To run it, {HOW_TO_RUN}.");
+            say_skipped();
             None
         }
     }
+}
+
+/// Says once per test binary that its PostgreSQL tests skip. Written to stderr directly:
+/// the test harness captures `eprintln!` and shows it only for failed tests.
+fn say_skipped() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped the PostgreSQL tests of this test binary: {ADMIN_URL_VAR} is not set. To \
+             run them, {HOW_TO_RUN}."
+        );
+    });
 }
 
 /// Whether this runs in CI (`CI` set and not empty), where nothing may skip.
@@ -54,10 +68,10 @@ pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty())
 }
 
-/// A fresh database for `what` on the server of [`ADMIN_URL_VAR`], or `None` when the
-/// variable is unset outside CI (see [`admin_url`]).
-pub async fn fresh_database(what: &str) -> Option<TestDatabase> {
-    let admin_url = admin_url(what)?;
+/// A fresh database on the server of [`ADMIN_URL_VAR`], or `None` when the variable is
+/// unset outside CI (see [`admin_url`]).
+pub async fn fresh_database() -> Option<TestDatabase> {
+    let admin_url = admin_url()?;
     Some(TestDatabase::create(&admin_url).await)
 }
 
