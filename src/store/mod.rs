@@ -18,6 +18,7 @@ use crate::domain::{
 };
 use crate::proto as pb;
 
+mod codec;
 pub mod postgres;
 pub mod sqlite;
 mod url;

@@ -4,25 +4,20 @@
 //! The encodings are documented in the header of the first migration; this is the only
 //! file that knows them.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use prost::Message;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use crate::domain::{ExecutionId, InstanceId, InstanceRecord, RuntimeStatus};
-use crate::proto as pb;
+use crate::domain::{ExecutionId, InstanceId, InstanceRecord};
+pub(super) use crate::store::codec::{decode_event, encode, status, tags_json, TERMINAL_SQL};
+use crate::store::codec::{decode_opt, parse_tags, round_up};
 use crate::store::{ActivityItem, StoreError};
 
 /// The columns `record_from_row` reads, in a form ready to splice into a SELECT.
 pub(super) const INSTANCE_COLUMNS: &str = "instance_id, execution_id, name, version, status, \
      created_at, last_updated_at, completed_at, scheduled_start_at, input, output, \
      custom_status, failure, parent_instance_id, tags, trace_context, history_len";
-
-/// The terminal set T (PROTOCOL.md §2.2) as an SQL list; checked against
-/// [`RuntimeStatus::TERMINAL`] by a unit test.
-pub(super) const TERMINAL_SQL: &str = "('COMPLETED', 'FAILED', 'TERMINATED', 'CANCELED')";
 
 /// A time as stored: microseconds since the epoch, rounded down.
 pub(super) fn micros(t: DateTime<Utc>) -> i64 {
@@ -32,23 +27,13 @@ pub(super) fn micros(t: DateTime<Utc>) -> i64 {
 /// A visibility time as stored: rounded *up*, so `visible_at <= micros(now)` never holds
 /// before the exact instant (a timer must not fire early, PROTOCOL.md §4.6).
 pub(super) fn visible_micros(t: DateTime<Utc>) -> i64 {
-    let floor = t.timestamp_micros();
-    if t.timestamp_subsec_nanos().is_multiple_of(1_000) {
-        floor
-    } else {
-        floor.saturating_add(1)
-    }
+    round_up(t).timestamp_micros()
 }
 
 /// A stored time back to `DateTime<Utc>`.
 pub(super) fn time(us: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::<Utc>::from_timestamp_micros(us)
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {us} out of range")))
-}
-
-/// Encodes any protobuf message for a BLOB column.
-pub(super) fn encode<M: Message>(m: &M) -> Vec<u8> {
-    m.encode_to_vec()
 }
 
 /// A JSON array of the messages' protobuf encodings as hex strings: with `json_each` and
@@ -79,36 +64,9 @@ pub(super) fn push_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
-/// Decodes a stored `HistoryEvent`.
-pub(super) fn decode_event(bytes: &[u8]) -> Result<pb::HistoryEvent, StoreError> {
-    pb::HistoryEvent::decode(bytes).map_err(|e| StoreError::Corrupt(format!("history event: {e}")))
-}
-
-fn decode_opt<M: Message + Default>(
-    bytes: Option<Vec<u8>>,
-    what: &str,
-) -> Result<Option<M>, StoreError> {
-    bytes
-        .map(|b| M::decode(b.as_slice()).map_err(|e| StoreError::Corrupt(format!("{what}: {e}"))))
-        .transpose()
-}
-
-/// Tags as stored (a JSON object).
-pub(super) fn tags_json(tags: &BTreeMap<String, String>) -> Result<String, StoreError> {
-    serde_json::to_string(tags).map_err(|e| StoreError::Backend(format!("encoding tags: {e}")))
-}
-
-/// Parses a stored status name.
-pub(super) fn status(name: &str) -> Result<RuntimeStatus, StoreError> {
-    RuntimeStatus::from_name(name)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown status '{name}'")))
-}
-
 /// Reads a row selected with [`INSTANCE_COLUMNS`].
 pub(super) fn record_from_row(row: &SqliteRow) -> Result<InstanceRecord, StoreError> {
-    let tags: String = get(row, "tags")?;
-    let tags =
-        serde_json::from_str(&tags).map_err(|e| StoreError::Corrupt(format!("tags: {e}")))?;
+    let tags = parse_tags(&get::<String>(row, "tags")?)?;
     let history_len: i64 = get(row, "history_len")?;
     Ok(InstanceRecord {
         instance_id: InstanceId::new(get::<String>(row, "instance_id")?),
@@ -190,17 +148,6 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-
-    #[test]
-    fn terminal_sql_matches_the_domain_set() {
-        for s in RuntimeStatus::ALL {
-            assert_eq!(
-                TERMINAL_SQL.contains(&format!("'{}'", s.name())),
-                s.is_terminal(),
-                "{s}"
-            );
-        }
-    }
 
     #[test]
     fn visibility_rounds_up_and_plain_times_round_down() {

@@ -17,7 +17,7 @@ use super::hot::{Hot, State};
 use super::{entities, inbox, instances};
 use crate::domain::rules::{self, ChildAction};
 use crate::domain::{ExecutionId, InstanceId, OutboundMessage, StatusChange, Transition};
-use crate::store::{ActivityItem, CommitOutcome, Result, StoreError};
+use crate::store::{CommitOutcome, Result, StoreError};
 
 /// Runs the whole commit; see the module docs and `Store::commit_orchestration`.
 pub(super) async fn commit(
@@ -154,32 +154,10 @@ pub(super) async fn commit(
     // Statements run in order: the activity ids, then the final SELECT's one row.
     let has_visible_inbox = rows.pop().is_some_and(|v| v != 0);
     Ok(CommitOutcome {
-        activities: activity_items(t, rows)?,
+        activities: crate::store::codec::activity_items(t, rows)?,
         has_visible_inbox,
         touched: touched.into_iter().collect(),
     })
-}
-
-/// Pairs the ids RETURNING gave with the commit's activities. Rows are inserted in array
-/// order and ids only grow (AUTOINCREMENT), but RETURNING does not promise an order:
-/// sorting restores it.
-fn activity_items(t: &Transition, mut ids: Vec<i64>) -> Result<Vec<ActivityItem>> {
-    if ids.len() != t.activities.len() {
-        return Err(StoreError::Backend(
-            "activity insert returned the wrong number of rows".into(),
-        ));
-    }
-    ids.sort_unstable();
-    Ok(ids
-        .into_iter()
-        .zip(&t.activities)
-        .map(|(row, a)| ActivityItem {
-            id: row,
-            instance_id: t.instance_id.clone(),
-            execution_id: t.expected_execution_id.clone(),
-            scheduled: a.scheduled.clone(),
-        })
-        .collect())
 }
 
 /// The statements both one-call commits end with; binds: instance, execution, activity

@@ -64,7 +64,11 @@ impl FileLock {
         }
         // Who holds it, for the message a second process prints. Best effort: the lock,
         // not this text, is what excludes the second process.
-        let text = format!("pid {} on {}", std::process::id(), hostname());
+        let text = format!(
+            "pid {} on {}",
+            std::process::id(),
+            crate::store::codec::hostname()
+        );
         let _ = file
             .set_len(0)
             .and_then(|()| file.seek(SeekFrom::Start(0)))
@@ -82,12 +86,4 @@ impl FileLock {
             let _ = file.set_len(0);
         }
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "this host".to_string())
 }
