@@ -1,12 +1,44 @@
-//! `PostgresStore`: the [`Store`] on PostgreSQL (sqlx). Placeholder until the backend
-//! lands: every call answers `Unavailable`.
+//! `PostgresStore`: the [`Store`] on PostgreSQL (sqlx), shared by several sidecar
+//! processes (STYLE.md §15).
+//!
+//! Every call is one transaction on a pooled connection (or one statement, which is
+//! atomic by itself), retried as a whole on serialization failures and deadlocks. Writes
+//! lock the rows whose facts the protocol rules judge (`SELECT ... FOR UPDATE`, several
+//! rows always in id order so two calls never deadlock on each other) and decide with
+//! `domain::rules`; nothing about routing is cached in memory, because another process
+//! may have changed it. Work is owned through leases on the rows (owner, expiry on the
+//! database clock, fencing epoch checked inside every commit), and each write transaction
+//! NOTIFYs what it changed so other processes' dispatchers wake (`notify`).
+//!
+//! SQL lives in the submodules by concern; `rows` holds the column decodings. Must not
+//! depend on `engine`, `service` or `grpc`; no sqlx type leaves this module.
 
-use std::sync::Arc;
+mod commit;
+mod entities;
+mod instances;
+mod leases;
+mod notify;
+mod purge;
+mod queries;
+mod rewind;
+mod rows;
+pub(crate) mod tx;
+mod writes;
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Postgres;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
+use self::tx::{in_tx, retried, sql, Pooled, R};
 use super::{
     ActivityOutcome, CleanOutcome, CommitOutcome, CompletedFilter, EnqueueOutcome, EntityWork,
     InstanceFilter, Lease, OrchestrationWork, PurgeFilter, Recovery, Result, RewindOutcome, Store,
@@ -18,17 +50,30 @@ use crate::domain::{
 };
 use crate::proto as pb;
 
+/// The embedded schema migrations.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Root instances purged per transaction by `purge_where`.
+const PURGE_BATCH: u32 = 100;
+
+/// The task hub every row belongs to until hubs are selected per request.
+const DEFAULT_HUB: &str = "default";
+
 /// Tuning of [`PostgresStore::open_with`]. `Default` suits production.
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
     /// Do not run the embedded migrations at open (the schema is managed elsewhere).
     pub skip_migrations: bool,
-    /// Most pooled connections.
+    /// Most pooled connections (the change feed's listener has its own).
     pub max_connections: u32,
     /// How long a call waits for a pooled connection before `Unavailable`.
     pub acquire_timeout: Duration,
     /// Time source for deadlines; every stored time comes from arguments.
     pub clock: Arc<dyn Clock>,
+    /// This process's owner id in leases; unique per process.
+    pub owner: String,
+    /// How long a claim lives unless renewed.
+    pub lease: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -38,185 +83,519 @@ impl Default for PostgresOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(10),
             clock: Arc::new(SystemClock),
+            owner: default_owner(),
+            lease: Duration::from_secs(10),
         }
     }
 }
 
-/// The PostgreSQL store.
-#[derive(Debug)]
-pub struct PostgresStore {}
+/// `<hostname>:<pid>:<8 random hex>`: unique, and readable in the lease columns.
+fn default_owner() -> String {
+    let random = ExecutionId::generate();
+    format!(
+        "{}:{}:{}",
+        super::codec::hostname(),
+        std::process::id(),
+        &random.as_str()[..8]
+    )
+}
 
-fn missing<T>() -> Result<T> {
-    Err(StoreError::Unavailable(
-        "the PostgreSQL backend is not built yet".into(),
-    ))
+/// The change feed's task, started by the first `subscribe`.
+#[derive(Debug, Default)]
+struct Feed {
+    taken: bool,
+    task: Option<JoinHandle<()>>,
+}
+
+/// The PostgreSQL store. Cheap to share behind an `Arc`; see the module docs.
+#[derive(Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+    /// One connection for LISTEN, so the feed never starves calls (or waits for them).
+    listen_pool: PgPool,
+    hub: String,
+    owner: String,
+    lease_ms: i64,
+    clock: Arc<dyn Clock>,
+    feed: Mutex<Feed>,
+    cancel: CancellationToken,
 }
 
 impl PostgresStore {
-    /// Connects to `url` and applies the migrations.
-    pub async fn open_with(_url: &str, _options: PostgresOptions) -> Result<Self> {
-        missing()
+    /// Connects to `url` with default [`PostgresOptions`]. See [`PostgresStore::open_with`].
+    pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with(url, PostgresOptions::default()).await
+    }
+
+    /// Connects to `url` and applies the migrations unless told not to.
+    pub async fn open_with(url: &str, options: PostgresOptions) -> Result<Self> {
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?
+            .application_name("durabletask-sidecar");
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .min_connections(0)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| tx::Fail::Sql("open", e).into_store())?;
+        if !options.skip_migrations {
+            MIGRATOR.run(&pool).await.map_err(|err| {
+                tracing::error!(error = %err, "postgres migrations failed");
+                StoreError::Backend("database migration failed".into())
+            })?;
+        }
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect);
+        tracing::info!(owner = %options.owner, "postgres store open");
+        Ok(Self {
+            pool,
+            listen_pool,
+            hub: DEFAULT_HUB.to_owned(),
+            owner: options.owner,
+            lease_ms: i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX),
+            clock: options.clock,
+            feed: Mutex::new(Feed::default()),
+            cancel: CancellationToken::new(),
+        })
+    }
+
+    /// This store's owner id in leases.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    async fn conn(&self) -> R<PoolConnection<Postgres>> {
+        self.pool.acquire().await.map_err(sql("acquire"))
+    }
+
+    async fn begin(&self) -> R<Pooled> {
+        Pooled::begin(self.conn().await?).await
     }
 }
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn create_instance(&self, _new: NewInstance, _policy: ReusePolicy) -> Result<()> {
-        missing()
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %new.instance_id))]
+    async fn create_instance(&self, new: NewInstance, policy: ReusePolicy) -> Result<()> {
+        let created = retried!(
+            instances::try_create(&mut *self.conn().await?, &self.hub, &self.owner, &new).await
+        )?;
+        if created {
+            return Ok(());
+        }
+        in_tx!(self, |conn, cx| instances::create(conn, cx, &new, &policy)
+            .await)
     }
-    async fn instance(&self, _id: &InstanceId) -> Result<Option<InstanceRecord>> {
-        missing()
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id))]
+    async fn instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>> {
+        retried!(queries::instance(&mut *self.conn().await?, &self.hub, id).await)
     }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id))]
     async fn history(
         &self,
-        _id: &InstanceId,
+        id: &InstanceId,
     ) -> Result<Option<(ExecutionId, Vec<pb::HistoryEvent>)>> {
-        missing()
+        retried!(queries::history(&mut *self.conn().await?, &self.hub, id).await)
     }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id))]
     async fn enqueue_event(
         &self,
-        _id: &InstanceId,
-        _event: pb::HistoryEvent,
+        id: &InstanceId,
+        event: pb::HistoryEvent,
     ) -> Result<EnqueueOutcome> {
-        missing()
+        in_tx!(self, |conn, cx| instances::enqueue_event(
+            conn, cx, id, &event
+        )
+        .await)
     }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id))]
     async fn terminate_instance(
         &self,
-        _id: &InstanceId,
-        _event: pb::HistoryEvent,
-        _reason: Option<String>,
-        _now: DateTime<Utc>,
+        id: &InstanceId,
+        event: pb::HistoryEvent,
+        reason: Option<String>,
+        now: DateTime<Utc>,
     ) -> Result<TerminateOutcome> {
-        missing()
+        in_tx!(self, |conn, cx| instances::terminate(
+            conn,
+            cx,
+            id,
+            &event,
+            reason.as_deref(),
+            now
+        )
+        .await)
     }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id, suspend))]
     async fn set_suspended(
         &self,
-        _id: &InstanceId,
-        _suspend: bool,
-        _event: pb::HistoryEvent,
-        _now: DateTime<Utc>,
+        id: &InstanceId,
+        suspend: bool,
+        event: pb::HistoryEvent,
+        now: DateTime<Utc>,
     ) -> Result<SuspendOutcome> {
-        missing()
+        in_tx!(self, |conn, cx| instances::set_suspended(
+            conn, cx, id, suspend, &event, now
+        )
+        .await)
     }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id))]
     async fn orchestration_work(
         &self,
-        _id: &InstanceId,
-        _now: DateTime<Utc>,
-        _max_messages: u32,
-        _cached: Option<(ExecutionId, u32)>,
+        id: &InstanceId,
+        now: DateTime<Utc>,
+        max_messages: u32,
+        cached: Option<(ExecutionId, u32)>,
     ) -> Result<Option<OrchestrationWork>> {
-        missing()
+        retried!(
+            queries::orchestration_work(
+                &mut *self.conn().await?,
+                &self.hub,
+                &self.owner,
+                self.lease_ms,
+                id,
+                now,
+                max_messages,
+                cached.as_ref(),
+            )
+            .await
+        )
     }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %transition.instance_id))]
     async fn commit_orchestration(
         &self,
-        _transition: &Transition,
-        _lease: Lease,
+        transition: &Transition,
+        lease: Lease,
     ) -> Result<CommitOutcome> {
-        missing()
+        in_tx!(self, |conn, cx| commit::commit(conn, cx, transition, lease)
+            .await)
     }
-    async fn rewind(&self, _plan: &RewindPlan) -> Result<RewindOutcome> {
-        missing()
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id))]
+    async fn release_orchestration(&self, id: &InstanceId, lease: Lease) -> Result<()> {
+        let now = self.clock.now();
+        retried!(
+            leases::release(
+                &mut *self.conn().await?,
+                &self.hub,
+                &self.owner,
+                false,
+                id,
+                lease,
+                now
+            )
+            .await
+        )
     }
-    async fn discard_messages(&self, _id: &InstanceId, _seqs: &[i64]) -> Result<()> {
-        missing()
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = plan.executions.first().map_or("", |x| x.instance_id.as_str())))]
+    async fn rewind(&self, plan: &RewindPlan) -> Result<RewindOutcome> {
+        in_tx!(self, |conn, cx| rewind::rewind(conn, cx, plan).await)
     }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id))]
+    async fn discard_messages(&self, id: &InstanceId, seqs: &[i64]) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        retried!(sqlx::query(
+            "DELETE FROM inbox WHERE hub = $1 AND instance_id = $2 AND seq = ANY($3)"
+        )
+        .bind(&self.hub)
+        .bind(id.as_str())
+        .bind(seqs)
+        .execute(&mut *self.conn().await?)
+        .await
+        .map(|_| ())
+        .map_err(sql("inbox delete")))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(activity_id))]
     async fn complete_activity(
         &self,
-        _activity_id: i64,
-        _result: pb::HistoryEvent,
+        activity_id: i64,
+        result: pb::HistoryEvent,
     ) -> Result<ActivityOutcome> {
-        missing()
+        in_tx!(self, |conn, cx| instances::complete_activity(
+            conn,
+            cx,
+            activity_id,
+            &result
+        )
+        .await)
     }
-    async fn query_instances(&self, _filter: &InstanceFilter) -> Result<Vec<InstanceRecord>> {
-        missing()
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn query_instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>> {
+        retried!(queries::query_instances(&mut *self.conn().await?, &self.hub, filter).await)
     }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn list_completed(
         &self,
-        _filter: &CompletedFilter,
+        filter: &CompletedFilter,
     ) -> Result<Vec<(InstanceId, DateTime<Utc>)>> {
-        missing()
+        retried!(queries::list_completed(&mut *self.conn().await?, &self.hub, filter).await)
     }
-    async fn purge_instance(&self, _id: &InstanceId, _recursive: bool) -> Result<u32> {
-        missing()
+
+    #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id, recursive))]
+    async fn purge_instance(&self, id: &InstanceId, recursive: bool) -> Result<u32> {
+        if id.is_entity() {
+            return in_tx!(self, |conn, cx| entities::purge(conn, cx, id).await);
+        }
+        in_tx!(self, |conn, cx| purge::purge_instance(
+            conn, cx, id, recursive
+        )
+        .await)
     }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(recursive))]
     async fn purge_where(
         &self,
-        _filter: &PurgeFilter,
-        _recursive: bool,
-        _deadline: Option<DateTime<Utc>>,
+        filter: &PurgeFilter,
+        recursive: bool,
+        deadline: Option<DateTime<Utc>>,
     ) -> Result<(u32, bool)> {
-        missing()
+        let mut total = 0u32;
+        loop {
+            if deadline.is_some_and(|d| self.clock.now() >= d) {
+                return Ok((total, false));
+            }
+            let (deleted, more) = in_tx!(self, |conn, cx| purge::purge_batch(
+                conn,
+                cx,
+                filter,
+                recursive,
+                PURGE_BATCH
+            )
+            .await)?;
+            total = total.saturating_add(deleted);
+            if !more {
+                return Ok((total, true));
+            }
+        }
     }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn wipe(&self) -> Result<()> {
-        missing()
+        in_tx!(self, |conn, cx| purge::wipe(conn, cx).await)
     }
-    async fn recover(&self, _now: DateTime<Utc>) -> Result<Recovery> {
-        missing()
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn recover(&self, now: DateTime<Utc>) -> Result<Recovery> {
+        retried!(
+            queries::sweep(
+                &mut *self.conn().await?,
+                &self.hub,
+                &self.owner,
+                now,
+                None,
+                None,
+                true
+            )
+            .await
+        )
     }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(entity = %id))]
     async fn signal_entity(
         &self,
-        _id: &InstanceId,
-        _event: pb::HistoryEvent,
-        _visible_at: DateTime<Utc>,
-        _now: DateTime<Utc>,
+        id: &InstanceId,
+        event: pb::HistoryEvent,
+        visible_at: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<()> {
-        missing()
+        in_tx!(self, |conn, cx| entities::signal(
+            conn, cx, id, &event, visible_at, now
+        )
+        .await)
     }
-    async fn entity(&self, _id: &InstanceId) -> Result<Option<EntityRecord>> {
-        missing()
+
+    #[tracing::instrument(level = "debug", skip_all, fields(entity = %id))]
+    async fn entity(&self, id: &InstanceId) -> Result<Option<EntityRecord>> {
+        retried!(entities::record(&mut *self.conn().await?, &self.hub, id).await)
     }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(entity = %id))]
     async fn entity_work(
         &self,
-        _id: &InstanceId,
-        _now: DateTime<Utc>,
-        _max_messages: u32,
+        id: &InstanceId,
+        now: DateTime<Utc>,
+        max_messages: u32,
     ) -> Result<Option<EntityWork>> {
-        missing()
+        retried!(
+            entities::work(
+                &mut *self.conn().await?,
+                &self.hub,
+                &self.owner,
+                self.lease_ms,
+                id,
+                now,
+                max_messages
+            )
+            .await
+        )
     }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(entity = %transition.entity))]
     async fn commit_entity(
         &self,
-        _transition: &EntityTransition,
-        _lease: Lease,
+        transition: &EntityTransition,
+        lease: Lease,
     ) -> Result<CommitOutcome> {
-        missing()
+        in_tx!(self, |conn, cx| entities::commit(
+            conn, cx, transition, lease
+        )
+        .await)
     }
-    async fn query_entities(&self, _filter: &EntityFilter) -> Result<Vec<EntityRecord>> {
-        missing()
+
+    #[tracing::instrument(level = "debug", skip_all, fields(entity = %id))]
+    async fn release_entity(&self, id: &InstanceId, lease: Lease) -> Result<()> {
+        let now = self.clock.now();
+        retried!(
+            leases::release(
+                &mut *self.conn().await?,
+                &self.hub,
+                &self.owner,
+                true,
+                id,
+                lease,
+                now
+            )
+            .await
+        )
     }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn query_entities(&self, filter: &EntityFilter) -> Result<Vec<EntityRecord>> {
+        retried!(entities::query(&mut *self.conn().await?, &self.hub, filter).await)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn clean_entities(
         &self,
-        _after: Option<String>,
-        _limit: u32,
-        _remove_empty: bool,
-        _release_orphans: bool,
+        after: Option<String>,
+        limit: u32,
+        remove_empty: bool,
+        release_orphans: bool,
     ) -> Result<CleanOutcome> {
-        missing()
+        let (removed, released, next, unblocked) = in_tx!(self, |conn, cx| entities::clean(
+            conn,
+            cx,
+            after.as_deref(),
+            limit,
+            remove_empty,
+            release_orphans
+        )
+        .await)?;
+        Ok(CleanOutcome {
+            removed,
+            released,
+            next,
+            unblocked,
+        })
     }
-    async fn release_orchestration(&self, _id: &InstanceId, _lease: Lease) -> Result<()> {
-        missing()
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn claim_activities(&self, ids: &[i64]) -> Result<Vec<i64>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        retried!(
+            leases::claim_activities(
+                &mut *self.conn().await?,
+                &self.hub,
+                &self.owner,
+                self.lease_ms,
+                ids
+            )
+            .await
+        )
     }
-    async fn release_entity(&self, _id: &InstanceId, _lease: Lease) -> Result<()> {
-        missing()
+
+    #[tracing::instrument(level = "debug", skip_all, fields(activity_id = id))]
+    async fn release_activity(&self, id: i64) -> Result<()> {
+        retried!(
+            leases::release_activity(&mut *self.conn().await?, &self.hub, &self.owner, id).await
+        )
     }
-    async fn claim_activities(&self, _ids: &[i64]) -> Result<Vec<i64>> {
-        missing()
-    }
-    async fn release_activity(&self, _id: i64) -> Result<()> {
-        missing()
-    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn renew_leases(&self) -> Result<()> {
-        missing()
+        retried!(
+            leases::renew(
+                &mut *self.conn().await?,
+                &self.hub,
+                &self.owner,
+                self.lease_ms
+            )
+            .await
+        )
     }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn due_work(
         &self,
-        _now: DateTime<Utc>,
-        _horizon: DateTime<Utc>,
-        _limit: u32,
+        now: DateTime<Utc>,
+        horizon: DateTime<Utc>,
+        limit: u32,
     ) -> Result<Recovery> {
-        missing()
+        retried!(
+            queries::sweep(
+                &mut *self.conn().await?,
+                &self.hub,
+                &self.owner,
+                now,
+                Some(horizon),
+                Some(limit),
+                false
+            )
+            .await
+        )
     }
-    fn subscribe(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<StoreChange>> {
-        None
+
+    fn subscribe(&self) -> Option<UnboundedReceiver<StoreChange>> {
+        let mut feed = self.feed.lock().unwrap_or_else(|p| p.into_inner());
+        if feed.taken || self.cancel.is_cancelled() {
+            return None;
+        }
+        feed.taken = true;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        feed.task = Some(tokio::spawn(notify::listen(
+            self.listen_pool.clone(),
+            self.hub.clone(),
+            self.owner.clone(),
+            tx,
+            self.cancel.clone(),
+        )));
+        Some(rx)
     }
-    async fn close(&self) {}
+
+    async fn close(&self) {
+        self.cancel.cancel();
+        let task = self
+            .feed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .task
+            .take();
+        if let Some(task) = task {
+            if let Err(err) = task.await {
+                tracing::error!(error = %err, "store change feed task failed");
+            }
+        }
+        self.listen_pool.close().await;
+        self.pool.close().await;
+    }
 }
