@@ -14,6 +14,7 @@ use crate::engine::EngineConfig;
 use crate::grpc::GrpcOptions;
 use crate::server::ServerOptions;
 use crate::service::ServiceOptions;
+use crate::store::postgres::PostgresOptions;
 use crate::store::{StoreUrl, StoreUrlError};
 
 /// Default value of `--db`.
@@ -175,6 +176,10 @@ impl Config {
                 health_ping_interval: Duration::from_secs(self.health_ping_seconds),
                 max_wait: Duration::from_secs(self.max_wait_seconds),
             },
+            postgres: PostgresOptions {
+                lease,
+                ..PostgresOptions::default()
+            },
             engine: EngineConfig {
                 // Renew three times per lease, so one missed renewal loses nothing; sweep
                 // four times, so a dead sidecar's work moves within 1.25 leases.
@@ -284,6 +289,7 @@ mod tests {
         assert!(!o.service.task_hub_admin);
         assert_eq!(o.service.health_ping_interval, Duration::from_secs(5));
         assert_eq!(o.service.max_wait, Duration::from_secs(10));
+        assert_eq!(o.postgres.lease, Duration::from_secs(6));
         assert_eq!(o.engine.lease_renewal, Duration::from_secs(2));
         assert_eq!(o.engine.sweep, Duration::from_millis(1500));
     }
