@@ -9,15 +9,20 @@ database, each with its own Python SDK worker (STYLE.md §15).
                      one is continued first).
 * ``workers``      - ``workers(node, ...)`` starts a TaskHubGrpcWorker on a node; stopped
                      before the sidecars.
-* ``run_dir``      - a directory for logs and the execution record, kept for diagnosis.
+* ``run_dir``      - a directory for logs and the execution record, kept for diagnosis; the
+                     SDK's clients and workers log to ``sdk.log`` there.
+* ``report``       - ``report(line)`` prints a measurement and repeats it in the session's
+                     terminal summary (shown without ``-s``).
 
 Environment: SIDECAR_BIN (default: the newer of target/debug and target/release),
-MULTINODE_LEASE_SECONDS (default 3).
+MULTINODE_LEASE_SECONDS (default 3), MULTINODE_LOG_LEVEL (the sidecars' --log-level,
+default info), MULTINODE_KEEP_DB=1 (keep the database for diagnosis).
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import shutil
 import signal
@@ -41,6 +46,7 @@ from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOpt
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_VAR = "DURABLETASK_TEST_POSTGRES"
 LEASE_SECONDS = int(os.environ.get("MULTINODE_LEASE_SECONDS", "3"))
+LOG_LEVEL = os.environ.get("MULTINODE_LOG_LEVEL", "info")
 STARTUP_DEADLINE_S = 30.0
 LOG_TAIL_LINES = 60
 
@@ -100,6 +106,69 @@ def database_url(admin_url: str, database: str) -> str:
     return f"{authority}/{database}{sep}{query}"
 
 
+def socket_ports(pid: int) -> set[int]:
+    """Local TCP ports of process ``pid``'s sockets (Linux /proc), to tell which node a
+    PostgreSQL session belongs to."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return set()
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                for line in f.readlines()[1:]:
+                    fields = line.split()
+                    if fields[9] in inodes:
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            continue
+    return ports
+
+
+ACTIVITY_SQL = """
+SELECT pid, client_port, state, coalesce(wait_event_type || ':' || wait_event, '-'),
+       coalesce(round(extract(epoch FROM now() - xact_start)::numeric, 1)::text, '-'),
+       round(extract(epoch FROM now() - state_change)::numeric, 1),
+       pg_blocking_pids(pid)::text,
+       left(regexp_replace(query, '\\s+', ' ', 'g'), 90)
+  FROM pg_stat_activity
+ WHERE datname = current_database() AND pid <> pg_backend_pid()
+ ORDER BY xact_start NULLS LAST
+"""
+
+
+def database_activity(db_url: str, nodes: list) -> str:
+    """pg_stat_activity of the test database, each session labelled with its node, for a
+    failure report: who waits on a lock, who holds it, in which state and for how long."""
+    owners = {}
+    for node in nodes:
+        if node.proc is not None:
+            for port in socket_ports(node.proc.pid):
+                owners[port] = node.name + (" (paused)" if node.paused else "")
+    try:
+        out = subprocess.run([find_psql(), "-X", "-A", "-t", "-F", "|", "-d", db_url, "-c", ACTIVITY_SQL],
+                             env={**os.environ, "PGCONNECT_TIMEOUT": "10"}, stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"(pg_stat_activity not readable: {e!r})"
+    lines = ["backend|node|state|waiting on|xact age s|in state s|blocked by|query"]
+    for row in out.stdout.splitlines():
+        cols = row.split("|", 7)
+        if len(cols) < 8:
+            continue
+        port = int(cols[1]) if cols[1].lstrip("-").isdigit() else -1
+        lines.append("|".join([cols[0], owners.get(port, "?"), *cols[2:]]))
+    return "\n".join(lines) + (f"\n{out.stderr.strip()}" if out.returncode else "")
+
+
 @pytest.fixture
 def pg_database():
     """URL of a fresh, empty database; dropped after the test."""
@@ -116,6 +185,9 @@ def pg_database():
         pytest.fail(f"cannot create database {name} via {POSTGRES_VAR}: {created.stderr.strip()}",
                     pytrace=False)
     yield database_url(admin, name)
+    if os.environ.get("MULTINODE_KEEP_DB"):
+        print(f"kept database {database_url(admin, name)}")
+        return
     try:
         run_psql(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     except (OSError, subprocess.SubprocessError):
@@ -160,8 +232,11 @@ def hello_ok(address: str, timeout: float = 0.5) -> bool:
 class Node:
     """One sidecar process on its own port, sharing the database with the other nodes."""
 
-    def __init__(self, name: str, binary: Path, db_url: str, workdir: Path):
+    def __init__(self, name: str, binary: Path, db_url: str, workdir: Path,
+                 sdk_log: logging.Handler):
         self.name = name
+        self.sdk_logger = logging.Logger(f"sdk.{name}")
+        self.sdk_logger.addHandler(sdk_log)
         self.binary = binary
         self.db_url = db_url
         self.port = free_port()
@@ -175,7 +250,7 @@ class Node:
 
     def command(self) -> list[str]:
         return [str(self.binary), "--host", "127.0.0.1", "--port", str(self.port),
-                "--db", self.db_url, "--lease-seconds", str(LEASE_SECONDS), "--log-level", "info"]
+                "--db", self.db_url, "--lease-seconds", str(LEASE_SECONDS), "--log-level", LOG_LEVEL]
 
     def spawn(self) -> None:
         with open(self.log_path, "ab") as log:
@@ -235,29 +310,59 @@ class Node:
         return f"----- last {min(lines, len(text))} lines of {self.log_path} -----\n" + "\n".join(text[-lines:])
 
     def client(self) -> client.TaskHubGrpcClient:
-        return client.TaskHubGrpcClient(host_address=self.address, channel_options=FAST_RECONNECT)
+        return client.TaskHubGrpcClient(host_address=self.address, channel_options=FAST_RECONNECT,
+                                        logger=self.sdk_logger)
 
     def stub(self) -> tuple[grpc.Channel, stubs.TaskHubSidecarServiceStub]:
         channel = grpc.insecure_channel(self.address)
         return channel, stubs.TaskHubSidecarServiceStub(channel)
 
 
+SUMMARY: list[str] = []
+
+
 @pytest.fixture
-def run_dir(request) -> Path:
+def report(request) -> Callable[[str], None]:
+    def line(text: str) -> None:
+        print(text)
+        SUMMARY.append(f"{request.node.name}: {text}")
+    return line
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if SUMMARY:
+        terminalreporter.section("multi-node measurements")
+        for text in SUMMARY:
+            terminalreporter.write_line(text)
+
+
+@pytest.fixture
+def run_dir(request, report) -> Path:
     path = Path(tempfile.mkdtemp(prefix=f"dt-multinode-{request.node.name[:40]}-"))
-    print(f"\nlogs and execution records: {path}")
+    report(f"sidecar logs, SDK log and execution records in {path}")
     return path
 
 
 @pytest.fixture
-def cluster(request, pg_database, run_dir):
+def sdk_log(run_dir):
+    """Where the SDK's clients and workers log instead of stderr (a killed node makes its
+    worker log a reconnect failure every second): ``sdk.log``, each line naming the node."""
+    handler = logging.FileHandler(run_dir / "sdk.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(threadName)s: %(message)s"))
+    yield handler
+    handler.close()
+
+
+@pytest.fixture
+def cluster(request, pg_database, run_dir, sdk_log):
     """``cluster(count)`` -> started, ready nodes sharing ``pg_database``."""
     nodes: list[Node] = []
     binary = sidecar_binary()
     request.node.multinode_nodes = nodes  # for the failure report
 
     def start(count: int) -> list[Node]:
-        started = [Node(f"node{len(nodes) + i}", binary, pg_database, run_dir) for i in range(count)]
+        started = [Node(f"node{len(nodes) + i}", binary, pg_database, run_dir, sdk_log)
+                   for i in range(count)]
         nodes.extend(started)
         for node in started:
             node.spawn()
@@ -290,7 +395,8 @@ def workers(cluster):
         w = worker.TaskHubGrpcWorker(
             host_address=node.address, channel_options=FAST_RECONNECT,
             resiliency_options=FAST_WORKER_RESILIENCY,
-            concurrency_options=worker.ConcurrencyOptions(maximum_thread_pool_workers=32))
+            concurrency_options=worker.ConcurrencyOptions(maximum_thread_pool_workers=32),
+            logger=node.sdk_logger)
         for fn in orchestrators:
             w.add_orchestrator(fn)
         for fn in activities:

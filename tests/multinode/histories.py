@@ -4,6 +4,10 @@ history of the failover workload must satisfy, whoever committed its episodes.""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
+
+import grpc
+from google.protobuf import text_format
 
 import durabletask.internal.orchestrator_service_pb2 as pb
 
@@ -14,10 +18,16 @@ NUMBERED = {"taskScheduled", "timerCreated", "subOrchestrationInstanceCreated", 
 
 
 def read_history(stub, instance_id: str, timeout: float = 30.0) -> list[pb.HistoryEvent]:
+    """The instance's history; empty if there is no such instance (the checks say so)."""
     events: list[pb.HistoryEvent] = []
     request = pb.StreamInstanceHistoryRequest(instanceId=instance_id)
-    for chunk in stub.StreamInstanceHistory(request, timeout=timeout):
-        events.extend(chunk.events)
+    try:
+        for chunk in stub.StreamInstanceHistory(request, timeout=timeout):
+            events.extend(chunk.events)
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        return []
     return events
 
 
@@ -31,6 +41,8 @@ def seconds(event: pb.HistoryEvent) -> float:
 
 def violations(instance_id: str, events: list[pb.HistoryEvent]) -> list[str]:
     """Everything wrong with one history, as readable lines (empty = fine)."""
+    if not events:
+        return [f"{instance_id}: no such instance"]
     problems: list[str] = []
     kinds = Counter(kind(e) for e in events)
     if kinds["executionStarted"] != 1:
@@ -75,3 +87,27 @@ def violations(instance_id: str, events: list[pb.HistoryEvent]) -> list[str]:
     if sum(call_replies.values()) != len(calls):
         problems.append(f"{sum(call_replies.values())} entity responses for {len(calls)} calls")
     return [f"{instance_id}: {p}" for p in problems]
+
+
+def dump_histories(stub, instance_ids: list[str], directory: Path) -> list[Path]:
+    """Writes each instance's history, and its child's, as protobuf text, for diagnosis."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for iid in instance_ids:
+        for target in (iid, f"{iid}-child"):
+            try:
+                events = read_history(stub, target)
+            except Exception as e:  # a diagnosis aid must not hide the real failure
+                events, error = [], repr(e)
+            else:
+                error = None
+            path = directory / f"{target}.txt"
+            with open(path, "w") as f:
+                if error:
+                    f.write(f"# could not read: {error}\n")
+                for e in events:
+                    f.write(f"# {kind(e)} eventId={e.eventId}\n")
+                    f.write(text_format.MessageToString(e))
+                    f.write("\n")
+            written.append(path)
+    return written

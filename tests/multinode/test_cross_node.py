@@ -29,7 +29,7 @@ def mn_await_ping(ctx: task.OrchestrationContext, _):
     return {"value": payload["value"], "doubled": doubled}
 
 
-def test_wait_on_b_returns_when_worker_on_a_completes_an_event_raised_on_b(cluster, workers):
+def test_wait_on_b_returns_when_worker_on_a_completes_an_event_raised_on_b(cluster, workers, report):
     a, b = cluster(2)
     workers(a, [mn_await_ping], [mn_echo])  # no worker on b at all
     ca, cb = a.client(), b.client()
@@ -66,7 +66,7 @@ def test_wait_on_b_returns_when_worker_on_a_completes_an_event_raised_on_b(clust
             if updated.tzinfo is None:  # the SDK converts the proto timestamp to naive UTC
                 updated = updated.replace(tzinfo=timezone.utc)
             completed_at = updated.timestamp()
-            print(f"\n{iid} (started on {'A' if starter is ca else 'B'}, worker on A, event via B): "
+            report(f"{iid} (started on {'A' if starter is ca else 'B'}, worker on A, event via B): "
                   f"WaitForInstanceCompletion on B returned {waited['returned_at'] - completed_at:.3f}s "
                   f"after the completion was committed, {waited['returned_at'] - raised_at:.3f}s after "
                   f"RaiseEvent on B")
