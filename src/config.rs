@@ -187,7 +187,6 @@ impl Config {
                 sweep: lease / 4,
                 ..EngineConfig::default()
             },
-            ..ServerOptions::default()
         })
     }
 }
