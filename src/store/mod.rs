@@ -20,6 +20,7 @@ use crate::proto as pb;
 
 mod codec;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 mod url;
 

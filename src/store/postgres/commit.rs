@@ -18,7 +18,7 @@ use sqlx::PgConnection;
 use crate::domain::rules::{self, ChildAction};
 use crate::domain::{ExecutionId, InstanceId, StatusChange, Transition};
 use crate::proto as pb;
-use crate::store::codec::{activity_items, encode, round_down};
+use crate::store::codec::{activity_items, encode, facts_after, round_down};
 use crate::store::{CommitOutcome, Lease, StoreError};
 
 /// Runs the whole commit; see the module docs and `Store::commit_orchestration`.
@@ -111,27 +111,11 @@ pub(super) async fn commit(
     let me = facts
         .get_mut(id)
         .ok_or_else(|| StoreError::LeaseLost(id.clone()))?;
-    let next_status = match &t.status {
-        StatusChange::Progress => rules::status_after_progress(current.status),
-        StatusChange::Terminal { status, .. } => {
-            if !status.is_terminal() {
-                return Err(
-                    StoreError::Backend(format!("terminal commit with status {status}")).into(),
-                );
-            }
-            *status
-        }
-        StatusChange::ContinuedAsNew { execution_id, .. } => {
-            me.inst.execution_id = execution_id.clone();
-            me.inst.history_len = 0;
-            me.rewound_from.clear();
-            rules::status_after_continue(current.status)
-        }
-    };
-    me.inst.status = next_status;
-    if let StatusChange::Progress | StatusChange::Terminal { .. } = &t.status {
-        me.inst.history_len = current.history_len + t.history_append.len() as i64;
+    me.inst = facts_after(&current, t)?;
+    if let StatusChange::ContinuedAsNew { .. } = &t.status {
+        me.rewound_from.clear();
     }
+    let next_status = me.inst.status;
     if next_status != current.status || !matches!(t.status, StatusChange::Progress) {
         cx.changes.status(id);
     }

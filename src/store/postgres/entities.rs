@@ -5,17 +5,16 @@
 use std::collections::{BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use super::rows::{get, id_list, lock_instances};
 use super::tx::{sql, Cx, R};
 use super::writes::{cte, note_touched, route, Outbox};
-use crate::domain::{Change, EntityFilter, EntityLock, EntityRecord, EntityTransition, InstanceId};
+use crate::domain::{Change, EntityFilter, EntityRecord, EntityTransition, InstanceId};
 use crate::proto as pb;
-use crate::store::codec::{decode_event, round_down, round_up, TERMINAL_SQL};
-use crate::store::{CommitOutcome, EntityWork, InboxMessage, Lease, StoreError};
-use pb::history_event::EventType;
+use crate::store::codec::{round_down, round_up, TERMINAL_SQL};
+use crate::store::rows::{entity_page, entity_record, inbox_messages, lock_owners, plan_clean};
+use crate::store::{CommitOutcome, EntityWork, Lease, StoreError};
 
 /// `Store::signal_entity`: appends a message, creating the entity row if needed.
 pub(super) async fn signal(
@@ -39,22 +38,6 @@ const RECORD_COLUMNS: &str = "e.instance_id, e.state, e.locked_by, e.critical_se
      (SELECT COUNT(*) FROM entity_inbox x WHERE x.hub = e.hub AND x.instance_id = e.instance_id) \
        AS backlog";
 
-fn record_from_row(row: &PgRow) -> Result<EntityRecord, StoreError> {
-    let owner: Option<String> = get(row, "locked_by")?;
-    let section: Option<String> = get(row, "critical_section")?;
-    Ok(EntityRecord {
-        instance_id: InstanceId::new(get::<String>(row, "instance_id")?),
-        state: get(row, "state")?,
-        lock: owner.map(|owner| EntityLock {
-            owner: InstanceId::new(owner),
-            critical_section: section.unwrap_or_default(),
-        }),
-        last_modified: get(row, "last_modified_at")?,
-        backlog: u32::try_from(get::<i64>(row, "backlog")?).unwrap_or(u32::MAX),
-        version: get(row, "version")?,
-    })
-}
-
 /// The entity record with its backlog, or `None`.
 pub(super) async fn record(
     conn: &mut PgConnection,
@@ -69,7 +52,7 @@ pub(super) async fn record(
         .fetch_optional(&mut *conn)
         .await
         .map_err(sql("entity read"))?;
-    Ok(row.as_ref().map(record_from_row).transpose()?)
+    Ok(row.as_ref().map(entity_record).transpose()?)
 }
 
 /// `Store::entity_work`: claims the entity (as `orchestration_work` claims instances)
@@ -112,29 +95,10 @@ pub(super) async fn work(
     let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let record = record_from_row(first)?;
+    let record = entity_record(first)?;
     let epoch: i64 = get(first, "lease_epoch")?;
-    let mut messages = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let Some(seq) = get::<Option<i64>>(row, "m_seq")? else {
-            continue;
-        };
-        messages.push(InboxMessage {
-            seq,
-            target_execution: None,
-            event: decode_event(&get::<Vec<u8>>(row, "m_payload")?)?,
-            visible_at: get(row, "m_visible")?,
-        });
-    }
-    let mut owners: HashSet<String> = HashSet::new();
-    if let Some(l) = &record.lock {
-        owners.insert(l.owner.to_string());
-    }
-    for m in &messages {
-        if let Some(EventType::EntityLockRequested(r)) = &m.event.event_type {
-            owners.extend(r.parent_instance_id.clone());
-        }
-    }
+    let messages = inbox_messages(&rows, false)?;
+    let owners = lock_owners(&record, &messages);
     let live = live(conn, hub, owners.into_iter().collect()).await?;
     Ok(Some(EntityWork {
         lease: Lease { epoch },
@@ -344,19 +308,7 @@ pub(super) async fn query(
         .fetch_all(&mut *conn)
         .await
         .map_err(sql("entity query"))?;
-    // Transient entities (no state) are filtered here rather than in SQL because the
-    // page must stop after `limit` matching rows; pages are small.
-    let mut out = Vec::new();
-    for row in &rows {
-        let r = record_from_row(row)?;
-        if r.state.is_some() || (filter.include_transient && r.exists()) {
-            out.push(r);
-            if out.len() >= filter.limit as usize {
-                break;
-            }
-        }
-    }
-    Ok(out)
+    Ok(entity_page(&rows, filter)?)
 }
 
 /// `CleanEntityStorage` over one page of entity ids after `after`: deletes empty
@@ -386,29 +338,16 @@ pub(super) async fn clean(
         .map_err(sql("entity clean"))?;
     let records = rows
         .iter()
-        .map(record_from_row)
+        .map(entity_record)
         .collect::<Result<Vec<_>, _>>()?;
     let owners = records
         .iter()
         .filter_map(|r| r.lock.as_ref().map(|l| l.owner.to_string()))
         .collect();
     let live = live(&mut *conn, &hub, owners).await?;
-    let (mut released, mut unlock, mut remove) = (0u32, Vec::new(), Vec::new());
-    let mut unblocked = Vec::new();
-    for r in &records {
-        let mut lock = r.lock.clone();
-        if release_orphans && lock.as_ref().is_some_and(|l| !live.contains(&l.owner)) {
-            unlock.push(r.instance_id.as_str());
-            released += 1;
-            lock = None;
-            if r.backlog > 0 {
-                unblocked.push(r.instance_id.clone());
-            }
-        }
-        if remove_empty && r.state.is_none() && lock.is_none() && r.backlog == 0 {
-            remove.push(r.instance_id.as_str());
-        }
-    }
+    let plan = plan_clean(&records, &live, limit, remove_empty, release_orphans);
+    let unlock = id_list(&plan.unlock);
+    let remove = id_list(&plan.remove);
     // Two statements: one statement must not both update and delete a row.
     if !unlock.is_empty() {
         sqlx::query(
@@ -429,13 +368,15 @@ pub(super) async fn clean(
             .await
             .map_err(sql("entity clean"))?;
     }
-    for id in &unblocked {
+    for id in &plan.unblocked {
         cx.changes.ready(id);
     }
-    let next = (records.len() as u32 >= limit)
-        .then(|| records.last().map(|r| r.instance_id.to_string()))
-        .flatten();
-    Ok((remove.len() as u32, released, next, unblocked))
+    Ok((
+        remove.len() as u32,
+        unlock.len() as u32,
+        plan.next,
+        plan.unblocked,
+    ))
 }
 
 /// Purge by id of an entity: deletes it when it has no lock and no backlog.

@@ -175,6 +175,45 @@ impl PostgresStore {
     async fn begin(&self) -> R<Pooled> {
         Pooled::begin(self.conn().await?).await
     }
+
+    /// Ends this owner's claim on an orchestration or (`entity`) an entity.
+    async fn release(&self, entity: bool, id: &InstanceId, lease: Lease) -> Result<()> {
+        let now = self.clock.now();
+        retried!(
+            leases::release(
+                &mut *self.conn().await?,
+                &self.hub,
+                &self.owner,
+                entity,
+                id,
+                lease,
+                now
+            )
+            .await
+        )
+    }
+
+    /// The sweep behind `recover` and `due_work` (see `queries::sweep`).
+    async fn sweep(
+        &self,
+        now: DateTime<Utc>,
+        horizon: Option<DateTime<Utc>>,
+        limit: Option<u32>,
+        own_activities: bool,
+    ) -> Result<Recovery> {
+        retried!(
+            queries::sweep(
+                &mut *self.conn().await?,
+                &self.hub,
+                &self.owner,
+                now,
+                horizon,
+                limit,
+                own_activities
+            )
+            .await
+        )
+    }
 }
 
 #[async_trait]
@@ -284,19 +323,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id))]
     async fn release_orchestration(&self, id: &InstanceId, lease: Lease) -> Result<()> {
-        let now = self.clock.now();
-        retried!(
-            leases::release(
-                &mut *self.conn().await?,
-                &self.hub,
-                &self.owner,
-                false,
-                id,
-                lease,
-                now
-            )
-            .await
-        )
+        self.release(false, id, lease).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(instance_id = plan.executions.first().map_or("", |x| x.instance_id.as_str())))]
@@ -367,24 +394,17 @@ impl Store for PostgresStore {
         recursive: bool,
         deadline: Option<DateTime<Utc>>,
     ) -> Result<(u32, bool)> {
-        let mut total = 0u32;
-        loop {
-            if deadline.is_some_and(|d| self.clock.now() >= d) {
-                return Ok((total, false));
-            }
-            let (deleted, more) = in_tx!(self, |conn, cx| purge::purge_batch(
+        super::codec::purge_in_batches(&*self.clock, deadline, || async {
+            in_tx!(self, |conn, cx| purge::purge_batch(
                 conn,
                 cx,
                 filter,
                 recursive,
                 PURGE_BATCH
             )
-            .await)?;
-            total = total.saturating_add(deleted);
-            if !more {
-                return Ok((total, true));
-            }
-        }
+            .await)
+        })
+        .await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -394,18 +414,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn recover(&self, now: DateTime<Utc>) -> Result<Recovery> {
-        retried!(
-            queries::sweep(
-                &mut *self.conn().await?,
-                &self.hub,
-                &self.owner,
-                now,
-                None,
-                None,
-                true
-            )
-            .await
-        )
+        self.sweep(now, None, None, true).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(entity = %id))]
@@ -462,19 +471,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip_all, fields(entity = %id))]
     async fn release_entity(&self, id: &InstanceId, lease: Lease) -> Result<()> {
-        let now = self.clock.now();
-        retried!(
-            leases::release(
-                &mut *self.conn().await?,
-                &self.hub,
-                &self.owner,
-                true,
-                id,
-                lease,
-                now
-            )
-            .await
-        )
+        self.release(true, id, lease).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -551,18 +548,7 @@ impl Store for PostgresStore {
         horizon: DateTime<Utc>,
         limit: u32,
     ) -> Result<Recovery> {
-        retried!(
-            queries::sweep(
-                &mut *self.conn().await?,
-                &self.hub,
-                &self.owner,
-                now,
-                Some(horizon),
-                Some(limit),
-                false
-            )
-            .await
-        )
+        self.sweep(now, Some(horizon), Some(limit), false).await
     }
 
     fn subscribe(&self) -> Option<UnboundedReceiver<StoreChange>> {

@@ -4,11 +4,12 @@
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder};
 
+use super::queries::push_statuses;
 use super::tx::{sql, Cx, R};
 use sqlx::PgConnection;
 
 use crate::domain::{InstanceId, RuntimeStatus};
-use crate::store::codec::{round_down, TERMINAL_SQL};
+use crate::store::codec::{purge_statuses, round_down, TERMINAL_SQL};
 use crate::store::PurgeFilter;
 
 /// Purges `id` if it is terminal; with `recursive`, also every terminal descendant found
@@ -79,24 +80,15 @@ pub(super) async fn purge_batch(
     recursive: bool,
     batch: u32,
 ) -> R<(u32, bool)> {
-    let statuses: Vec<&str> = filter
-        .statuses
-        .iter()
-        .filter(|s| s.is_terminal())
-        .map(|s| s.name())
-        .collect();
-    if statuses.is_empty() && !filter.statuses.is_empty() {
-        // Only non-terminal statuses were asked for: nothing is purgeable.
+    let Some(statuses) = purge_statuses(filter) else {
         return Ok((0, false));
-    }
+    };
     let mut q: QueryBuilder<'_, Postgres> =
         QueryBuilder::new("SELECT instance_id FROM instances WHERE hub = ");
     q.push_bind(cx.hub.clone()).push(format!(
         " AND status IN {TERMINAL_SQL} AND NOT starts_with(instance_id, '@')"
     ));
-    if !statuses.is_empty() {
-        q.push(" AND status = ANY(").push_bind(statuses).push(")");
-    }
+    push_statuses(&mut q, &statuses);
     push_range(&mut q, filter.created_from, filter.created_to);
     q.push(" ORDER BY created_at, instance_id LIMIT ")
         .push_bind(i64::from(batch));

@@ -4,14 +4,15 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
-use super::rows::{activity_from_row, get, record_from_row, wakeup_from_row, INSTANCE_COLUMNS};
+use super::rows::{get, INSTANCE_COLUMNS};
 use super::tx::{sql, R};
 use crate::domain::{ExecutionId, InstanceId, InstanceRecord, RuntimeStatus};
 use crate::proto as pb;
 use crate::store::codec::{decode_event, round_down, TERMINAL_SQL};
-use crate::store::{
-    CompletedFilter, InboxMessage, InstanceFilter, Lease, OrchestrationWork, Recovery,
+use crate::store::rows::{
+    activity_item, completed, history_is_current, inbox_messages, instance_record, wakeup,
 };
+use crate::store::{CompletedFilter, InstanceFilter, Lease, OrchestrationWork, Recovery};
 
 /// The record of `id`, if any.
 pub(super) async fn instance(
@@ -27,7 +28,7 @@ pub(super) async fn instance(
         .fetch_optional(&mut *conn)
         .await
         .map_err(sql("instance read"))?;
-    Ok(row.as_ref().map(record_from_row).transpose()?)
+    Ok(row.as_ref().map(instance_record).transpose()?)
 }
 
 /// The current execution's history, in order.
@@ -122,24 +123,10 @@ pub(super) async fn orchestration_work(
     let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let record = record_from_row(first)?;
+    let record = instance_record(first)?;
     let epoch: i64 = get(first, "lease_epoch")?;
-    let mut messages = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let Some(seq) = get::<Option<i64>>(row, "m_seq")? else {
-            continue;
-        };
-        messages.push(InboxMessage {
-            seq,
-            target_execution: get::<Option<String>>(row, "m_target")?.map(ExecutionId::new),
-            event: decode_event(&get::<Vec<u8>>(row, "m_payload")?)?,
-            visible_at: get(row, "m_visible")?,
-        });
-    }
-    let current = cached.is_some_and(|(execution, len)| {
-        *execution == record.execution_id && *len == record.history_len
-    });
-    let history = if current {
+    let messages = inbox_messages(&rows, true)?;
+    let history = if history_is_current(cached, &record) {
         None
     } else {
         Some(events(conn, hub, id).await?)
@@ -153,7 +140,7 @@ pub(super) async fn orchestration_work(
 }
 
 /// Adds `AND status = ANY(...)` for a non-empty list.
-fn push_statuses(q: &mut QueryBuilder<'_, Postgres>, statuses: &[RuntimeStatus]) {
+pub(super) fn push_statuses(q: &mut QueryBuilder<'_, Postgres>, statuses: &[RuntimeStatus]) {
     if statuses.is_empty() {
         return;
     }
@@ -201,7 +188,7 @@ pub(super) async fn query_instances(
         .fetch_all(&mut *conn)
         .await
         .map_err(sql("query instances"))?;
-    Ok(rows.iter().map(record_from_row).collect::<Result<_, _>>()?)
+    Ok(rows.iter().map(instance_record).collect::<Result<_, _>>()?)
 }
 
 /// `Store::list_completed`: terminal instances ordered by (completed_at, instance_id).
@@ -236,14 +223,7 @@ pub(super) async fn list_completed(
         .fetch_all(&mut *conn)
         .await
         .map_err(sql("list completed"))?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        out.push((
-            InstanceId::new(get::<String>(row, "instance_id")?),
-            get(row, "completed_at")?,
-        ));
-    }
-    Ok(out)
+    Ok(rows.iter().map(completed).collect::<Result<_, _>>()?)
 }
 
 /// The sweep behind `Store::recover` (`limit` = `None`: everything) and
@@ -311,7 +291,7 @@ pub(super) async fn sweep(
         .await
         .map_err(sql("sweep wakeups"))?
         .iter()
-        .map(wakeup_from_row)
+        .map(wakeup)
         .collect::<Result<Vec<_>, _>>()?;
     let mine = if own_activities {
         " OR lease_owner = $2"
@@ -331,7 +311,7 @@ pub(super) async fn sweep(
         .await
         .map_err(sql("sweep activities"))?
         .iter()
-        .map(activity_from_row)
+        .map(activity_item)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Recovery {
         ready,

@@ -3,17 +3,19 @@
 //! writes, and a failing guard (or any error) rolls the whole call back.
 
 use chrono::{DateTime, Utc};
-use pb::history_event::EventType;
 
 use super::instances;
-use super::rows::{activity_from_row, id_list, lock_instances, FactsMap};
+use super::rows::{id_list, lock_instances, FactsMap};
 use super::tx::{sql, Cx, R};
 use super::writes::Outbox;
 use sqlx::PgConnection;
 
-use crate::domain::{ParentRelink, RewindPlan, RewoundExecution, RuntimeStatus};
-use crate::proto as pb;
-use crate::store::codec::{decode_event, encode, round_down, round_up};
+use crate::domain::{ParentRelink, RewindPlan, RewoundExecution};
+use crate::store::codec::{
+    encode, missing_tasks, paired_activities, relink_started, rewind_guard_holds, rewound_status,
+    round_down, round_up, Relink,
+};
+use crate::store::rows::activity_item;
 use crate::store::{ActivityItem, RewindOutcome, StoreError};
 
 /// Runs the whole rewind; see `Store::rewind`.
@@ -72,19 +74,10 @@ async fn rewind_execution(
     activities: &mut Vec<ActivityItem>,
 ) -> R<()> {
     let id = &x.instance_id;
-    let guard_holds = facts.get(id).is_some_and(|f| {
-        f.inst.execution_id == x.expected_execution_id
-            && f.inst.history_len == i64::from(x.expected_history_len)
-            && f.inst.status == x.expected_status
-    });
-    if !guard_holds {
+    if !rewind_guard_holds(facts.get(id).map(|f| &f.inst), x) {
         return Err(StoreError::LeaseLost(id.clone()).into());
     }
-    // A worker's rewind of a suspended episode stays suspended; a FAILED instance runs.
-    let status = match x.expected_status {
-        RuntimeStatus::Suspended => RuntimeStatus::Suspended,
-        _ => RuntimeStatus::Running,
-    };
+    let status = rewound_status(x.expected_status);
     let hub = cx.hub.clone();
     // A rewound execution continues the old one: whatever still waits for the old
     // execution (inbox messages, open activities) now belongs to the new one.
@@ -123,18 +116,12 @@ async fn rewind_execution(
     .await
     .map_err(sql("rewind"))?
     .iter()
-    .map(activity_from_row)
+    .map(activity_item)
     .collect::<Result<_, _>>()?;
-    // Open tasks whose row is gone had their result dropped while the instance was
-    // terminal: run them again.
-    let missing: Vec<&pb::HistoryEvent> = x
-        .pending_tasks
-        .iter()
-        .filter(|t| !moved.iter().any(|a| a.scheduled.event_id == t.event_id))
-        .collect();
+    let missing = missing_tasks(x, &moved);
     activities.extend(moved);
     if !missing.is_empty() {
-        let mut rows: Vec<i64> = sqlx::query_scalar(
+        let rows: Vec<i64> = sqlx::query_scalar(
             "INSERT INTO activities (hub, instance_id, execution_id, payload) \
              SELECT $1, $2, $3, p FROM unnest($4::bytea[]) WITH ORDINALITY AS x(p, o) \
              ORDER BY o RETURNING id",
@@ -146,14 +133,7 @@ async fn rewind_execution(
         .fetch_all(&mut *conn)
         .await
         .map_err(sql("rewind activities"))?;
-        // Ids only grow; RETURNING promises no order.
-        rows.sort_unstable();
-        activities.extend(rows.into_iter().zip(missing).map(|(row, t)| ActivityItem {
-            id: row,
-            instance_id: id.clone(),
-            execution_id: x.execution_id.clone(),
-            scheduled: t.clone(),
-        }));
+        activities.extend(paired_activities(id, &x.execution_id, rows, missing));
     }
     for m in &x.messages {
         instances::insert_message(
@@ -227,19 +207,13 @@ async fn relink(
             .await
             .map_err(sql("rewind relink"))?;
         for (seq, payload) in rows {
-            let mut event = decode_event(&payload)?;
-            let Some(EventType::ExecutionStarted(started)) = &mut event.event_type else {
-                continue;
+            let payload = match relink_started(&payload, &link.parent_execution_id)? {
+                Relink::NotStarted => continue,
+                Relink::NoParent => return Ok(()),
+                Relink::Rewritten(payload) => payload,
             };
-            let Some(parent) = started.parent_instance.as_mut() else {
-                return Ok(());
-            };
-            parent
-                .orchestration_instance
-                .get_or_insert_with(Default::default)
-                .execution_id = Some(link.parent_execution_id.to_string());
             sqlx::query(update)
-                .bind(encode(&event))
+                .bind(payload)
                 .bind(&hub)
                 .bind(id.as_str())
                 .bind(seq)

@@ -1,5 +1,5 @@
-//! Row ↔ domain conversions of the PostgreSQL store, and the locked read of instance
-//! facts every write starts with.
+//! Typed column reads of the PostgreSQL store (the shared row decoding, `store::rows`,
+//! builds on them), and the locked read of instance facts every write starts with.
 
 use std::collections::HashMap;
 
@@ -11,11 +11,12 @@ use super::tx::{sql, Cx, R};
 use sqlx::PgConnection;
 
 use crate::domain::rules::InstanceFacts;
-use crate::domain::{ExecutionId, InstanceId, InstanceRecord};
-use crate::store::codec::{decode_event, decode_opt, parse_tags, status};
-use crate::store::{ActivityItem, StoreError};
+use crate::domain::{ExecutionId, InstanceId};
+use crate::store::codec::status;
+use crate::store::rows::Columns;
+use crate::store::StoreError;
 
-/// The columns [`record_from_row`] reads, ready to splice into a SELECT or RETURNING.
+/// The columns `rows::instance_record` reads, ready to splice into a SELECT or RETURNING.
 pub(super) const INSTANCE_COLUMNS: &str = "instance_id, execution_id, name, version, status, \
      created_at, last_updated_at, completed_at, scheduled_start_at, input, output, \
      custom_status, failure, parent_instance_id, tags::text AS tags, trace_context, history_len";
@@ -29,47 +30,23 @@ where
         .map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
 }
 
-/// Reads a row selected with [`INSTANCE_COLUMNS`].
-pub(super) fn record_from_row(row: &PgRow) -> Result<InstanceRecord, StoreError> {
-    let history_len: i64 = get(row, "history_len")?;
-    Ok(InstanceRecord {
-        instance_id: InstanceId::new(get::<String>(row, "instance_id")?),
-        execution_id: ExecutionId::new(get::<String>(row, "execution_id")?),
-        name: get(row, "name")?,
-        version: get(row, "version")?,
-        status: status(&get::<String>(row, "status")?)?,
-        created_at: get(row, "created_at")?,
-        last_updated_at: get(row, "last_updated_at")?,
-        completed_at: get(row, "completed_at")?,
-        scheduled_start_at: get(row, "scheduled_start_at")?,
-        input: get(row, "input")?,
-        output: get(row, "output")?,
-        custom_status: get(row, "custom_status")?,
-        failure: decode_opt(get(row, "failure")?, "failure details")?,
-        parent_instance_id: get::<Option<String>>(row, "parent_instance_id")?.map(InstanceId::new),
-        tags: parse_tags(&get::<String>(row, "tags")?)?,
-        trace_context: decode_opt(get(row, "trace_context")?, "trace context")?,
-        history_len: u32::try_from(history_len)
-            .map_err(|_| StoreError::Corrupt(format!("history length {history_len}")))?,
-    })
-}
+/// PostgreSQL stores times as `timestamptz`, which sqlx decodes directly.
+impl Columns for PgRow {
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        get(self, column)
+    }
 
-/// Reads an activity row (`id, instance_id, execution_id, payload`).
-pub(super) fn activity_from_row(row: &PgRow) -> Result<ActivityItem, StoreError> {
-    Ok(ActivityItem {
-        id: get(row, "id")?,
-        instance_id: InstanceId::new(get::<String>(row, "instance_id")?),
-        execution_id: ExecutionId::new(get::<String>(row, "execution_id")?),
-        scheduled: decode_event(&get::<Vec<u8>>(row, "payload")?)?,
-    })
-}
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        get(self, column)
+    }
 
-/// A wake-up row (`instance_id`, `at`).
-pub(super) fn wakeup_from_row(row: &PgRow) -> Result<(DateTime<Utc>, InstanceId), StoreError> {
-    Ok((
-        get(row, "at")?,
-        InstanceId::new(get::<String>(row, "instance_id")?),
-    ))
+    fn opt_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        get(self, column)
+    }
+
+    fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        get(self, column)
+    }
 }
 
 /// What a write needs to know about an instance row it locked.

@@ -1,5 +1,6 @@
-//! Row ↔ domain conversions for the SQLite store: time encoding, protobuf and JSON
-//! columns, the instance column list, and the mapping of sqlx errors to [`StoreError`].
+//! Column encodings of the SQLite store: times as microseconds, protobuf and JSON
+//! columns, the instance column list, the typed column reads the shared row decoding
+//! (`store::rows`) builds on, and the mapping of sqlx errors to [`StoreError`].
 //!
 //! The encodings are documented in the header of the first migration; this is the only
 //! file that knows them.
@@ -9,12 +10,12 @@ use prost::Message;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use crate::domain::{ExecutionId, InstanceId, InstanceRecord};
+use crate::store::codec::round_up;
 pub(super) use crate::store::codec::{decode_event, encode, status, tags_json, TERMINAL_SQL};
-use crate::store::codec::{decode_opt, parse_tags, round_up};
-use crate::store::{ActivityItem, StoreError};
+use crate::store::rows::Columns;
+use crate::store::StoreError;
 
-/// The columns `record_from_row` reads, in a form ready to splice into a SELECT.
+/// The columns `rows::instance_record` reads, in a form ready to splice into a SELECT.
 pub(super) const INSTANCE_COLUMNS: &str = "instance_id, execution_id, name, version, status, \
      created_at, last_updated_at, completed_at, scheduled_start_at, input, output, \
      custom_status, failure, parent_instance_id, tags, trace_context, history_len";
@@ -64,52 +65,23 @@ pub(super) fn push_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
-/// Reads a row selected with [`INSTANCE_COLUMNS`].
-pub(super) fn record_from_row(row: &SqliteRow) -> Result<InstanceRecord, StoreError> {
-    let tags = parse_tags(&get::<String>(row, "tags")?)?;
-    let history_len: i64 = get(row, "history_len")?;
-    Ok(InstanceRecord {
-        instance_id: InstanceId::new(get::<String>(row, "instance_id")?),
-        execution_id: ExecutionId::new(get::<String>(row, "execution_id")?),
-        name: get(row, "name")?,
-        version: get(row, "version")?,
-        status: status(&get::<String>(row, "status")?)?,
-        created_at: time(get(row, "created_at")?)?,
-        last_updated_at: time(get(row, "last_updated_at")?)?,
-        completed_at: get::<Option<i64>>(row, "completed_at")?
-            .map(time)
-            .transpose()?,
-        scheduled_start_at: get::<Option<i64>>(row, "scheduled_start_at")?
-            .map(time)
-            .transpose()?,
-        input: get(row, "input")?,
-        output: get(row, "output")?,
-        custom_status: get(row, "custom_status")?,
-        failure: decode_opt(get(row, "failure")?, "failure details")?,
-        parent_instance_id: get::<Option<String>>(row, "parent_instance_id")?.map(InstanceId::new),
-        tags,
-        trace_context: decode_opt(get(row, "trace_context")?, "trace context")?,
-        history_len: u32::try_from(history_len)
-            .map_err(|_| StoreError::Corrupt(format!("history length {history_len}")))?,
-    })
-}
+/// SQLite stores times as microseconds since the epoch (see [`micros`]).
+impl Columns for SqliteRow {
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        get(self, column)
+    }
 
-/// Reads an activity row (`id, instance_id, execution_id, payload`).
-pub(super) fn activity_from_row(row: &SqliteRow) -> Result<ActivityItem, StoreError> {
-    Ok(ActivityItem {
-        id: get(row, "id")?,
-        instance_id: InstanceId::new(get::<String>(row, "instance_id")?),
-        execution_id: ExecutionId::new(get::<String>(row, "execution_id")?),
-        scheduled: decode_event(&get::<Vec<u8>>(row, "payload")?)?,
-    })
-}
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        get(self, column)
+    }
 
-/// A wake-up row (`instance_id`, `at` in microseconds) as recovery reports it.
-pub(super) fn wakeup_from_row(row: &SqliteRow) -> Result<(DateTime<Utc>, InstanceId), StoreError> {
-    Ok((
-        time(get(row, "at")?)?,
-        InstanceId::new(get::<String>(row, "instance_id")?),
-    ))
+    fn opt_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        get(self, column)
+    }
+
+    fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        get::<Option<i64>>(self, column)?.map(time).transpose()
+    }
 }
 
 /// One typed column; a type mismatch means the file was not written by us.

@@ -13,10 +13,11 @@ use std::collections::BTreeSet;
 use sqlx::SqliteConnection;
 
 use super::codec::{db_error, encode, hex_json_array, micros, visible_micros};
-use super::hot::{Hot, State};
+use super::hot::Hot;
 use super::{entities, inbox, instances};
 use crate::domain::rules::{self, ChildAction};
 use crate::domain::{ExecutionId, InstanceId, OutboundMessage, StatusChange, Transition};
+use crate::store::codec::facts_after;
 use crate::store::{CommitOutcome, Result, StoreError};
 
 /// Runs the whole commit; see the module docs and `Store::commit_orchestration`.
@@ -44,53 +45,24 @@ pub(super) async fn commit(
     let mut touched = BTreeSet::new();
     create_children(conn, hot, t, now, &mut touched).await?;
 
-    let (next, activities, has_visible_inbox) = match &t.status {
-        StatusChange::ContinuedAsNew {
-            execution_id,
-            input,
-            version,
-            inbox_head,
-        } => {
-            let next = State {
-                status: rules::status_after_continue(current.status),
-                execution_id: execution_id.clone(),
-                history_len: 0,
-            };
-            continue_as_new(conn, t, execution_id, input, version, inbox_head).await?;
-            hot.set(id, next);
-            let accepted = accepted_messages(conn, hot, t, now, &mut touched).await?;
-            let visible = inbox::insert_all_then_check(conn, &accepted, id, now).await?;
-            (None, Vec::new(), visible)
-        }
-        StatusChange::Progress => {
-            let next = State {
-                status: rules::status_after_progress(current.status),
-                history_len: current.history_len + t.history_append.len() as i64,
-                ..current
-            };
-            (Some(next), Vec::new(), false)
-        }
-        StatusChange::Terminal { status, .. } => {
-            if !status.is_terminal() {
-                return Err(StoreError::Backend(format!(
-                    "terminal commit with status {status}"
-                )));
-            }
-            let next = State {
-                status: *status,
-                history_len: current.history_len + t.history_append.len() as i64,
-                ..current
-            };
-            (Some(next), Vec::new(), false)
-        }
-    };
-    let Some(next) = next else {
+    let next = facts_after(&current, t)?;
+    if let StatusChange::ContinuedAsNew {
+        execution_id,
+        input,
+        version,
+        inbox_head,
+    } = &t.status
+    {
+        continue_as_new(conn, t, execution_id, input, version, inbox_head).await?;
+        hot.set(id, next);
+        let accepted = accepted_messages(conn, hot, t, now, &mut touched).await?;
+        let has_visible_inbox = inbox::insert_all_then_check(conn, &accepted, id, now).await?;
         return Ok(CommitOutcome {
-            activities,
+            activities: Vec::new(),
             has_visible_inbox,
             touched: touched.into_iter().collect(),
         });
-    };
+    }
 
     // (3)-(7) One call. The routing mirror is updated first, so messages to the instance
     // itself are judged against its new state (dropped once terminal); if the call fails,

@@ -5,21 +5,20 @@
 use std::collections::{BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
 use sqlx::SqliteConnection;
 
-use super::codec::{
-    db_error, decode_event, encode, get, micros, time, visible_micros, wakeup_from_row,
-};
+use super::codec::{db_error, encode, micros, visible_micros};
 use super::hot::Hot;
 use super::{inbox, instances};
 use crate::domain::rules;
 use crate::domain::{
-    Change, EntityFilter, EntityLock, EntityRecord, EntityTransition, InstanceId, OutboundMessage,
+    Change, EntityFilter, EntityRecord, EntityTransition, InstanceId, OutboundMessage,
 };
 use crate::proto as pb;
-use crate::store::{CommitOutcome, EntityWork, InboxMessage, Lease, Result, StoreError};
-use pb::history_event::EventType;
+use crate::store::rows::{
+    entity_page, entity_record, inbox_messages, lock_owners, plan_clean, wakeup,
+};
+use crate::store::{CommitOutcome, EntityWork, Lease, Result, StoreError};
 
 /// Appends a message to an entity's queue, creating the entity row if needed.
 pub(super) async fn enqueue(
@@ -124,22 +123,6 @@ const RECORD_COLUMNS: &str = "e.instance_id, e.state, e.locked_by, e.critical_se
      e.last_modified_at, e.version, \
      (SELECT COUNT(*) FROM entity_inbox x WHERE x.instance_id = e.instance_id) AS backlog";
 
-fn record_from_row(row: &SqliteRow) -> Result<EntityRecord> {
-    let owner: Option<String> = get(row, "locked_by")?;
-    let section: Option<String> = get(row, "critical_section")?;
-    Ok(EntityRecord {
-        instance_id: InstanceId::new(get::<String>(row, "instance_id")?),
-        state: get(row, "state")?,
-        lock: owner.map(|owner| EntityLock {
-            owner: InstanceId::new(owner),
-            critical_section: section.unwrap_or_default(),
-        }),
-        last_modified: time(get(row, "last_modified_at")?)?,
-        backlog: u32::try_from(get::<i64>(row, "backlog")?).unwrap_or(u32::MAX),
-        version: get(row, "version")?,
-    })
-}
-
 /// The entity record with its backlog, or `None`.
 pub(super) async fn record(
     conn: &mut SqliteConnection,
@@ -152,7 +135,7 @@ pub(super) async fn record(
         .await
         .map_err(db_error("entity read"))?
         .as_ref()
-        .map(record_from_row)
+        .map(entity_record)
         .transpose()
 }
 
@@ -167,8 +150,8 @@ pub(super) async fn work(
     let Some(record) = record(conn, id).await? else {
         return Ok(None);
     };
-    let messages = sqlx::query(
-        "SELECT seq, visible_at, payload FROM entity_inbox \
+    let rows = sqlx::query(
+        "SELECT seq AS m_seq, visible_at AS m_visible, payload AS m_payload FROM entity_inbox \
          WHERE instance_id = ? AND visible_at <= ? ORDER BY seq LIMIT ?",
     )
     .bind(id.as_str())
@@ -176,38 +159,26 @@ pub(super) async fn work(
     .bind(i64::from(max_messages))
     .fetch_all(&mut *conn)
     .await
-    .map_err(db_error("entity inbox read"))?
-    .iter()
-    .map(|row| {
-        Ok(InboxMessage {
-            seq: get(row, "seq")?,
-            target_execution: None,
-            event: decode_event(&get::<Vec<u8>>(row, "payload")?)?,
-            visible_at: time(get(row, "visible_at")?)?,
-        })
-    })
-    .collect::<Result<Vec<_>>>()?;
-    let mut owners: HashSet<String> = HashSet::new();
-    if let Some(l) = &record.lock {
-        owners.insert(l.owner.to_string());
-    }
-    for m in &messages {
-        if let Some(EventType::EntityLockRequested(r)) = &m.event.event_type {
-            owners.extend(r.parent_instance_id.clone());
-        }
-    }
-    let mut live = HashSet::new();
-    for owner in owners {
-        if is_live(conn, &owner).await? {
-            live.insert(InstanceId::new(owner));
-        }
-    }
+    .map_err(db_error("entity inbox read"))?;
+    let messages = inbox_messages(&rows, false)?;
+    let live = live(conn, lock_owners(&record, &messages)).await?;
     Ok(Some(EntityWork {
         lease: Lease::default(),
         record,
         messages,
         live,
     }))
+}
+
+/// Which of `owners` are orchestrations that exist and are not terminal.
+async fn live(conn: &mut SqliteConnection, owners: HashSet<String>) -> Result<HashSet<InstanceId>> {
+    let mut live = HashSet::new();
+    for owner in owners {
+        if is_live(conn, &owner).await? {
+            live.insert(InstanceId::new(owner));
+        }
+    }
+    Ok(live)
 }
 
 /// Whether an orchestration (a lock owner or requester) exists and is not terminal.
@@ -351,19 +322,7 @@ pub(super) async fn query(
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error("entity query"))?;
-    // Transient entities (no state) are filtered here rather than in SQL because the
-    // page must stop after `limit` matching rows; pages are small.
-    let mut out = Vec::new();
-    for row in &rows {
-        let r = record_from_row(row)?;
-        if r.state.is_some() || (filter.include_transient && r.exists()) {
-            out.push(r);
-            if out.len() >= filter.limit as usize {
-                break;
-            }
-        }
-    }
-    Ok(out)
+    entity_page(&rows, filter)
 }
 
 /// `CleanEntityStorage` over one page of entity ids after `after`: deletes empty
@@ -387,46 +346,36 @@ pub(super) async fn clean(
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error("entity clean"))?;
-    let records = rows
+    let records = rows.iter().map(entity_record).collect::<Result<Vec<_>>>()?;
+    let owners = records
         .iter()
-        .map(record_from_row)
-        .collect::<Result<Vec<_>>>()?;
-    let (mut removed, mut released) = (0u32, 0u32);
-    let mut unblocked = Vec::new();
-    for r in &records {
-        let mut lock = r.lock.clone();
-        if release_orphans {
-            if let Some(l) = &lock {
-                if !is_live(conn, l.owner.as_str()).await? {
-                    sqlx::query(
-                        "UPDATE entities SET locked_by = NULL, critical_section = NULL, \
-                           version = version + 1 WHERE instance_id = ?",
-                    )
-                    .bind(r.instance_id.as_str())
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db_error("entity clean"))?;
-                    released += 1;
-                    lock = None;
-                    if r.backlog > 0 {
-                        unblocked.push(r.instance_id.clone());
-                    }
-                }
-            }
-        }
-        if remove_empty && r.state.is_none() && lock.is_none() && r.backlog == 0 {
-            sqlx::query("DELETE FROM entities WHERE instance_id = ?")
-                .bind(r.instance_id.as_str())
-                .execute(&mut *conn)
-                .await
-                .map_err(db_error("entity clean"))?;
-            removed += 1;
-        }
+        .filter_map(|r| r.lock.as_ref().map(|l| l.owner.to_string()))
+        .collect();
+    let live = live(conn, owners).await?;
+    let plan = plan_clean(&records, &live, limit, remove_empty, release_orphans);
+    for id in &plan.unlock {
+        sqlx::query(
+            "UPDATE entities SET locked_by = NULL, critical_section = NULL, \
+               version = version + 1 WHERE instance_id = ?",
+        )
+        .bind(id.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("entity clean"))?;
     }
-    let next = (records.len() as u32 >= limit)
-        .then(|| records.last().map(|r| r.instance_id.to_string()))
-        .flatten();
-    Ok((removed, released, next, unblocked))
+    for id in &plan.remove {
+        sqlx::query("DELETE FROM entities WHERE instance_id = ?")
+            .bind(id.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error("entity clean"))?;
+    }
+    Ok((
+        plan.remove.len() as u32,
+        plan.unlock.len() as u32,
+        plan.next,
+        plan.unblocked,
+    ))
 }
 
 /// Purge by id of an entity: deletes it when it has no lock and no backlog.
@@ -468,7 +417,7 @@ pub(super) async fn recover(
     .await
     .map_err(db_error("recover entities"))?
     .iter()
-    .map(wakeup_from_row)
+    .map(wakeup)
     .collect::<Result<Vec<_>>>()?;
     Ok((ready, wakeups))
 }

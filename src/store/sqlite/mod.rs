@@ -408,26 +408,15 @@ impl Store for SqliteStore {
         recursive: bool,
         deadline: Option<DateTime<Utc>>,
     ) -> Result<(u32, bool)> {
-        let mut total = 0u32;
-        loop {
-            if deadline.is_some_and(|d| self.clock.now() >= d) {
-                return Ok((total, false));
-            }
+        super::codec::purge_in_batches(&*self.clock, deadline, || {
             let (filter, hot) = (filter.clone(), Arc::clone(&self.hot));
-            let (deleted, more) = self
-                .writer
-                .submit(op!(|conn| {
-                    let result =
-                        purge::purge_batch(conn, &hot, &filter, recursive, PURGE_BATCH).await;
-                    hot.clear();
-                    result
-                }))
-                .await?;
-            total = total.saturating_add(deleted);
-            if !more {
-                return Ok((total, true));
-            }
-        }
+            self.writer.submit(op!(|conn| {
+                let result = purge::purge_batch(conn, &hot, &filter, recursive, PURGE_BATCH).await;
+                hot.clear();
+                result
+            }))
+        })
+        .await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

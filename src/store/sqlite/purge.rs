@@ -5,7 +5,9 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::codec::{db_error, micros, TERMINAL_SQL};
 use super::hot::Hot;
-use crate::domain::{InstanceId, RuntimeStatus};
+use super::queries::push_statuses;
+use crate::domain::InstanceId;
+use crate::store::codec::purge_statuses;
 use crate::store::{PurgeFilter, Result};
 
 /// Purges `id` if it is terminal; with `recursive`, also every terminal descendant found
@@ -58,27 +60,13 @@ pub(super) async fn purge_batch(
     recursive: bool,
     batch: u32,
 ) -> Result<(u32, bool)> {
-    let statuses: Vec<RuntimeStatus> = filter
-        .statuses
-        .iter()
-        .copied()
-        .filter(|s| s.is_terminal())
-        .collect();
-    if statuses.is_empty() && !filter.statuses.is_empty() {
-        // Only non-terminal statuses were asked for: nothing is purgeable.
+    let Some(statuses) = purge_statuses(filter) else {
         return Ok((0, false));
-    }
+    };
     let mut q: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
         "SELECT instance_id FROM instances WHERE status IN {TERMINAL_SQL} AND substr(instance_id, 1, 1) <> '@'"
     ));
-    if !statuses.is_empty() {
-        q.push(" AND status IN (");
-        let mut list = q.separated(", ");
-        for s in &statuses {
-            list.push_bind(s.name());
-        }
-        list.push_unseparated(")");
-    }
+    push_statuses(&mut q, &statuses);
     if let Some(from) = filter.created_from {
         q.push(" AND created_at >= ").push_bind(micros(from));
     }

@@ -5,15 +5,13 @@
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
-use super::codec::{
-    activity_from_row, db_error, decode_event, get, micros, record_from_row, time, wakeup_from_row,
-    INSTANCE_COLUMNS, TERMINAL_SQL,
-};
+use super::codec::{db_error, decode_event, get, micros, INSTANCE_COLUMNS, TERMINAL_SQL};
 use crate::domain::{ExecutionId, InstanceId, InstanceRecord, RuntimeStatus};
 use crate::proto as pb;
-use crate::store::{
-    CompletedFilter, InboxMessage, InstanceFilter, Lease, OrchestrationWork, Recovery, Result,
+use crate::store::rows::{
+    activity_item, completed, history_is_current, inbox_messages, instance_record, wakeup,
 };
+use crate::store::{CompletedFilter, InstanceFilter, Lease, OrchestrationWork, Recovery, Result};
 
 /// The record of `id`, if any.
 pub(super) async fn instance(
@@ -26,7 +24,7 @@ pub(super) async fn instance(
         .fetch_optional(&mut *conn)
         .await
         .map_err(db_error("instance read"))?;
-    row.as_ref().map(record_from_row).transpose()
+    row.as_ref().map(instance_record).transpose()
 }
 
 /// The current execution's history, in order.
@@ -88,26 +86,12 @@ pub(super) async fn orchestration_work(
     let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let record = record_from_row(first)?;
+    let record = instance_record(first)?;
     if record.status.is_terminal() {
         return Ok(None);
     }
-    let mut messages = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let Some(seq) = get::<Option<i64>>(row, "m_seq")? else {
-            continue;
-        };
-        messages.push(InboxMessage {
-            seq,
-            target_execution: get::<Option<String>>(row, "m_target")?.map(ExecutionId::new),
-            event: decode_event(&get::<Vec<u8>>(row, "m_payload")?)?,
-            visible_at: time(get(row, "m_visible")?)?,
-        });
-    }
-    let current = cached.is_some_and(|(execution, len)| {
-        *execution == record.execution_id && *len == record.history_len
-    });
-    let history = if current {
+    let messages = inbox_messages(&rows, true)?;
+    let history = if history_is_current(cached, &record) {
         None
     } else {
         Some(events(conn, id).await?)
@@ -122,7 +106,7 @@ pub(super) async fn orchestration_work(
 }
 
 /// Adds `AND status IN (...)` for a non-empty list.
-fn push_statuses(q: &mut QueryBuilder<'_, Sqlite>, statuses: &[RuntimeStatus]) {
+pub(super) fn push_statuses(q: &mut QueryBuilder<'_, Sqlite>, statuses: &[RuntimeStatus]) {
     if statuses.is_empty() {
         return;
     }
@@ -172,7 +156,7 @@ pub(super) async fn query_instances(
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error("query instances"))?;
-    rows.iter().map(record_from_row).collect()
+    rows.iter().map(instance_record).collect()
 }
 
 /// `Store::list_completed`: terminal instances ordered by (completed_at, instance_id).
@@ -205,14 +189,7 @@ pub(super) async fn list_completed(
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error("list completed"))?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                InstanceId::new(get::<String>(row, "instance_id")?),
-                time(get(row, "completed_at")?)?,
-            ))
-        })
-        .collect()
+    rows.iter().map(completed).collect()
 }
 
 /// `Store::recover`.
@@ -246,7 +223,7 @@ pub(super) async fn recover(conn: &mut SqliteConnection, now: DateTime<Utc>) -> 
         .await
         .map_err(db_error("recover wakeups"))?
         .iter()
-        .map(wakeup_from_row)
+        .map(wakeup)
         .collect::<Result<Vec<_>>>()?;
     let activities =
         sqlx::query("SELECT id, instance_id, execution_id, payload FROM activities ORDER BY id")
@@ -254,7 +231,7 @@ pub(super) async fn recover(conn: &mut SqliteConnection, now: DateTime<Utc>) -> 
             .await
             .map_err(db_error("recover activities"))?
             .iter()
-            .map(activity_from_row)
+            .map(activity_item)
             .collect::<Result<Vec<_>>>()?;
     Ok(Recovery {
         ready,

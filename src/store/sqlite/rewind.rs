@@ -2,14 +2,16 @@
 //! for this call: each guard is checked before its writes, and a failing guard (or any
 //! error) rolls the whole call back, so a rewind is all or nothing.
 
-use pb::history_event::EventType;
 use sqlx::SqliteConnection;
 
-use super::codec::{activity_from_row, db_error, decode_event, encode, hex_json_array, micros};
+use super::codec::{db_error, hex_json_array, micros};
 use super::hot::{Hot, State};
 use super::{inbox, instances};
-use crate::domain::{ParentRelink, RewindPlan, RewoundExecution, RuntimeStatus};
-use crate::proto as pb;
+use crate::domain::{ParentRelink, RewindPlan, RewoundExecution};
+use crate::store::codec::{
+    missing_tasks, paired_activities, relink_started, rewind_guard_holds, rewound_status, Relink,
+};
+use crate::store::rows::activity_item;
 use crate::store::{ActivityItem, Result, RewindOutcome, StoreError};
 
 /// Runs the whole rewind; see `Store::rewind`.
@@ -58,19 +60,10 @@ async fn rewind_execution(
     activities: &mut Vec<ActivityItem>,
 ) -> Result<()> {
     let id = &x.instance_id;
-    let guard_holds = hot.state(conn, id).await?.is_some_and(|s| {
-        s.execution_id == x.expected_execution_id
-            && s.history_len == i64::from(x.expected_history_len)
-            && s.status == x.expected_status
-    });
-    if !guard_holds {
+    if !rewind_guard_holds(hot.state(conn, id).await?.as_ref(), x) {
         return Err(StoreError::LeaseLost(id.clone()));
     }
-    // A worker's rewind of a suspended episode stays suspended; a FAILED instance runs.
-    let status = match x.expected_status {
-        RuntimeStatus::Suspended => RuntimeStatus::Suspended,
-        _ => RuntimeStatus::Running,
-    };
+    let status = rewound_status(x.expected_status);
     let consumed =
         serde_json::to_string(&x.consumed).map_err(|e| StoreError::Backend(e.to_string()))?;
     let history_len = x.history.len() as i64;
@@ -105,18 +98,12 @@ async fn rewind_execution(
     .await
     .map_err(db_error("rewind activities"))?
     .iter()
-    .map(activity_from_row)
+    .map(activity_item)
     .collect::<Result<_>>()?;
-    // Open tasks whose row is gone had their result dropped while the instance was
-    // terminal: run them again.
-    let missing: Vec<&pb::HistoryEvent> = x
-        .pending_tasks
-        .iter()
-        .filter(|t| !moved.iter().any(|a| a.scheduled.event_id == t.event_id))
-        .collect();
+    let missing = missing_tasks(x, &moved);
     activities.extend(moved);
     if !missing.is_empty() {
-        let mut rows: Vec<i64> = sqlx::query_scalar(
+        let rows: Vec<i64> = sqlx::query_scalar(
             "INSERT INTO activities (instance_id, execution_id, payload) \
              SELECT ?, ?, unhex(value) FROM json_each(?) RETURNING id",
         )
@@ -126,14 +113,7 @@ async fn rewind_execution(
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error("rewind activities"))?;
-        // Rows are inserted in array order and ids only grow; RETURNING promises no order.
-        rows.sort_unstable();
-        activities.extend(rows.into_iter().zip(missing).map(|(row, t)| ActivityItem {
-            id: row,
-            instance_id: id.clone(),
-            execution_id: x.execution_id.clone(),
-            scheduled: t.clone(),
-        }));
+        activities.extend(paired_activities(id, &x.execution_id, rows, missing));
     }
 
     for m in &x.messages {
@@ -203,19 +183,13 @@ async fn relink(conn: &mut SqliteConnection, hot: &Hot, link: &ParentRelink) -> 
             .await
             .map_err(db_error("rewind relink"))?;
         for (seq, payload) in rows {
-            let mut event = decode_event(&payload)?;
-            let Some(EventType::ExecutionStarted(started)) = &mut event.event_type else {
-                continue;
+            let payload = match relink_started(&payload, &link.parent_execution_id)? {
+                Relink::NotStarted => continue,
+                Relink::NoParent => return Ok(()),
+                Relink::Rewritten(payload) => payload,
             };
-            let Some(parent) = started.parent_instance.as_mut() else {
-                return Ok(());
-            };
-            parent
-                .orchestration_instance
-                .get_or_insert_with(Default::default)
-                .execution_id = Some(link.parent_execution_id.to_string());
             sqlx::query(update)
-                .bind(encode(&event))
+                .bind(payload)
                 .bind(id.as_str())
                 .bind(seq)
                 .execute(&mut *conn)
