@@ -1,58 +1,35 @@
 //! Ownership between processes on `PostgresStore`: two store handles with different
 //! owners on one fresh database stand for two sidecars. Needs a PostgreSQL server: the
-//! admin URL comes from `DURABLETASK_TEST_POSTGRES` (a database is created per test);
-//! unset, the tests say why and pass, unless `CI` is set.
+//! admin URL comes from `DURABLETASK_TEST_POSTGRES` (a database is created per test and
+//! dropped after it, see `tests/common/postgres.rs`); unset, the tests say why and pass,
+//! unless `CI` is set.
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
+mod common;
+// Only the builders: the conformance behaviours run in store_sqlite and store_postgres.
+#[path = "conformance/fixtures.rs"]
+mod fixtures;
+
 use std::future::Future;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
-use durabletask_sidecar::domain::events::{event, orchestrator_started};
+use durabletask_sidecar::domain::events::event;
 use durabletask_sidecar::domain::{
-    ExecutionId, InstanceId, NewActivity, NewInstance, OutboundMessage, ReusePolicy, RuntimeStatus,
-    StatusChange, Transition,
+    InstanceId, NewActivity, OutboundMessage, ReusePolicy, RuntimeStatus, StatusChange,
 };
 use durabletask_sidecar::proto as pb;
 use durabletask_sidecar::store::postgres::{PostgresOptions, PostgresStore};
-use durabletask_sidecar::store::{
-    ActivityOutcome, OrchestrationWork, Store, StoreChange, StoreError,
-};
+use durabletask_sidecar::store::{ActivityOutcome, Store, StoreChange, StoreError};
 use pb::history_event::EventType;
-use sqlx::Connection;
+
+use common::postgres::fresh_database;
+use fixtures::{at, episode, new_instance};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn within<T>(f: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, f).await.expect("timed out")
-}
-
-fn at(secs: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
-}
-
-/// A fresh database on the test server, or `None` (with the reason printed) without one.
-async fn database() -> Option<String> {
-    let Ok(admin) = std::env::var("DURABLETASK_TEST_POSTGRES") else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "DURABLETASK_TEST_POSTGRES must be set in CI"
-        );
-        eprintln!("skipped: DURABLETASK_TEST_POSTGRES is not set");
-        return None;
-    };
-    let name = format!("dt_{}", &ExecutionId::generate().as_str()[..12]);
-    let mut conn = within(sqlx::PgConnection::connect(&admin)).await.unwrap();
-    within(sqlx::Executor::execute(
-        &mut conn,
-        format!("CREATE DATABASE {name}").as_str(),
-    ))
-    .await
-    .unwrap();
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-    Some(format!("{base}/{name}"))
 }
 
 async fn open(url: &str, owner: &str, lease: Duration) -> PostgresStore {
@@ -64,53 +41,6 @@ async fn open(url: &str, owner: &str, lease: Duration) -> PostgresStore {
     within(PostgresStore::open_with(url, options))
         .await
         .unwrap()
-}
-
-fn new_instance(instance: &str, created: DateTime<Utc>) -> NewInstance {
-    let execution_id = ExecutionId::generate();
-    let start = event(
-        -1,
-        created,
-        EventType::ExecutionStarted(pb::ExecutionStartedEvent {
-            name: "orch".into(),
-            orchestration_instance: Some(pb::OrchestrationInstance {
-                instance_id: instance.into(),
-                execution_id: Some(execution_id.as_str().into()),
-            }),
-            ..Default::default()
-        }),
-    );
-    NewInstance {
-        instance_id: InstanceId::new(instance),
-        execution_id,
-        name: "orch".into(),
-        version: None,
-        input: None,
-        tags: BTreeMap::new(),
-        scheduled_start_at: None,
-        parent_instance_id: None,
-        start_event: start,
-        created_at: created,
-    }
-}
-
-fn episode(work: &OrchestrationWork, now: DateTime<Utc>, status: StatusChange) -> Transition {
-    let mut history_append = vec![orchestrator_started(now)];
-    history_append.extend(work.messages.iter().map(|m| m.event.clone()));
-    Transition {
-        instance_id: work.record.instance_id.clone(),
-        expected_execution_id: work.record.execution_id.clone(),
-        expected_history_len: work.record.history_len,
-        consumed: work.messages.iter().map(|m| m.seq).collect(),
-        history_append,
-        status,
-        custom_status: None,
-        trace_context: None,
-        activities: Vec::new(),
-        messages: Vec::new(),
-        children: Vec::new(),
-        now,
-    }
 }
 
 /// Polls `f` until it holds, failing after the deadline (no fixed sleeps as sync).
@@ -129,9 +59,12 @@ where
 
 #[tokio::test]
 async fn a_claim_excludes_other_owners_until_released_or_expired() {
-    let Some(url) = database().await else { return };
-    let a = open(&url, "node-a", Duration::from_secs(1)).await;
-    let b = open(&url, "node-b", Duration::from_secs(1)).await;
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let url = &db.url;
+    let a = open(url, "node-a", Duration::from_secs(1)).await;
+    let b = open(url, "node-b", Duration::from_secs(1)).await;
     let id = InstanceId::new("i1");
     within(a.create_instance(new_instance("i1", at(0)), ReusePolicy::ReplaceTerminal))
         .await
@@ -187,9 +120,12 @@ async fn a_claim_excludes_other_owners_until_released_or_expired() {
 
 #[tokio::test]
 async fn renewal_keeps_a_lease_and_due_work_skips_foreign_leases() {
-    let Some(url) = database().await else { return };
-    let a = open(&url, "node-a", Duration::from_secs(1)).await;
-    let b = open(&url, "node-b", Duration::from_secs(1)).await;
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let url = &db.url;
+    let a = open(url, "node-a", Duration::from_secs(1)).await;
+    let b = open(url, "node-b", Duration::from_secs(1)).await;
     let id = InstanceId::new("i2");
     within(a.create_instance(new_instance("i2", at(0)), ReusePolicy::ReplaceTerminal))
         .await
@@ -221,9 +157,12 @@ async fn renewal_keeps_a_lease_and_due_work_skips_foreign_leases() {
 
 #[tokio::test]
 async fn activity_claims_are_exclusive_and_expire_and_changes_reach_the_other_node() {
-    let Some(url) = database().await else { return };
-    let a = open(&url, "node-a", Duration::from_secs(1)).await;
-    let b = open(&url, "node-b", Duration::from_secs(1)).await;
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let url = &db.url;
+    let a = open(url, "node-a", Duration::from_secs(1)).await;
+    let b = open(url, "node-b", Duration::from_secs(1)).await;
     let mut feed_b = b.subscribe().unwrap();
     let mut feed_a = a.subscribe().unwrap();
     // Both listeners are connected once they report their first resync.

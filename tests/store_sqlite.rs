@@ -8,17 +8,16 @@
 mod conformance;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use durabletask_sidecar::domain::{NewActivity, ReusePolicy, RuntimeStatus, StatusChange};
 use durabletask_sidecar::store::sqlite::{SqliteOptions, SqliteStore};
-use durabletask_sidecar::store::{InstanceFilter, Store, StoreError};
+use durabletask_sidecar::store::Store;
 use tempfile::TempDir;
 
 use conformance::{
-    at, complete, episode, id, new_instance, start_running, task_completed, task_scheduled,
-    StoreFactory,
+    at, burst_of_creates_with_a_duplicate, complete, episode, id, new_instance, start_running,
+    task_completed, task_scheduled, StoreFactory,
 };
 
 /// One SQLite file per fresh store, each in a temporary directory that lives as long as
@@ -81,45 +80,7 @@ async fn concurrent_creates_are_group_committed() {
         .await
         .unwrap();
     let before = store.stats();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..200 {
-        let store = Arc::clone(&store);
-        tasks.spawn(async move {
-            store
-                .create_instance(
-                    new_instance(&format!("c{i}"), at(i)),
-                    ReusePolicy::ReplaceTerminal,
-                )
-                .await
-        });
-    }
-    // A duplicate in the same burst fails alone: its savepoint rolls back, not the batch.
-    let dup = {
-        let store = Arc::clone(&store);
-        tokio::spawn(async move {
-            store
-                .create_instance(new_instance("dup", at(0)), ReusePolicy::ReplaceTerminal)
-                .await
-        })
-    };
-    let results = tokio::time::timeout(Duration::from_secs(60), tasks.join_all())
-        .await
-        .unwrap();
-    assert!(results.iter().all(Result::is_ok), "{results:?}");
-    let dup = dup.await.unwrap();
-    assert!(
-        matches!(dup, Err(StoreError::AlreadyExists { .. })),
-        "{dup:?}"
-    );
-
-    let all = store
-        .query_instances(&InstanceFilter {
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(all.len(), 201);
+    burst_of_creates_with_a_duplicate(&store).await;
     let stats = store.stats();
     let commits = stats.commits - before.commits;
     let requests = stats.requests - before.requests;

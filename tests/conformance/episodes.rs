@@ -9,8 +9,8 @@ use durabletask_sidecar::proto as pb;
 use durabletask_sidecar::store::{ActivityOutcome, StoreError};
 
 use super::{
-    at, complete, completed, episode, id, is_started, message, new_instance, raised, raised_name,
-    start_running, task_completed, task_scheduled, StoreFactory,
+    at, complete, completed, episode, id, is_started, message, new_instance, next_work, raised,
+    raised_name, start_running, task_completed, task_scheduled, StoreFactory,
 };
 
 pub async fn progress_commit_appends_history_and_updates_record(mut f: impl StoreFactory) {
@@ -19,11 +19,7 @@ pub async fn progress_commit_appends_history_and_updates_record(mut f: impl Stor
         .create_instance(new_instance("w", at(0)), ReusePolicy::ReplaceTerminal)
         .await
         .unwrap();
-    let work = store
-        .orchestration_work(&id("w"), at(1), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let work = next_work(&*store, "w", at(1)).await;
     assert_eq!(work.record.status, RuntimeStatus::Pending);
     // A message that arrives while the episode runs stays in the inbox.
     store
@@ -62,11 +58,7 @@ pub async fn progress_commit_appends_history_and_updates_record(mut f: impl Stor
         history, t.history_append,
         "history round-trips byte for byte"
     );
-    let work = store
-        .orchestration_work(&id("w"), at(1), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let work = next_work(&*store, "w", at(1)).await;
     assert_eq!(work.messages.len(), 1);
     assert_eq!(raised_name(&work.messages[0].event), Some("during"));
     assert_eq!(work.history.as_ref().map(Vec::len), Some(2));
@@ -79,11 +71,7 @@ pub async fn stale_guard_is_lease_lost_and_writes_nothing(mut f: impl StoreFacto
         .enqueue_event(&id("g"), raised("e", at(1)))
         .await
         .unwrap();
-    let work_now = store
-        .orchestration_work(&id("g"), at(1), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let work_now = next_work(&*store, "g", at(1)).await;
 
     let mut stale_len = episode(&work_now, at(1), StatusChange::Progress);
     stale_len.expected_history_len += 1;
@@ -110,11 +98,7 @@ pub async fn stale_guard_is_lease_lost_and_writes_nothing(mut f: impl StoreFacto
         Err(StoreError::LeaseLost(_))
     ));
 
-    let after = store
-        .orchestration_work(&id("g"), at(1), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let after = next_work(&*store, "g", at(1)).await;
     assert_eq!(after.record, work.record);
     assert_eq!(after.messages, work_now.messages);
 }
@@ -126,11 +110,7 @@ pub async fn a_failing_commit_rolls_back_its_partial_writes(mut f: impl StoreFac
         .enqueue_event(&id("x"), raised("keep", at(1)))
         .await
         .unwrap();
-    let work = store
-        .orchestration_work(&id("x"), at(1), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let work = next_work(&*store, "x", at(1)).await;
     // Fails after the guard and the inbox delete have run: the savepoint must undo them.
     let bogus = StatusChange::Terminal {
         status: RuntimeStatus::Running,
@@ -142,11 +122,7 @@ pub async fn a_failing_commit_rolls_back_its_partial_writes(mut f: impl StoreFac
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
-    let after = store
-        .orchestration_work(&id("x"), at(1), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let after = next_work(&*store, "x", at(1)).await;
     assert_eq!(after.messages, work.messages);
     assert_eq!(after.record, work.record);
 }
@@ -217,11 +193,7 @@ pub async fn continue_as_new_puts_the_new_head_before_waiting_messages(mut f: im
         .enqueue_event(&id("c"), raised("before", at(2)))
         .await
         .unwrap();
-    let work = store
-        .orchestration_work(&id("c"), at(2), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let work = next_work(&*store, "c", at(2)).await;
     // Arrives while the episode runs.
     store
         .enqueue_event(&id("c"), raised("during", at(3)))
@@ -257,11 +229,7 @@ pub async fn continue_as_new_puts_the_new_head_before_waiting_messages(mut f: im
     assert!(outcome.has_visible_inbox);
     assert!(outcome.touched.is_empty());
 
-    let work = store
-        .orchestration_work(&id("c"), at(60), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let work = next_work(&*store, "c", at(60)).await;
     let rec = &work.record;
     assert_eq!(rec.execution_id, new_execution);
     assert_eq!(
@@ -323,11 +291,7 @@ pub async fn message_drop_rules_and_touched(mut f: impl StoreFactory) {
     let outcome = store.commit_orchestration(&t, work.lease).await.unwrap();
     assert_eq!(outcome.touched, vec![id("live")]);
     assert!(!outcome.has_visible_inbox, "the timer is in the future");
-    let got = store
-        .orchestration_work(&id("live"), at(2), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let got = next_work(&*store, "live", at(2)).await;
     let names: Vec<_> = got
         .messages
         .iter()
@@ -337,11 +301,7 @@ pub async fn message_drop_rules_and_touched(mut f: impl StoreFactory) {
     assert!(store.instance(&id("ghost")).await.unwrap().is_none());
     let recovery = store.recover(at(2)).await.unwrap();
     assert_eq!(recovery.wakeups, vec![(at(30), id("src"))]);
-    let timer = store
-        .orchestration_work(&id("src"), at(30), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let timer = next_work(&*store, "src", at(30)).await;
     assert_eq!(timer.messages[0].visible_at, at(30));
 }
 
@@ -371,11 +331,7 @@ pub async fn children_are_created_replaced_or_conflict(mut f: impl StoreFactory)
     assert_eq!(outcome.touched, vec![id("new"), id("old")]);
     assert!(outcome.has_visible_inbox);
 
-    let new = store
-        .orchestration_work(&id("new"), at(2), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let new = next_work(&*store, "new", at(2)).await;
     assert_eq!(new.record.parent_instance_id, Some(id("parent")));
     assert!(is_started(&new.messages[0].event));
     assert_eq!(raised_name(&new.messages[1].event), Some("hello-child"));
@@ -385,12 +341,7 @@ pub async fn children_are_created_replaced_or_conflict(mut f: impl StoreFactory)
         store.instance(&id("busy")).await.unwrap().unwrap().status,
         RuntimeStatus::Running
     );
-    let inbox = store
-        .orchestration_work(&id("parent"), at(2), 100, None)
-        .await
-        .unwrap()
-        .unwrap()
-        .messages;
+    let inbox = next_work(&*store, "parent", at(2)).await.messages;
     assert_eq!(raised_name(&inbox[0].event), Some("conflict-busy"));
 }
 
@@ -423,11 +374,7 @@ pub async fn activity_completes_exactly_once_and_stale_results_drop(mut f: impl 
         .await
         .unwrap();
     assert_eq!(second, ActivityOutcome::Unknown);
-    let work = store
-        .orchestration_work(&id("a"), at(2), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let work = next_work(&*store, "a", at(2)).await;
     assert_eq!(
         work.messages[0].target_execution,
         Some(work.record.execution_id.clone())
@@ -453,11 +400,7 @@ pub async fn discard_messages_only_touches_the_given_rows(mut f: impl StoreFacto
         .enqueue_event(&id("d"), raised("y", at(1)))
         .await
         .unwrap();
-    let work = store
-        .orchestration_work(&id("d"), at(1), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let work = next_work(&*store, "d", at(1)).await;
     store
         .discard_messages(&id("d"), &[work.messages[0].seq])
         .await
@@ -466,11 +409,7 @@ pub async fn discard_messages_only_touches_the_given_rows(mut f: impl StoreFacto
         .discard_messages(&id("other"), &[work.messages[1].seq])
         .await
         .unwrap();
-    let work = store
-        .orchestration_work(&id("d"), at(1), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let work = next_work(&*store, "d", at(1)).await;
     assert_eq!(work.messages.len(), 1);
     assert_eq!(raised_name(&work.messages[0].event), Some("y"));
 }
@@ -523,28 +462,16 @@ pub async fn a_timer_to_self_becomes_visible_at_its_time_and_not_before(mut f: i
         .create_instance(new_instance("t", at(0)), ReusePolicy::ReplaceTerminal)
         .await
         .unwrap();
-    let work = store
-        .orchestration_work(&id("t"), at(0), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let work = next_work(&*store, "t", at(0)).await;
     let mut t = episode(&work, at(0), StatusChange::Progress);
     let exec = work.record.execution_id.clone();
     t.messages
         .push(message("t", Some(&exec), raised("timer", at(5)), at(5)));
     let outcome = store.commit_orchestration(&t, work.lease).await.unwrap();
     assert!(!outcome.has_visible_inbox);
-    let early = store
-        .orchestration_work(&id("t"), at(4), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let early = next_work(&*store, "t", at(4)).await;
     assert!(early.messages.is_empty());
-    let due = store
-        .orchestration_work(&id("t"), at(5), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let due = next_work(&*store, "t", at(5)).await;
     assert_eq!(due.messages.len(), 1, "the timer is visible at its time");
     assert_eq!(due.messages[0].target_execution.as_ref(), Some(&exec));
 }
@@ -602,11 +529,7 @@ pub async fn messages_for_an_execution_a_rewind_replaced_reach_the_new_one_until
     ];
     let outcome = store.commit_orchestration(&t, child.lease).await.unwrap();
     assert_eq!(outcome.touched, vec![id("parent")]);
-    let work = store
-        .orchestration_work(&id("parent"), at(3), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let work = next_work(&*store, "parent", at(3)).await;
     let got: Vec<_> = work
         .messages
         .iter()
@@ -615,11 +538,7 @@ pub async fn messages_for_an_execution_a_rewind_replaced_reach_the_new_one_until
     assert_eq!(got, [("to-old", Some(new.clone()))]);
 
     // Continue-as-new starts an execution that continues nothing: old addresses drop.
-    let work = store
-        .orchestration_work(&id("parent"), at(4), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let work = next_work(&*store, "parent", at(4)).await;
     let next = ExecutionId::new("next");
     let can = StatusChange::ContinuedAsNew {
         execution_id: next.clone(),
@@ -639,11 +558,7 @@ pub async fn messages_for_an_execution_a_rewind_replaced_reach_the_new_one_until
         message("parent", Some(&next), raised("current", at(5)), at(5)),
     ];
     store.commit_orchestration(&t, sender.lease).await.unwrap();
-    let work = store
-        .orchestration_work(&id("parent"), at(5), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let work = next_work(&*store, "parent", at(5)).await;
     let names: Vec<_> = work
         .messages
         .iter()

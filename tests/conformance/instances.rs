@@ -2,20 +2,19 @@
 //! suspend and resume.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use durabletask_sidecar::domain::events::event;
 use durabletask_sidecar::domain::{NewActivity, ReusePolicy, RuntimeStatus, StatusChange};
 use durabletask_sidecar::proto as pb;
 use durabletask_sidecar::store::{
-    ActivityOutcome, EnqueueOutcome, InstanceFilter, Store, StoreError, SuspendOutcome,
-    TerminateOutcome,
+    ActivityOutcome, EnqueueOutcome, Store, StoreError, SuspendOutcome, TerminateOutcome,
 };
 use pb::history_event::EventType;
 
 use super::{
-    at, complete, episode, id, is_started, new_instance, raised, raised_name, start_running,
-    task_completed, task_scheduled, terminated, StoreFactory,
+    at, burst_of_creates_with_a_duplicate, complete, episode, id, is_started, new_instance,
+    next_work, raised, raised_name, start_running, task_completed, task_scheduled, terminated,
+    StoreFactory,
 };
 
 pub async fn create_reads_back_and_reuse_policy_matrix(mut f: impl StoreFactory) {
@@ -112,11 +111,7 @@ pub async fn replacement_clears_history_inbox_and_activities(mut f: impl StoreFa
         .create_instance(replacement.clone(), policy)
         .await
         .unwrap();
-    let work = store
-        .orchestration_work(&id("r"), at(2), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let work = next_work(&*store, "r", at(2)).await;
     assert_eq!(work.record.execution_id, replacement.execution_id);
     assert!(work.history.unwrap().is_empty());
     assert_eq!(work.messages.len(), 1);
@@ -149,11 +144,7 @@ pub async fn enqueue_event_rules(mut f: impl StoreFactory) {
             .unwrap(),
         EnqueueOutcome::Enqueued
     );
-    let work = store
-        .orchestration_work(&id("p"), at(1), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let work = next_work(&*store, "p", at(1)).await;
     assert!(is_started(&work.messages[0].event), "the start stays first");
     assert_eq!(raised_name(&work.messages[1].event), Some("e"));
     // The batch cap and visibility apply.
@@ -167,16 +158,7 @@ pub async fn enqueue_event_rules(mut f: impl StoreFactory) {
             .len(),
         1
     );
-    assert_eq!(
-        store
-            .orchestration_work(&id("p"), at(0), 100, None)
-            .await
-            .unwrap()
-            .unwrap()
-            .messages
-            .len(),
-        1
-    );
+    assert_eq!(next_work(&*store, "p", at(0)).await.messages.len(), 1);
 
     complete(&*store, "p", at(2)).await;
     assert_eq!(
@@ -243,11 +225,7 @@ pub async fn terminate_variants(mut f: impl StoreFactory) {
         .terminate_instance(&id("run"), terminated(at(1)), None, at(1))
         .await;
     assert_eq!(outcome.unwrap(), TerminateOutcome::Enqueued);
-    let work = store
-        .orchestration_work(&id("run"), at(1), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let work = next_work(&*store, "run", at(1)).await;
     assert!(matches!(
         work.messages[0].event.event_type,
         Some(EventType::ExecutionTerminated(_))
@@ -305,11 +283,7 @@ pub async fn suspend_and_resume_flip_status_once(mut f: impl StoreFactory) {
     );
 
     // A Progress commit leaves SUSPENDED alone.
-    let work = store
-        .orchestration_work(&s, at(2), 100, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let work = next_work(&*store, "s", at(2)).await;
     assert_eq!(work.messages.len(), 1, "only one marker was enqueued");
     store
         .commit_orchestration(&episode(&work, at(2), StatusChange::Progress), work.lease)
@@ -349,42 +323,5 @@ pub async fn concurrent_creates_succeed_or_fail_alone(mut f: impl StoreFactory) 
         .create_instance(new_instance("dup", at(0)), ReusePolicy::ReplaceTerminal)
         .await
         .unwrap();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..200 {
-        let store = Arc::clone(&store);
-        tasks.spawn(async move {
-            store
-                .create_instance(
-                    new_instance(&format!("c{i}"), at(i)),
-                    ReusePolicy::ReplaceTerminal,
-                )
-                .await
-        });
-    }
-    let dup = {
-        let store = Arc::clone(&store);
-        tokio::spawn(async move {
-            store
-                .create_instance(new_instance("dup", at(0)), ReusePolicy::ReplaceTerminal)
-                .await
-        })
-    };
-    let results = tokio::time::timeout(Duration::from_secs(60), tasks.join_all())
-        .await
-        .unwrap();
-    assert!(results.iter().all(Result::is_ok), "{results:?}");
-    let dup = dup.await.unwrap();
-    assert!(
-        matches!(dup, Err(StoreError::AlreadyExists { .. })),
-        "{dup:?}"
-    );
-
-    let all = store
-        .query_instances(&InstanceFilter {
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(all.len(), 201);
+    burst_of_creates_with_a_duplicate(&store).await;
 }
