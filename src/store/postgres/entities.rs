@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashSet};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
+use super::queries::Claim;
 use super::rows::{get, id_list, lock_instances};
 use super::tx::{sql, Cx, R};
 use super::writes::{cte, note_touched, route, Outbox};
@@ -82,26 +83,23 @@ pub(super) async fn work(
            WHERE hub = $1 AND instance_id = $2 AND visible_at <= $5 ORDER BY seq LIMIT $6 \
          ) AS m ON true ORDER BY m.seq"
     );
-    let rows = sqlx::query(&sql_text)
-        .bind(hub)
-        .bind(id.as_str())
-        .bind(owner)
-        .bind(lease_ms)
-        .bind(round_down(now))
-        .bind(i64::from(max_messages))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(sql("entity claim"))?;
-    let Some(first) = rows.first() else {
+    let claim = Claim {
+        hub,
+        owner,
+        lease_ms,
+        id,
+        now,
+        max_messages,
+    };
+    let Some((rows, lease)) = claim.run(conn, &sql_text, "entity claim").await? else {
         return Ok(None);
     };
-    let record = entity_record(first)?;
-    let epoch: i64 = get(first, "lease_epoch")?;
+    let record = entity_record(&rows[0])?;
     let messages = inbox_messages(&rows, false)?;
     let owners = lock_owners(&record, &messages);
     let live = live(conn, hub, owners.into_iter().collect()).await?;
     Ok(Some(EntityWork {
-        lease: Lease { epoch },
+        lease,
         record,
         messages,
         live,

@@ -2,6 +2,7 @@
 //! queries, and the recovery and due-work sweeps.
 
 use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use super::rows::{get, INSTANCE_COLUMNS};
@@ -110,21 +111,18 @@ pub(super) async fn orchestration_work(
            WHERE hub = $1 AND instance_id = $2 AND visible_at <= $5 ORDER BY seq LIMIT $6 \
          ) AS m ON true ORDER BY m.seq"
     );
-    let rows = sqlx::query(&sql_text)
-        .bind(hub)
-        .bind(id.as_str())
-        .bind(owner)
-        .bind(lease_ms)
-        .bind(round_down(now))
-        .bind(i64::from(max_messages))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(sql("episode claim"))?;
-    let Some(first) = rows.first() else {
+    let claim = Claim {
+        hub,
+        owner,
+        lease_ms,
+        id,
+        now,
+        max_messages,
+    };
+    let Some((rows, lease)) = claim.run(conn, &sql_text, "episode claim").await? else {
         return Ok(None);
     };
-    let record = instance_record(first)?;
-    let epoch: i64 = get(first, "lease_epoch")?;
+    let record = instance_record(&rows[0])?;
     let messages = inbox_messages(&rows, true)?;
     let history = if history_is_current(cached, &record) {
         None
@@ -132,11 +130,50 @@ pub(super) async fn orchestration_work(
         Some(events(conn, hub, id).await?)
     };
     Ok(Some(OrchestrationWork {
-        lease: Lease { epoch },
+        lease,
         record,
         history,
         messages,
     }))
+}
+
+/// The arguments of a claim statement, as `orchestration_work` and `entity_work` bind
+/// them: `$1` hub, `$2` id, `$3` owner, `$4` lease in ms, `$5` now, `$6` most messages.
+pub(super) struct Claim<'a> {
+    pub(super) hub: &'a str,
+    pub(super) owner: &'a str,
+    pub(super) lease_ms: i64,
+    pub(super) id: &'a InstanceId,
+    pub(super) now: DateTime<Utc>,
+    pub(super) max_messages: u32,
+}
+
+impl Claim<'_> {
+    /// Runs the claim statement `sql_text`: its rows (the claimed row's columns on each,
+    /// one row per message) and the lease its `lease_epoch` grants, or `None` when
+    /// nothing was claimed.
+    pub(super) async fn run(
+        &self,
+        conn: &mut PgConnection,
+        sql_text: &str,
+        op: &'static str,
+    ) -> R<Option<(Vec<PgRow>, Lease)>> {
+        let rows = sqlx::query(sql_text)
+            .bind(self.hub)
+            .bind(self.id.as_str())
+            .bind(self.owner)
+            .bind(self.lease_ms)
+            .bind(round_down(self.now))
+            .bind(i64::from(self.max_messages))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(sql(op))?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let epoch: i64 = get(first, "lease_epoch")?;
+        Ok(Some((rows, Lease { epoch })))
+    }
 }
 
 /// Adds `AND status = ANY(...)` for a non-empty list.
