@@ -10,14 +10,14 @@ mod conformance;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use durabletask_sidecar::domain::{NewActivity, ReusePolicy, RuntimeStatus, StatusChange};
+use durabletask_sidecar::domain::{ReusePolicy, RuntimeStatus};
 use durabletask_sidecar::store::sqlite::{SqliteOptions, SqliteStore};
 use durabletask_sidecar::store::Store;
 use tempfile::TempDir;
 
 use conformance::{
-    at, burst_of_creates_with_a_duplicate, complete, episode, id, new_instance, start_running,
-    task_completed, task_scheduled, StoreFactory,
+    at, burst_of_creates_with_a_duplicate, complete, id, new_instance, start_running,
+    start_with_activity, task_completed, StoreFactory,
 };
 
 /// One SQLite file per fresh store, each in a temporary directory that lives as long as
@@ -106,17 +106,7 @@ async fn throughput_probe() {
         let store = Arc::clone(&store);
         tasks.spawn(async move {
             let name = format!("o{i}");
-            let work = start_running(&*store, &name, at(0)).await;
-            let mut t = episode(&work, at(1), StatusChange::Progress);
-            t.activities.push(NewActivity {
-                scheduled: task_scheduled(1, at(1)),
-            });
-            let act = store
-                .commit_orchestration(&t, work.lease)
-                .await
-                .unwrap()
-                .activities[0]
-                .id;
+            let act = start_with_activity(&*store, &name, at(0), at(1)).await;
             store
                 .complete_activity(act, task_completed(1, at(2)))
                 .await

@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use durabletask_sidecar::domain::events::{event, orchestrator_started};
 use durabletask_sidecar::domain::{
-    ExecutionId, InstanceId, NewInstance, OutboundMessage, ReusePolicy, RuntimeStatus,
+    ExecutionId, InstanceId, NewActivity, NewInstance, OutboundMessage, ReusePolicy, RuntimeStatus,
     StatusChange, Transition,
 };
 use durabletask_sidecar::proto as pb;
@@ -158,6 +158,27 @@ pub fn episode(work: &OrchestrationWork, now: DateTime<Utc>, status: StatusChang
         children: vec![],
         now,
     }
+}
+
+/// Starts `instance` at `started` (see [`start_running`]) and commits an episode at `now`
+/// that schedules activity task 1; returns the activity's row id.
+pub async fn start_with_activity(
+    store: &dyn Store,
+    instance: &str,
+    started: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> i64 {
+    let work = start_running(store, instance, started).await;
+    let mut t = episode(&work, now, StatusChange::Progress);
+    t.activities.push(NewActivity {
+        scheduled: task_scheduled(1, now),
+    });
+    store
+        .commit_orchestration(&t, work.lease)
+        .await
+        .unwrap()
+        .activities[0]
+        .id
 }
 
 pub fn completed() -> StatusChange {

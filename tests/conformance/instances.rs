@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use durabletask_sidecar::domain::events::event;
-use durabletask_sidecar::domain::{NewActivity, ReusePolicy, RuntimeStatus, StatusChange};
+use durabletask_sidecar::domain::{ReusePolicy, RuntimeStatus, StatusChange};
 use durabletask_sidecar::proto as pb;
 use durabletask_sidecar::store::{
     ActivityOutcome, EnqueueOutcome, Store, StoreError, SuspendOutcome, TerminateOutcome,
@@ -13,7 +13,7 @@ use pb::history_event::EventType;
 
 use super::{
     at, burst_of_creates_with_a_duplicate, complete, episode, id, is_started, new_instance,
-    next_work, raised, raised_name, start_running, task_completed, task_scheduled, terminated,
+    next_work, raised, raised_name, start_running, start_with_activity, task_completed, terminated,
     StoreFactory,
 };
 
@@ -89,17 +89,7 @@ pub async fn create_reads_back_and_reuse_policy_matrix(mut f: impl StoreFactory)
 
 pub async fn replacement_clears_history_inbox_and_activities(mut f: impl StoreFactory) {
     let store = f.fresh().await;
-    let work = start_running(&*store, "r", at(0)).await;
-    let mut t = episode(&work, at(1), StatusChange::Progress);
-    t.activities.push(NewActivity {
-        scheduled: task_scheduled(1, at(1)),
-    });
-    let activity = store
-        .commit_orchestration(&t, work.lease)
-        .await
-        .unwrap()
-        .activities[0]
-        .id;
+    let activity = start_with_activity(&*store, "r", at(0), at(1)).await;
     store
         .enqueue_event(&id("r"), raised("x", at(1)))
         .await
