@@ -14,7 +14,7 @@ use super::writes::{cte, note_touched, route, Outbox};
 use crate::domain::{Change, EntityFilter, EntityRecord, EntityTransition, InstanceId};
 use crate::proto as pb;
 use crate::store::codec::{round_down, round_up, TERMINAL_SQL};
-use crate::store::rows::{entity_page, entity_record, inbox_messages, lock_owners, plan_clean};
+use crate::store::rows::{entity_page, entity_record, lock_owners, plan_clean};
 use crate::store::{CommitOutcome, EntityWork, Lease, StoreError};
 
 /// `Store::signal_entity`: appends a message, creating the entity row if needed.
@@ -56,9 +56,14 @@ pub(super) async fn record(
     Ok(row.as_ref().map(entity_record).transpose()?)
 }
 
-/// `Store::entity_work`: claims the entity (as `orchestration_work` claims instances)
-/// and reads the record with its visible queue in one statement, then which of the
-/// orchestrations named by the lock and lock requests are live.
+/// Visible queue messages of an entity; binds as `Claim::messages` does.
+const QUEUE_READ: &str = "SELECT seq AS m_seq, visible_at AS m_visible, payload AS m_payload \
+     FROM entity_inbox WHERE hub = $1 AND instance_id = $2 AND visible_at <= $3 \
+     ORDER BY seq LIMIT $4";
+
+/// `Store::entity_work`: claims the entity (as `orchestration_work` claims instances),
+/// then reads its visible queue, then which of the orchestrations named by the lock and
+/// lock requests are live.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn work(
     conn: &mut PgConnection,
@@ -70,18 +75,12 @@ pub(super) async fn work(
     max_messages: u32,
 ) -> R<Option<EntityWork>> {
     let sql_text = format!(
-        "WITH claimed AS ( \
-           UPDATE entities e SET lease_owner = $3, \
-             lease_expires = now() + $4 * interval '1 millisecond', \
-             lease_epoch = lease_epoch + 1 \
-           WHERE hub = $1 AND instance_id = $2 \
-             AND (lease_owner IS NULL OR lease_owner = $3 OR lease_expires < now()) \
-           RETURNING {RECORD_COLUMNS}, e.lease_epoch) \
-         SELECT claimed.*, m.seq AS m_seq, m.visible_at AS m_visible, m.payload AS m_payload \
-         FROM claimed LEFT JOIN LATERAL ( \
-           SELECT seq, visible_at, payload FROM entity_inbox \
-           WHERE hub = $1 AND instance_id = $2 AND visible_at <= $5 ORDER BY seq LIMIT $6 \
-         ) AS m ON true ORDER BY m.seq"
+        "UPDATE entities e SET lease_owner = $3, \
+           lease_expires = clock_timestamp() + $4 * interval '1 millisecond', \
+           lease_epoch = lease_epoch + 1 \
+         WHERE hub = $1 AND instance_id = $2 \
+           AND (lease_owner IS NULL OR lease_owner = $3 OR lease_expires < clock_timestamp()) \
+         RETURNING {RECORD_COLUMNS}, e.lease_epoch"
     );
     let claim = Claim {
         hub,
@@ -95,7 +94,10 @@ pub(super) async fn work(
         return Ok(None);
     };
     let record = entity_record(&rows[0])?;
-    let messages = inbox_messages(&rows, false)?;
+    // A statement of its own, after the claim: see `queries::orchestration_work`.
+    let messages = claim
+        .messages(conn, QUEUE_READ, "entity queue read", false)
+        .await?;
     let owners = lock_owners(&record, &messages);
     let live = live(conn, hub, owners.into_iter().collect()).await?;
     Ok(Some(EntityWork {

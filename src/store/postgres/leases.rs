@@ -1,8 +1,9 @@
 //! Ownership of work between processes (STYLE.md §15): giving claims back, claiming
 //! activities, renewing every claim of this owner. Claims of instances and entities are
 //! taken by `orchestration_work`/`entity_work`; commits check and release them. Every
-//! expiry is computed and compared on the DATABASE clock (`now()`), so nodes with skewed
-//! clocks agree on who holds what.
+//! expiry is computed and compared on the DATABASE clock, so nodes with skewed clocks
+//! agree on who holds what; `clock_timestamp()`, not `now()` (the transaction's start), so
+//! a claim that waited on a lock does not write an expiry that has already passed.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -65,9 +66,9 @@ pub(super) async fn claim_activities(
 ) -> R<Vec<i64>> {
     let claimed: Vec<i64> = sqlx::query_scalar(
         "UPDATE activities SET lease_owner = $3, \
-           lease_expires = now() + $4 * interval '1 millisecond', lease_epoch = lease_epoch + 1 \
+           lease_expires = clock_timestamp() + $4 * interval '1 millisecond', lease_epoch = lease_epoch + 1 \
          WHERE hub = $1 AND id = ANY($2) \
-           AND (lease_owner IS NULL OR lease_owner = $3 OR lease_expires < now()) \
+           AND (lease_owner IS NULL OR lease_owner = $3 OR lease_expires < clock_timestamp()) \
          RETURNING id",
     )
     .bind(hub)
@@ -113,11 +114,11 @@ pub(super) async fn release_activity(
 /// statement (one round trip, one transaction).
 pub(super) async fn renew(conn: &mut PgConnection, hub: &str, owner: &str, lease_ms: i64) -> R<()> {
     sqlx::query(
-        "WITH i AS (UPDATE instances SET lease_expires = now() + $3 * interval '1 millisecond' \
+        "WITH i AS (UPDATE instances SET lease_expires = clock_timestamp() + $3 * interval '1 millisecond' \
            WHERE hub = $1 AND lease_owner = $2), \
-         e AS (UPDATE entities SET lease_expires = now() + $3 * interval '1 millisecond' \
+         e AS (UPDATE entities SET lease_expires = clock_timestamp() + $3 * interval '1 millisecond' \
            WHERE hub = $1 AND lease_owner = $2) \
-         UPDATE activities SET lease_expires = now() + $3 * interval '1 millisecond' \
+         UPDATE activities SET lease_expires = clock_timestamp() + $3 * interval '1 millisecond' \
            WHERE hub = $1 AND lease_owner = $2",
     )
     .bind(hub)

@@ -129,9 +129,16 @@ impl PostgresStore {
 
     /// Connects to `url` and applies the migrations unless told not to.
     pub async fn open_with(url: &str, options: PostgresOptions) -> Result<Self> {
+        // A sidecar frozen inside a transaction (SIGSTOP, a stalled VM) holds row locks
+        // that every other sidecar's claims and renewals would queue behind; its
+        // transactions are never idle for long on purpose, so the server ends any that
+        // sits idle for the lease time, and the others carry on.
+        let idle_limit = format!("{}ms", options.lease.as_millis().max(1000));
         let connect = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?
             .application_name("durabletask-sidecar");
+        let connect =
+            connect.options([("idle_in_transaction_session_timeout", idle_limit.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .min_connections(0)

@@ -77,9 +77,12 @@ pub(super) async fn history(
     Ok(Some((execution, events)))
 }
 
-/// `Store::orchestration_work`: claims the instance and reads the record with the
-/// visible messages in ONE statement (atomic without an explicit transaction), then the
-/// history only when the caller's cached copy is not current. `None` for unknown or
+/// `Store::orchestration_work`: claims the instance (the record comes back with the
+/// claim), then reads the visible messages, then the history only when the caller's
+/// cached copy is not current. The reads must be statements of their own: a claim that
+/// waited for another sidecar's commit on the row sees that commit's row, but the rest of
+/// its statement would still read the snapshot from before it, and deliver messages that
+/// commit consumed. Once the claim is held, no other owner can commit the instance. `None` for unknown or
 /// terminal instances and for instances another owner holds a live lease on.
 ///
 /// The claim succeeds when the row is unleased, leased by this owner, or its lease
@@ -97,19 +100,12 @@ pub(super) async fn orchestration_work(
     cached: Option<&(ExecutionId, u32)>,
 ) -> R<Option<OrchestrationWork>> {
     let sql_text = format!(
-        "WITH claimed AS ( \
-           UPDATE instances SET lease_owner = $3, \
-             lease_expires = now() + $4 * interval '1 millisecond', \
-             lease_epoch = lease_epoch + 1 \
-           WHERE hub = $1 AND instance_id = $2 AND status NOT IN {TERMINAL_SQL} \
-             AND (lease_owner IS NULL OR lease_owner = $3 OR lease_expires < now()) \
-           RETURNING {INSTANCE_COLUMNS}, lease_epoch) \
-         SELECT claimed.*, m.seq AS m_seq, m.target_execution AS m_target, \
-           m.visible_at AS m_visible, m.payload AS m_payload \
-         FROM claimed LEFT JOIN LATERAL ( \
-           SELECT seq, target_execution, visible_at, payload FROM inbox \
-           WHERE hub = $1 AND instance_id = $2 AND visible_at <= $5 ORDER BY seq LIMIT $6 \
-         ) AS m ON true ORDER BY m.seq"
+        "UPDATE instances SET lease_owner = $3, \
+           lease_expires = clock_timestamp() + $4 * interval '1 millisecond', \
+           lease_epoch = lease_epoch + 1 \
+         WHERE hub = $1 AND instance_id = $2 AND status NOT IN {TERMINAL_SQL} \
+           AND (lease_owner IS NULL OR lease_owner = $3 OR lease_expires < clock_timestamp()) \
+         RETURNING {INSTANCE_COLUMNS}, lease_epoch"
     );
     let claim = Claim {
         hub,
@@ -123,7 +119,9 @@ pub(super) async fn orchestration_work(
         return Ok(None);
     };
     let record = instance_record(&rows[0])?;
-    let messages = inbox_messages(&rows, true)?;
+    let messages = claim
+        .messages(conn, INBOX_READ, "episode inbox read", true)
+        .await?;
     let history = if history_is_current(cached, &record) {
         None
     } else {
@@ -137,8 +135,14 @@ pub(super) async fn orchestration_work(
     }))
 }
 
+/// Visible messages of an instance, in order; binds as [`Claim::messages`] does.
+const INBOX_READ: &str = "SELECT seq AS m_seq, target_execution AS m_target, \
+       visible_at AS m_visible, payload AS m_payload FROM inbox \
+     WHERE hub = $1 AND instance_id = $2 AND visible_at <= $3 ORDER BY seq LIMIT $4";
+
 /// The arguments of a claim statement, as `orchestration_work` and `entity_work` bind
-/// them: `$1` hub, `$2` id, `$3` owner, `$4` lease in ms, `$5` now, `$6` most messages.
+/// them: `$1` hub, `$2` id, `$3` owner, `$4` lease in ms; the message read that follows
+/// uses `now` and `max_messages`.
 pub(super) struct Claim<'a> {
     pub(super) hub: &'a str,
     pub(super) owner: &'a str,
@@ -149,9 +153,8 @@ pub(super) struct Claim<'a> {
 }
 
 impl Claim<'_> {
-    /// Runs the claim statement `sql_text`: its rows (the claimed row's columns on each,
-    /// one row per message) and the lease its `lease_epoch` grants, or `None` when
-    /// nothing was claimed.
+    /// Runs the claim statement `sql_text`: the claimed row and the lease its
+    /// `lease_epoch` grants, or `None` when nothing was claimed.
     pub(super) async fn run(
         &self,
         conn: &mut PgConnection,
@@ -163,8 +166,6 @@ impl Claim<'_> {
             .bind(self.id.as_str())
             .bind(self.owner)
             .bind(self.lease_ms)
-            .bind(round_down(self.now))
-            .bind(i64::from(self.max_messages))
             .fetch_all(&mut *conn)
             .await
             .map_err(sql(op))?;
@@ -173,6 +174,27 @@ impl Claim<'_> {
         };
         let epoch: i64 = get(first, "lease_epoch")?;
         Ok(Some((rows, Lease { epoch })))
+    }
+
+    /// Reads the claimed item's visible messages with `sql_text` (a fresh statement, so
+    /// it sees every commit the claim waited for); binds `$1` hub, `$2` id, `$3` now,
+    /// `$4` most messages.
+    pub(super) async fn messages(
+        &self,
+        conn: &mut PgConnection,
+        sql_text: &str,
+        op: &'static str,
+        targeted: bool,
+    ) -> R<Vec<crate::store::InboxMessage>> {
+        let rows = sqlx::query(sql_text)
+            .bind(self.hub)
+            .bind(self.id.as_str())
+            .bind(round_down(self.now))
+            .bind(i64::from(self.max_messages))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(sql(op))?;
+        Ok(inbox_messages(&rows, targeted)?)
     }
 }
 
@@ -280,7 +302,8 @@ pub(super) async fn sweep(
 ) -> R<Recovery> {
     let now = round_down(now);
     let limit = limit.map_or(i64::MAX, i64::from);
-    let free = "(o.lease_owner IS NULL OR o.lease_owner = $2 OR o.lease_expires < now())";
+    let free =
+        "(o.lease_owner IS NULL OR o.lease_owner = $2 OR o.lease_expires < clock_timestamp())";
     let ready_sql = format!(
         "SELECT instance_id FROM ( \
            (SELECT x.instance_id, MIN(x.seq) AS oldest, 0 AS kind FROM inbox x \
@@ -337,7 +360,7 @@ pub(super) async fn sweep(
     };
     let activities_sql = format!(
         "SELECT id, instance_id, execution_id, payload FROM activities \
-         WHERE hub = $1 AND (lease_owner IS NULL OR lease_expires < now(){mine}) \
+         WHERE hub = $1 AND (lease_owner IS NULL OR lease_expires < clock_timestamp(){mine}) \
          ORDER BY id LIMIT $3"
     );
     let activities = sqlx::query(&activities_sql)
