@@ -8,23 +8,24 @@
 #   5. the server integration suites (tests/*.rs on TestServer) again, on PostgreSQL
 #      (DURABLETASK_TEST_BACKEND=postgres: a fresh database per server)
 #   6. a seconds-long smoke run of the load generator against the debug sidecar
-#   7.-12. SDK end-to-end tests against the debug binary built by step 4 (a release build
+#   7.-13. SDK end-to-end tests against the debug binary built by step 4 (a release build
 #      would double CI's compile time and tests no behaviour the debug one lacks):
-#      Microsoft's Python SDK on SQLite, then on PostgreSQL (tests/python), Dapr's
+#      Microsoft's Python SDK on SQLite, then on PostgreSQL (tests/python), three sidecars
+#      on one PostgreSQL database with one killed and one paused (tests/multinode), Dapr's
 #      (tests/dapr), JavaScript (tests/js), Java (tests/java), Go (tests/go)
 # Needs: the Rust toolchain (rust-toolchain.toml pins it), a C compiler (bundled SQLite),
 # PostgreSQL (apt-get install postgresql: initdb, pg_ctl, psql), python3 with venv, and for
 # the SDK suites Node, a JDK + Maven, Go (.ci/run installs what a Debian machine lacks).
 # Each SDK suite installs its pinned SDK (tests/python/run.sh creates .venv-e2e,
 # tests/dapr/run.sh .venv-dapr, ...).
-# SKIP_E2E=1 skips steps 7-12 (no Python/network needed).
+# SKIP_E2E=1 skips steps 7-13 (no Python/network needed).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
 
 step_no=0
-steps=12
+steps=13
 step_name=""
 started=$SECONDS
 pg_dir=""
@@ -110,6 +111,8 @@ e2e "Python SDK end-to-end tests (SQLite)" "$root/tests/python/run.sh"
 # Each sidecar of the suite on a fresh database of that server (tests/python/conftest.py).
 e2e "Python SDK end-to-end tests (PostgreSQL)" "$root/tests/python/run.sh" \
     "SIDECAR_POSTGRES_URL=$DURABLETASK_TEST_POSTGRES"
+# Three sidecars on one database, one killed and one paused past its lease.
+e2e "Multi-node failover on PostgreSQL (Python SDK workers)" "$root/tests/multinode/run.sh"
 e2e "Dapr Python SDK end-to-end tests" "$root/tests/dapr/run.sh"
 e2e "JavaScript SDK end-to-end tests" "$root/tests/js/run.sh"
 e2e "Java SDK end-to-end tests" "$root/tests/java/run.sh"
