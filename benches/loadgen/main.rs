@@ -30,9 +30,10 @@ use workloads::{Cell, Ctx, Measured};
 #[derive(Debug, Parser)]
 #[command(name = "loadgen")]
 struct Args {
-    /// Sidecar address.
-    #[arg(long, default_value = "http://127.0.0.1:4001")]
-    addr: String,
+    /// Sidecar address; several, comma-separated, for sidecars sharing one database:
+    /// calls and work-item streams are spread over them.
+    #[arg(long, default_value = "http://127.0.0.1:4001", value_delimiter = ',')]
+    addr: Vec<String>,
 
     /// Workloads to run: w1..w7, comma-separated, or `all`.
     #[arg(long, default_value = "all", value_delimiter = ',')]
@@ -386,7 +387,7 @@ fn print_table(args: &Args, rows: &[Row]) {
         .collect();
     println!(
         "\nloadgen against {} ({}), medians of {} run(s){}",
-        args.addr,
+        args.addr.join(","),
         args.label,
         args.repeat.max(1),
         if args.quick { ", --quick" } else { "" }

@@ -116,16 +116,20 @@ pub(crate) struct Clients {
 }
 
 impl Clients {
-    pub(crate) async fn connect(addr: &str, connections: usize) -> Result<Self> {
-        let mut clients = Vec::with_capacity(connections.max(1));
-        let endpoint = Endpoint::from_shared(addr.to_string())
-            .with_context(|| format!("bad --addr {addr}"))?
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5));
+    /// Connects `connections` connections, spread round-robin over `addrs` (several
+    /// sidecars sharing one database: clients and streams are spread over all of them).
+    pub(crate) async fn connect(addrs: &[String], connections: usize) -> Result<Self> {
+        let connections = connections.max(addrs.len()).max(1);
+        let mut clients = Vec::with_capacity(connections);
         // A sidecar started just before the loadgen (as in a CI smoke run) may not be
         // listening yet: retry for a while instead of making every script sleep.
         let give_up = Instant::now() + Duration::from_secs(15);
-        for _ in 0..connections.max(1) {
+        for i in 0..connections {
+            let addr = &addrs[i % addrs.len()];
+            let endpoint = Endpoint::from_shared(addr.to_string())
+                .with_context(|| format!("bad --addr {addr}"))?
+                .tcp_nodelay(true)
+                .connect_timeout(Duration::from_secs(5));
             let channel = loop {
                 match endpoint.connect().await {
                     Ok(channel) => break channel,
@@ -247,7 +251,7 @@ async fn run_stream(
     inner: Arc<Inner>,
     cancel: CancellationToken,
 ) {
-    let client = inner.clients.get();
+    let mut client = inner.clients.get();
     let first = tokio::select! {
         _ = cancel.cancelled() => return,
         first = open_stream(&client) => first,
@@ -268,7 +272,8 @@ async fn run_stream(
         match next {
             Ok(Some(item)) => {
                 let arrived = Instant::now();
-                tokio::spawn(handle(item, arrived, Arc::clone(&inner)));
+                // Completions go back to the sidecar that sent the item.
+                tokio::spawn(handle(item, arrived, Arc::clone(&inner), client.clone()));
             }
             other => {
                 // A stream ending mid-run is an anomaly worth failing the run for, but keep
@@ -285,8 +290,10 @@ async fn run_stream(
                         _ = cancel.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                     }
-                    if let Ok(s) = open_stream(&inner.clients.get()).await {
+                    let next = inner.clients.get();
+                    if let Ok(s) = open_stream(&next).await {
                         stream = s;
+                        client = next;
                         break;
                     }
                 }
@@ -295,11 +302,11 @@ async fn run_stream(
     }
 }
 
-async fn handle(item: pb::WorkItem, arrived: Instant, inner: Arc<Inner>) {
+async fn handle(item: pb::WorkItem, arrived: Instant, inner: Arc<Inner>, mut client: Client) {
     let token = item.completion_token;
     match item.request {
         Some(pb::work_item::Request::OrchestratorRequest(req)) => {
-            orchestrate(req, token, arrived, &inner).await;
+            orchestrate(req, token, arrived, &inner, client).await;
         }
         Some(pb::work_item::Request::ActivityRequest(req)) => {
             let instance_id = req
@@ -314,7 +321,7 @@ async fn handle(item: pb::WorkItem, arrived: Instant, inner: Arc<Inner>) {
                 failure_details: None,
                 completion_token: token,
             };
-            match inner.clients.get().complete_activity_task(response).await {
+            match client.complete_activity_task(response).await {
                 Ok(_) => {
                     inner.counters.activities.fetch_add(1, Ordering::Relaxed);
                 }
@@ -329,7 +336,13 @@ async fn handle(item: pb::WorkItem, arrived: Instant, inner: Arc<Inner>) {
     }
 }
 
-async fn orchestrate(req: pb::OrchestratorRequest, token: String, arrived: Instant, inner: &Inner) {
+async fn orchestrate(
+    req: pb::OrchestratorRequest,
+    token: String,
+    arrived: Instant,
+    inner: &Inner,
+    mut client: Client,
+) {
     let instance_id = req.instance_id.clone();
     let (actions, decision) = match decide(&req) {
         // Take the actions out: a fan-out episode carries a thousand of them.
@@ -364,11 +377,7 @@ async fn orchestrate(req: pb::OrchestratorRequest, token: String, arrived: Insta
         completion_token: token,
         ..Default::default()
     };
-    let result = inner
-        .clients
-        .get()
-        .complete_orchestrator_task(response)
-        .await;
+    let result = client.complete_orchestrator_task(response).await;
     let acked = Instant::now();
     let mut note = EpisodeNote {
         arrived,

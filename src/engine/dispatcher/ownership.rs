@@ -23,6 +23,9 @@ use crate::store::{Lease, Recovery, StoreChange};
 /// Most rows of each kind one sweep takes in.
 const SWEEP_LIMIT: u32 = 1000;
 
+/// Shortest time between two sweeps, however many notifications ask for one.
+const MIN_SWEEP_GAP: std::time::Duration = std::time::Duration::from_millis(200);
+
 impl DispatchState {
     /// Takes in work the store reported (start-up recovery or a sweep). Known activity
     /// rows are left as they are.
@@ -105,6 +108,12 @@ impl Engine {
                     _ = sweep_now.notified() => {}
                 }
                 this.sweep().await;
+                // Under load every commit elsewhere announces activities; one sweep per
+                // pause answers all that arrived meanwhile instead of one each.
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(MIN_SWEEP_GAP) => {}
+                }
             }
         });
         let this = Arc::clone(self);

@@ -65,10 +65,14 @@ pub(super) async fn claim_activities(
     ids: &[i64],
 ) -> R<Vec<i64>> {
     let claimed: Vec<i64> = sqlx::query_scalar(
+        // SKIP LOCKED: several sidecars hear of the same new activities and try to claim
+        // them at once; a row another one is claiming (or completing) is theirs, so
+        // skip it rather than queue behind its lock.
         "UPDATE activities SET lease_owner = $3, \
            lease_expires = clock_timestamp() + $4 * interval '1 millisecond', lease_epoch = lease_epoch + 1 \
-         WHERE hub = $1 AND id = ANY($2) \
+         WHERE hub = $1 AND id IN (SELECT id FROM activities WHERE hub = $1 AND id = ANY($2) \
            AND (lease_owner IS NULL OR lease_owner = $3 OR lease_expires < clock_timestamp()) \
+           FOR UPDATE SKIP LOCKED) \
          RETURNING id",
     )
     .bind(hub)
