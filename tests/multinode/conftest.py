@@ -385,13 +385,14 @@ def stop_worker(w: worker.TaskHubGrpcWorker, timeout: float = 20.0) -> None:
 
 @pytest.fixture
 def workers(cluster):
-    """``workers(node, orchestrators, activities, entities)`` -> started worker (stopped at
-    the end, before the sidecars)."""
+    """``workers(node, orchestrators, activities, entities, auto_filters)`` -> started worker
+    (stopped at the end, before the sidecars)."""
     started: list[worker.TaskHubGrpcWorker] = []
 
     def start(node: Node, orchestrators: Iterable[Callable] = (),
               activities: Iterable[Callable] = (),
-              entities: Iterable[Callable] = ()) -> worker.TaskHubGrpcWorker:
+              entities: Iterable[Callable] = (),
+              auto_filters: bool = False) -> worker.TaskHubGrpcWorker:
         w = worker.TaskHubGrpcWorker(
             host_address=node.address, channel_options=FAST_RECONNECT,
             resiliency_options=FAST_WORKER_RESILIENCY,
@@ -403,6 +404,9 @@ def workers(cluster):
             w.add_activity(fn)
         for fn in entities:
             w.add_entity(fn)
+        if auto_filters:
+            # Only what this worker registered is sent to it (work-item filters).
+            w.use_work_item_filters()
         w.start()
         started.append(w)
         return w

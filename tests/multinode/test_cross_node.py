@@ -73,3 +73,49 @@ def test_wait_on_b_returns_when_worker_on_a_completes_an_event_raised_on_b(clust
     finally:
         ca.close()
         cb.close()
+
+
+def mn_only_on_a(ctx: task.ActivityContext, value: int) -> str:
+    return f"a{value}"
+
+
+def mn_only_on_b(ctx: task.ActivityContext, value: int) -> str:
+    return f"b{value}"
+
+
+def mn_runs_on_a(ctx: task.OrchestrationContext, value: int):
+    # Registered on A's worker only; its activity on B's worker only.
+    got = yield ctx.call_activity(mn_only_on_b, input=value)
+    return f"A:{got}"
+
+
+def mn_runs_on_b(ctx: task.OrchestrationContext, value: int):
+    got = yield ctx.call_activity(mn_only_on_a, input=value)
+    return f"B:{got}"
+
+
+def test_filtered_workers_on_different_sidecars_get_the_work_they_accept(cluster, workers, report):
+    """Each sidecar's worker accepts only what it registered, so every orchestration and
+    activity here must cross to the other sidecar at least once: work waits for no
+    particular sidecar, only for a worker that accepts it."""
+    a, b = cluster(2)
+    workers(a, [mn_runs_on_a], [mn_only_on_a], auto_filters=True)
+    workers(b, [mn_runs_on_b], [mn_only_on_b], auto_filters=True)
+    ca, cb = a.client(), b.client()
+    try:
+        started = []
+        for starter in (ca, cb):
+            for orchestrator, value in ((mn_runs_on_a, 1), (mn_runs_on_b, 2)):
+                iid = f"xfilter-{uuid.uuid4().hex[:8]}"
+                starter.schedule_new_orchestration(orchestrator, input=value, instance_id=iid)
+                started.append((iid, orchestrator, value, time.time()))
+        for iid, orchestrator, value, at in started:
+            state = cb.wait_for_orchestration_completion(iid, timeout=WAIT_S)
+            assert state is not None and state.runtime_status == client.OrchestrationStatus.COMPLETED, (
+                f"{iid}: {state}")
+            want = f"A:b{value}" if orchestrator is mn_runs_on_a else f"B:a{value}"
+            assert state.get_output() == want, f"{iid}: {state.get_output()!r} != {want!r}"
+            report(f"{iid} ({orchestrator.__name__}): completed {time.time() - at:.3f}s after start")
+    finally:
+        ca.close()
+        cb.close()

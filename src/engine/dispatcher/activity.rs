@@ -328,10 +328,17 @@ impl Engine {
                 result: response.result,
             }),
         };
-        let outcome = self
+        let outcome = match self
             .store
             .complete_activity(aid, event(-1, now, kind))
-            .await?;
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                self.redeliver_after_failure(aid, now);
+                return Err(err.into());
+            }
+        };
         let released = {
             let mut st = self.lock();
             let state = st.activities.forget(aid);
@@ -353,6 +360,25 @@ impl Engine {
             ActivityOutcome::Delivered(_) | ActivityOutcome::Dropped => Ok(()),
             ActivityOutcome::Unknown => Err(CompletionError::Stale(token_text)),
         }
+    }
+
+    /// The store could not take an activity's result (the database was not reached, or
+    /// ended the connection): nothing was applied, so the activity runs again in a second.
+    /// Left dispatched, it would wait forever for a completion the worker will not repeat,
+    /// its row claimed and renewed by this process so no other could send it either. Its
+    /// tokens stay valid, so a retried completion is still applied, once.
+    fn redeliver_after_failure(&self, aid: i64, now: chrono::DateTime<chrono::Utc>) {
+        let mut st = self.lock();
+        let Some((_, reservation)) = st.activities.rows.get(&aid).and_then(|a| a.dispatched) else {
+            return;
+        };
+        st.activities.undispatch(aid);
+        st.activities
+            .timers
+            .push(now + chrono::Duration::seconds(1), aid);
+        drop(st);
+        self.release(reservation);
+        self.wake.notify_one();
     }
 
     /// Puts an activity back (explicit abandon), with the same backoff as orchestrations.
