@@ -28,6 +28,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -41,7 +42,11 @@ from google.protobuf import empty_pb2
 
 import durabletask.internal.orchestrator_service_pb2_grpc as stubs
 from durabletask import client, worker
-from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOptions
+
+# The Python suite's helpers: the same short reconnect backoff for workers and clients (a
+# node that comes back or goes away is noticed within about a second), and its polling.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+from _util import FAST_RECONNECT, FAST_WORKER_RESILIENCY, wait_until  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_VAR = "DURABLETASK_TEST_POSTGRES"
@@ -49,33 +54,6 @@ LEASE_SECONDS = int(os.environ.get("MULTINODE_LEASE_SECONDS", "3"))
 LOG_LEVEL = os.environ.get("MULTINODE_LOG_LEVEL", "info")
 STARTUP_DEADLINE_S = 30.0
 LOG_TAIL_LINES = 60
-
-# Workers and clients notice a node that came back (or is gone) within about a second;
-# grpc's default reconnect backoff grows to two minutes.
-FAST_RECONNECT = GrpcChannelOptions(raw_options=[
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    ("grpc.use_local_subchannel_pool", 1),
-])
-FAST_WORKER_RESILIENCY = GrpcWorkerResiliencyOptions(
-    reconnect_backoff_base_seconds=0.1,
-    reconnect_backoff_cap_seconds=1.0,
-)
-
-
-def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str,
-               interval: float = 0.05) -> Any:
-    """Polls ``predicate`` until it returns something truthy; fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {value!r})")
-        time.sleep(interval)
-
 
 # --- PostgreSQL ------------------------------------------------------------------------
 
