@@ -253,9 +253,7 @@ impl Engine {
                     st.activities.queue.push_front(send.id);
                 }
                 drop(st);
-                if self.shared {
-                    self.release_activity_claim(send.id);
-                }
+                self.release_activity_claim(send.id);
                 self.wake.notify_one();
             }
         }
@@ -411,9 +409,7 @@ impl Engine {
         }
         drop(st);
         self.release(reservation);
-        if self.shared {
-            self.release_activity_claim(aid);
-        }
+        self.release_activity_claim(aid);
         self.wake.notify_one();
     }
 }

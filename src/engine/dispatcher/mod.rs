@@ -355,13 +355,11 @@ impl Engine {
         let activities = st.activities.stream_closed(stream);
         let entity_claims = st.entities.stream_closed(stream);
         drop(st);
-        if self.shared {
-            for (id, lease) in claims.into_iter().chain(entity_claims) {
-                self.release_claim(&id, lease);
-            }
-            for id in activities {
-                self.release_activity_claim(id);
-            }
+        for (id, lease) in claims.into_iter().chain(entity_claims) {
+            self.release_claim(&id, lease);
+        }
+        for id in activities {
+            self.release_activity_claim(id);
         }
         if !lost.is_empty() {
             tracing::info!(

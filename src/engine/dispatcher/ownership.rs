@@ -63,8 +63,12 @@ impl Engine {
         });
     }
 
-    /// Gives back the claim on an activity row that went back to the queue.
+    /// Gives back the claim on an activity row that went back to the queue (a no-op on a
+    /// single-process store).
     pub(super) fn release_activity_claim(&self, activity: i64) {
+        if !self.shared {
+            return;
+        }
         let store = Arc::clone(&self.store);
         self.tasks.spawn(async move {
             if let Err(err) = store.release_activity(activity).await {
