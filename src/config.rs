@@ -75,6 +75,13 @@ pub struct Config {
     /// can no longer commit it.
     #[arg(long, env = "DURABLETASK_LEASE_SECONDS", default_value_t = 10)]
     pub lease_seconds: u64,
+
+    /// PostgreSQL only: most database connections for calls (1..=1000). The sidecar opens
+    /// up to 1.5 times this many (half again for claims and releases) plus two (listening
+    /// to and notifying other sidecars); keep the sum over all sidecars under the
+    /// server's `max_connections`.
+    #[arg(long, env = "DURABLETASK_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
 }
 
 /// How log lines are rendered.
@@ -119,6 +126,9 @@ pub enum ConfigError {
     /// `--lease-seconds` is outside 1..=300.
     #[error("--lease-seconds must be between 1 and 300, got {0}")]
     Lease(u64),
+    /// `--db-max-connections` is outside 1..=1000.
+    #[error("--db-max-connections must be between 1 and 1000, got {0}")]
+    DbConnections(u32),
 }
 
 impl Config {
@@ -165,6 +175,9 @@ impl Config {
             return Err(ConfigError::Lease(self.lease_seconds));
         }
         let lease = Duration::from_secs(self.lease_seconds);
+        if !(1..=1000).contains(&self.db_max_connections) {
+            return Err(ConfigError::DbConnections(self.db_max_connections));
+        }
         // 2048 MiB = 2^31 bytes: fits `usize` on every 64-bit target we build for.
         let max_message_bytes = usize::try_from(u64::from(self.max_message_size_mb) * 1024 * 1024)
             .map_err(|_| ConfigError::MessageSize(self.max_message_size_mb))?;
@@ -178,6 +191,7 @@ impl Config {
             },
             postgres: PostgresOptions {
                 lease,
+                max_connections: self.db_max_connections,
                 ..PostgresOptions::default()
             },
             engine: EngineConfig {

@@ -119,6 +119,69 @@ async fn a_claim_excludes_other_owners_until_released_or_expired() {
 }
 
 #[tokio::test]
+async fn closing_a_store_hands_its_claims_over_at_once() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let url = &db.url;
+    // Leases far longer than the test: only the release can free the claims.
+    let a = open(url, "node-a", Duration::from_secs(300)).await;
+    let b = open(url, "node-b", Duration::from_secs(300)).await;
+    let (held, running) = (InstanceId::new("held"), InstanceId::new("running"));
+    for id in [&held, &running] {
+        within(a.create_instance(
+            new_instance(id.as_str(), at(0)),
+            ReusePolicy::ReplaceTerminal,
+        ))
+        .await
+        .unwrap();
+    }
+    within(a.orchestration_work(&held, at(1), 100, None))
+        .await
+        .unwrap()
+        .unwrap();
+    let work = within(a.orchestration_work(&running, at(1), 100, None))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut t = episode(&work, at(1), StatusChange::Progress);
+    let scheduled = event(
+        0,
+        at(1),
+        EventType::TaskScheduled(pb::TaskScheduledEvent {
+            name: "act".into(),
+            ..Default::default()
+        }),
+    );
+    t.history_append.push(scheduled.clone());
+    t.activities.push(NewActivity { scheduled });
+    let activity = within(a.commit_orchestration(&t, work.lease))
+        .await
+        .unwrap()
+        .activities[0]
+        .id;
+    assert!(within(b.orchestration_work(&held, at(1), 100, None))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(within(b.claim_activities(&[activity]))
+        .await
+        .unwrap()
+        .is_empty());
+
+    a.close().await;
+    assert!(within(b.orchestration_work(&held, at(1), 100, None))
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        within(b.claim_activities(&[activity])).await.unwrap(),
+        vec![activity]
+    );
+    b.close().await;
+}
+
+#[tokio::test]
 async fn renewal_keeps_a_lease_and_due_work_skips_foreign_leases() {
     let Some(db) = fresh_database().await else {
         return;
@@ -217,6 +280,13 @@ async fn activity_claims_are_exclusive_and_expire_and_changes_reach_the_other_no
     assert_eq!(outcome.activities.len(), 1);
     assert!(!outcome.has_visible_inbox);
     let activity = outcome.activities[0].id;
+    // The committing node holds the new activity at once: another node hearing of it
+    // does not race for it.
+    assert!(outcome.activities_claimed);
+    assert!(within(b.claim_activities(&[activity]))
+        .await
+        .unwrap()
+        .is_empty());
     let mut seen = Vec::new();
     while !(seen.contains(&StoreChange::Activities)
         && seen.contains(&StoreChange::Wakeup(id.clone(), fire_at)))
@@ -242,7 +312,7 @@ async fn activity_claims_are_exclusive_and_expire_and_changes_reach_the_other_no
         async move { b.claim_activities(&[activity]).await.unwrap() == vec![activity] }
     })
     .await;
-    within(b.release_activity(activity)).await.unwrap();
+    within(b.release_activities(&[activity])).await.unwrap();
     loop {
         if within(feed_a.recv()).await.unwrap() == StoreChange::Activities {
             break;

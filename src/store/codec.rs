@@ -115,10 +115,22 @@ pub(crate) fn paired_activities<'a>(
 
 /// An instance's facts after committing `t` over `current`; a terminal change to a
 /// status that is not terminal is a `Backend` error.
+/// A terminal commit must name a terminal status; anything else is a bug upstream, and
+/// nothing is written.
+pub(crate) fn check_terminal_status(t: &Transition) -> Result<(), StoreError> {
+    match &t.status {
+        StatusChange::Terminal { status, .. } if !status.is_terminal() => Err(StoreError::Backend(
+            format!("terminal commit with status {status}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn facts_after(
     current: &InstanceFacts,
     t: &Transition,
 ) -> Result<InstanceFacts, StoreError> {
+    check_terminal_status(t)?;
     let appended = current.history_len + t.history_append.len() as i64;
     Ok(match &t.status {
         StatusChange::Progress => InstanceFacts {
@@ -126,18 +138,11 @@ pub(crate) fn facts_after(
             history_len: appended,
             ..current.clone()
         },
-        StatusChange::Terminal { status, .. } => {
-            if !status.is_terminal() {
-                return Err(StoreError::Backend(format!(
-                    "terminal commit with status {status}"
-                )));
-            }
-            InstanceFacts {
-                status: *status,
-                history_len: appended,
-                ..current.clone()
-            }
-        }
+        StatusChange::Terminal { status, .. } => InstanceFacts {
+            status: *status,
+            history_len: appended,
+            ..current.clone()
+        },
         StatusChange::ContinuedAsNew { execution_id, .. } => InstanceFacts {
             status: rules::status_after_continue(current.status),
             execution_id: execution_id.clone(),

@@ -86,7 +86,7 @@ pub struct Lease {
 
 /// A change another process made that this one's dispatcher or waiters should look at
 /// (shared stores only; see [`Store::subscribe`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StoreChange {
     /// The instance or entity has a message visible now, or its lease was released.
     Ready(InstanceId),
@@ -162,6 +162,10 @@ pub struct CommitOutcome {
     pub has_visible_inbox: bool,
     /// Instances that received a visible message (or were created) by this commit.
     pub touched: Vec<InstanceId>,
+    /// The activities are claimed for this owner already (a shared store claims them in
+    /// the commit, since the committing process is the likeliest to send them): they may
+    /// be sent without `claim_activities`, and must be released if they are not.
+    pub activities_claimed: bool,
 }
 
 /// What a rewind produced that the dispatcher must know.
@@ -442,8 +446,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Completed rows are gone and never returned.
     async fn claim_activities(&self, ids: &[i64]) -> Result<Vec<i64>>;
 
-    /// Gives up an activity claim (abandoned, stream lost) so any owner may send it.
-    async fn release_activity(&self, id: i64) -> Result<()>;
+    /// Gives up activity claims (abandoned, stream lost, not sent) so any owner may send
+    /// them. Claims no longer held are ignored.
+    async fn release_activities(&self, ids: &[i64]) -> Result<()>;
 
     /// Extends every lease this owner holds by the lease duration. An error means the
     /// database was not reached, and leases older than the duration may be taken over.

@@ -1,7 +1,8 @@
 //! The dispatcher's activity half: rows waiting for a worker, the ones out with workers,
 //! their completion and abandon. An activity row is claimed in the store before it is sent
 //! (a no-op on a single-process store), so with several processes on one database each
-//! row goes to one worker at a time.
+//! row goes to one worker at a time. Rows this process's commit created come claimed
+//! already; those that cannot go out at once are released for other processes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +24,8 @@ struct ActivityState {
     tokens: Vec<u64>,
     dispatched: Option<(u64, Reservation)>,
     abandons: u32,
+    /// Claimed by the commit that created it and not yet sent (see `release_unsent`).
+    preclaimed: bool,
 }
 
 /// An activity taken from the queue with capacity reserved for it, to be sent once the
@@ -32,6 +35,8 @@ pub(super) struct ActivitySend {
     token: u64,
     reservation: Reservation,
     item: pb::WorkItem,
+    /// Its row was claimed by the commit that created it: no claim needed.
+    pub(super) claimed: bool,
 }
 
 /// In-memory activity dispatch state (part of `DispatchState`).
@@ -48,11 +53,14 @@ pub(super) struct ActivityDispatch {
     running: HashMap<(InstanceId, i32), i64>,
     blocked: HashMap<(InstanceId, i32), Vec<i64>>,
     tokens: HashMap<u64, i64>,
+    /// Rows enqueued pre-claimed since the last `release_unsent`.
+    preclaimed: Vec<i64>,
 }
 
 impl ActivityDispatch {
-    /// Adds a row to the queue (a row already known is left as it is).
-    pub(super) fn enqueue(&mut self, item: ActivityItem) {
+    /// Adds a row to the queue (a row already known is left as it is); `preclaimed` = the
+    /// store claimed it for this process already.
+    pub(super) fn enqueue(&mut self, item: ActivityItem, preclaimed: bool) {
         let id = item.id;
         if self.rows.contains_key(&id) {
             return;
@@ -64,9 +72,28 @@ impl ActivityDispatch {
                 tokens: Vec::new(),
                 dispatched: None,
                 abandons: 0,
+                preclaimed,
             },
         );
+        if preclaimed {
+            self.preclaimed.push(id);
+        }
         self.queue.push_back(id);
+    }
+
+    /// Pre-claimed rows that did not go out when they were first offered (no capacity,
+    /// or no stream takes them): their claims are returned so that another process with
+    /// a free worker may send them; here they are claimed again before they are sent.
+    pub(super) fn release_unsent(&mut self) -> Vec<i64> {
+        let mut unsent = Vec::new();
+        for id in std::mem::take(&mut self.preclaimed) {
+            if let Some(a) = self.rows.get_mut(&id) {
+                if std::mem::take(&mut a.preclaimed) {
+                    unsent.push(id);
+                }
+            }
+        }
+        unsent
     }
 
     /// A rewind moved the row to a new execution (or created it again): later dispatches
@@ -74,7 +101,7 @@ impl ActivityDispatch {
     pub(super) fn moved(&mut self, item: ActivityItem) {
         match self.rows.get_mut(&item.id) {
             Some(a) => a.item.execution_id = item.execution_id,
-            None => self.enqueue(item),
+            None => self.enqueue(item, false),
         }
     }
 
@@ -205,15 +232,18 @@ impl Engine {
             let token = self.token();
             let work_item = activity_work_item(&item, token);
             st.activities.tokens.insert(token, aid);
+            let mut claimed = false;
             if let Some(a) = st.activities.rows.get_mut(&aid) {
                 a.tokens.push(token);
                 a.dispatched = Some((token, reservation));
+                claimed = std::mem::take(&mut a.preclaimed);
             }
             sends.push(ActivitySend {
                 id: aid,
                 token,
                 reservation,
                 item: work_item,
+                claimed,
             });
         }
         sends
@@ -253,7 +283,7 @@ impl Engine {
                     st.activities.queue.push_front(send.id);
                 }
                 drop(st);
-                self.release_activity_claim(send.id);
+                self.release_activity_claims(vec![send.id]);
                 self.wake.notify_one();
             }
         }
@@ -409,7 +439,7 @@ impl Engine {
         }
         drop(st);
         self.release(reservation);
-        self.release_activity_claim(aid);
+        self.release_activity_claims(vec![aid]);
         self.wake.notify_one();
     }
 }

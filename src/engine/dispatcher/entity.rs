@@ -54,6 +54,10 @@ pub(super) struct EntityDispatch {
 }
 
 impl EntityDispatch {
+    pub(super) fn in_flight(&self, id: &InstanceId) -> bool {
+        self.flights.contains_key(id)
+    }
+
     pub(super) fn mark_ready(&mut self, id: InstanceId) {
         if let Some(f) = self.flights.get_mut(&id) {
             f.again = true;

@@ -114,6 +114,16 @@ enum Parked {
 }
 
 impl DispatchState {
+    /// Whether an episode or entity step of `id` is out (fetching, at a worker, or
+    /// committing).
+    fn in_flight(&self, id: &InstanceId) -> bool {
+        if id.is_entity() {
+            self.entities.in_flight(id)
+        } else {
+            self.flights.contains_key(id)
+        }
+    }
+
     fn mark_ready(&mut self, id: InstanceId) {
         if id.is_entity() {
             return self.entities.mark_ready(id);
@@ -130,7 +140,7 @@ impl DispatchState {
     fn committed(&mut self, t: &Transition, outcome: CommitOutcome, now: DateTime<Utc>) {
         self.histories.advance(t);
         for item in outcome.activities {
-            self.activities.enqueue(item);
+            self.activities.enqueue(item, outcome.activities_claimed);
         }
         self.arm_timers(&t.messages, now);
         for other in outcome.touched {
@@ -358,9 +368,7 @@ impl Engine {
         for (id, lease) in claims.into_iter().chain(entity_claims) {
             self.release_claim(&id, lease);
         }
-        for id in activities {
-            self.release_activity_claim(id);
-        }
+        self.release_activity_claims(activities);
         if !lost.is_empty() {
             tracing::info!(
                 stream,
@@ -375,7 +383,7 @@ impl Engine {
     fn pump(self: &Arc<Self>) -> Option<DateTime<Utc>> {
         let now = self.clock.now();
         let mut fetches = Vec::new();
-        let (next, sends, entity_fetches) = {
+        let (next, sends, entity_fetches, unsent) = {
             let mut st = self.lock();
             while let Some(id) = st.timers.pop_due(now) {
                 st.mark_ready(id);
@@ -394,6 +402,7 @@ impl Engine {
                 self.begin_fetch(&mut st, id, reservation, &mut fetches);
             }
             let sends = self.take_ready_activities(&mut st);
+            let unsent = st.activities.release_unsent();
             let entity_fetches = self.take_ready_entities(&mut st);
             let next = st
                 .timers
@@ -401,14 +410,16 @@ impl Engine {
                 .into_iter()
                 .chain(st.activities.next_timer())
                 .min();
-            (next, sends, entity_fetches)
+            (next, sends, entity_fetches, unsent)
         };
-        if self.shared && !sends.is_empty() {
+        self.release_activity_claims(unsent);
+        let (claimed, unclaimed): (Vec<_>, Vec<_>) =
+            sends.into_iter().partition(|s| s.claimed || !self.shared);
+        self.send_activities(claimed);
+        if !unclaimed.is_empty() {
             // Claiming is a database round trip: not on the dispatch loop.
             let this = Arc::clone(self);
-            self.tasks.spawn(this.claim_and_send_activities(sends));
-        } else {
-            self.send_activities(sends);
+            self.tasks.spawn(this.claim_and_send_activities(unclaimed));
         }
         for (id, reservation, token) in fetches {
             let this = Arc::clone(self);

@@ -28,16 +28,20 @@ const MIN_SWEEP_GAP: std::time::Duration = std::time::Duration::from_millis(200)
 
 impl DispatchState {
     /// Takes in work the store reported (start-up recovery or a sweep). Known activity
-    /// rows are left as they are.
+    /// rows are left as they are, and so are instances and entities with a flight here:
+    /// the flight's commit reports whether messages are still waiting, so marking them
+    /// again would only cost a claim and a release that find nothing.
     pub(super) fn absorb(&mut self, found: Recovery) {
         for id in found.ready {
-            self.mark_ready(id);
+            if !self.in_flight(&id) {
+                self.mark_ready(id);
+            }
         }
         for (at, id) in found.wakeups {
             self.timers.push(at, id);
         }
         for item in found.activities {
-            self.activities.enqueue(item);
+            self.activities.enqueue(item, false);
         }
     }
 }
@@ -63,16 +67,16 @@ impl Engine {
         });
     }
 
-    /// Gives back the claim on an activity row that went back to the queue (a no-op on a
-    /// single-process store).
-    pub(super) fn release_activity_claim(&self, activity: i64) {
-        if !self.shared {
+    /// Gives back the claims on activity rows that went back to the queue, off the
+    /// caller's path (a no-op on a single-process store).
+    pub(super) fn release_activity_claims(&self, activities: Vec<i64>) {
+        if !self.shared || activities.is_empty() {
             return;
         }
         let store = Arc::clone(&self.store);
         self.tasks.spawn(async move {
-            if let Err(err) = store.release_activity(activity).await {
-                tracing::warn!(activity, error = %err, "could not release an activity claim; it expires instead");
+            if let Err(err) = store.release_activities(&activities).await {
+                tracing::warn!(activities = activities.len(), error = %err, "could not release activity claims; they expire instead");
             }
         });
     }

@@ -16,9 +16,12 @@ use super::writes::{cte, note_touched, route, Outbox};
 use sqlx::PgConnection;
 
 use crate::domain::rules::{self, ChildAction};
+use crate::domain::RuntimeStatus;
 use crate::domain::{ExecutionId, InstanceId, StatusChange, Transition};
 use crate::proto as pb;
-use crate::store::codec::{activity_items, encode, facts_after, round_down};
+use crate::store::codec::{
+    activity_items, check_terminal_status, encode, facts_after, round_down, TERMINAL_SQL,
+};
 use crate::store::{CommitOutcome, Lease, StoreError};
 
 /// Runs the whole commit; see the module docs and `Store::commit_orchestration`.
@@ -141,7 +144,11 @@ pub(super) async fn commit(
             continue_as_new(conn, cx, t, &head, now).await?;
             (Vec::new(), flush_then_check(conn, cx, &out, id, now).await?)
         }
-        _ => write_episode(conn, cx, t, &out, next_status, now).await?,
+        _ => {
+            let written =
+                write_episode(conn, cx, t, &out, Guard::Checked(next_status), now).await?;
+            (written.activity_ids, written.visible)
+        }
     };
     let has_visible_inbox = visible || self_visible;
     if has_visible_inbox {
@@ -155,59 +162,71 @@ pub(super) async fn commit(
         activities: activity_items(t, activity_ids)?,
         has_visible_inbox,
         touched: touched.into_iter().collect(),
+        activities_claimed: true,
     })
 }
 
-/// The common commit (progress or terminal) as one statement: consumed (or, when
-/// terminal, all) inbox rows deleted, history appended, the record updated and its lease
-/// released, activities and the outbox inserted; it returns the activity ids and whether
-/// a message of the instance that was there before stays visible.
+/// How `write_episode` knows it may write.
+enum Guard<'a> {
+    /// The caller locked the row and checked lease and guard in this transaction, and
+    /// decided the next status.
+    Checked(RuntimeStatus),
+    /// Nothing was checked: the statement checks lease and guard itself, on the row it
+    /// updates, derives the next status from that row with `rules`, and writes nothing
+    /// when they fail. It runs as its own transaction.
+    Fenced { owner: &'a str, lease: Lease },
+}
+
+/// What `write_episode` did: whether it wrote (always, unless `Guard::Fenced` failed),
+/// the activity ids, and whether a message of the instance that was there before stays
+/// visible.
+struct Written {
+    applied: bool,
+    activity_ids: Vec<i64>,
+    visible: bool,
+}
+
+/// The common commit (progress or terminal) as one statement: the record updated and its
+/// lease released, consumed (or, when terminal, all) inbox rows deleted, history
+/// appended, activities and the outbox inserted. Every write hangs off the record's
+/// update, so under `Guard::Fenced` a failed guard writes nothing.
 async fn write_episode(
     conn: &mut PgConnection,
     cx: &mut Cx,
     t: &Transition,
     out: &Outbox,
-    next_status: crate::domain::RuntimeStatus,
+    guard: Guard<'_>,
     now: DateTime<Utc>,
-) -> R<(Vec<i64>, bool)> {
+) -> R<Written> {
     let hub = cx.hub.clone();
     let id = t.instance_id.as_str();
     let terminal = matches!(t.status, StatusChange::Terminal { .. });
     let mut q: QueryBuilder<'static, Postgres> = QueryBuilder::new("");
     let mut first = true;
-    out.push_ctes(&mut q, &mut first, &hub, now)?;
-
-    cte(&mut q, &mut first, "consumed");
-    q.push("DELETE FROM inbox WHERE hub = ")
-        .push_bind(hub.clone())
-        .push(" AND instance_id = ")
-        .push_bind(id.to_owned());
-    if !terminal {
-        // A terminal instance is never dispatched again: its whole inbox goes (§4.4.2
-        // step 5).
-        q.push(" AND seq = ANY(")
-            .push_bind(t.consumed.clone())
-            .push(")");
-    }
-    q.push(")");
-
-    if !t.history_append.is_empty() {
-        cte(&mut q, &mut first, "appended");
-        q.push("INSERT INTO history (hub, instance_id, seq, payload) SELECT ")
-            .push_bind(hub.clone())
-            .push(", ")
-            .push_bind(id.to_owned())
-            .push(", ")
-            .push_bind(i64::from(t.expected_history_len))
-            .push(" + o - 1, p FROM unnest(")
-            .push_bind(t.history_append.iter().map(encode).collect::<Vec<_>>())
-            .push("::bytea[]) WITH ORDINALITY AS x(p, o))");
-    }
 
     cte(&mut q, &mut first, "record");
-    q.push("UPDATE instances SET status = ")
-        .push_bind(next_status.name())
-        .push(", custom_status = ")
+    q.push("UPDATE instances SET status = ");
+    match (&guard, &t.status) {
+        (Guard::Checked(next), _) => {
+            q.push_bind(next.name());
+        }
+        (Guard::Fenced { .. }, StatusChange::Terminal { status, .. }) => {
+            q.push_bind(status.name());
+        }
+        (Guard::Fenced { .. }, _) => {
+            // The rule applied to the row as it is now (a suspend may have flipped it
+            // while the episode was out).
+            q.push("CASE status");
+            for from in RuntimeStatus::ALL.iter().filter(|s| !s.is_terminal()) {
+                q.push(" WHEN ")
+                    .push_bind(from.name())
+                    .push(" THEN ")
+                    .push_bind(rules::status_after_progress(*from).name());
+            }
+            q.push(" END");
+        }
+    }
+    q.push(", custom_status = ")
         .push_bind(t.custom_status.clone())
         .push(", trace_context = ")
         .push_bind(t.trace_context.as_ref().map(encode))
@@ -230,42 +249,95 @@ async fn write_episode(
     q.push(" WHERE hub = ")
         .push_bind(hub.clone())
         .push(" AND instance_id = ")
-        .push_bind(id.to_owned())
-        .push(")");
+        .push_bind(id.to_owned());
+    if let Guard::Fenced { owner, lease } = &guard {
+        // The same predicate `commit` checks on the locked row: the fencing token, then
+        // `rules::episode_guard_holds`.
+        q.push(" AND lease_owner = ")
+            .push_bind(owner.to_string())
+            .push(" AND lease_epoch = ")
+            .push_bind(lease.epoch)
+            .push(" AND execution_id = ")
+            .push_bind(t.expected_execution_id.to_string())
+            .push(" AND history_len = ")
+            .push_bind(i64::from(t.expected_history_len))
+            .push(" AND status NOT IN ")
+            .push(TERMINAL_SQL);
+    }
+    q.push(" RETURNING instance_id)");
+    // Every other write reads the record's output, so it waits for the update and does
+    // nothing when the update matched no row.
+    let applied = " AND EXISTS (SELECT 1 FROM record)";
 
-    let with_activities = !t.activities.is_empty();
-    if with_activities {
-        cte(&mut q, &mut first, "scheduled");
-        q.push("INSERT INTO activities (hub, instance_id, execution_id, payload) SELECT ")
+    out.push_ctes(&mut q, &mut first, &hub, now)?;
+
+    cte(&mut q, &mut first, "consumed");
+    q.push("DELETE FROM inbox WHERE hub = ")
+        .push_bind(hub.clone())
+        .push(" AND instance_id = ")
+        .push_bind(id.to_owned());
+    if !terminal {
+        // A terminal instance is never dispatched again: its whole inbox goes (§4.4.2
+        // step 5).
+        q.push(" AND seq = ANY(")
+            .push_bind(t.consumed.clone())
+            .push(")");
+    }
+    q.push(applied).push(")");
+
+    if !t.history_append.is_empty() {
+        cte(&mut q, &mut first, "appended");
+        q.push("INSERT INTO history (hub, instance_id, seq, payload) SELECT ")
             .push_bind(hub.clone())
             .push(", ")
             .push_bind(id.to_owned())
             .push(", ")
-            .push_bind(t.expected_execution_id.to_string())
-            .push(", p FROM unnest(")
-            .push_bind(
-                t.activities
-                    .iter()
-                    .map(|a| encode(&a.scheduled))
-                    .collect::<Vec<_>>(),
-            )
-            .push("::bytea[]) WITH ORDINALITY AS x(p, o) ORDER BY o RETURNING id)");
+            .push_bind(i64::from(t.expected_history_len))
+            .push(" + o - 1, p FROM unnest(")
+            .push_bind(t.history_append.iter().map(encode).collect::<Vec<_>>())
+            .push("::bytea[]) WITH ORDINALITY AS x(p, o) WHERE true")
+            .push(applied)
+            .push(")");
+    }
+
+    let with_activities = !t.activities.is_empty();
+    if with_activities {
+        // Claimed for this owner from the start (`CommitOutcome::activities_claimed`).
+        cte(&mut q, &mut first, "scheduled");
+        q.push(
+            "INSERT INTO activities (hub, instance_id, execution_id, lease_owner, \
+             lease_expires, payload) SELECT ",
+        )
+        .push_bind(hub.clone())
+        .push(", ")
+        .push_bind(id.to_owned())
+        .push(", ")
+        .push_bind(t.expected_execution_id.to_string())
+        .push(", ")
+        .push_bind(cx.owner.clone())
+        .push(", clock_timestamp() + ")
+        .push_bind(cx.lease_ms)
+        .push(" * interval '1 millisecond', p FROM unnest(")
+        .push_bind(
+            t.activities
+                .iter()
+                .map(|a| encode(&a.scheduled))
+                .collect::<Vec<_>>(),
+        )
+        .push("::bytea[]) WITH ORDINALITY AS x(p, o) WHERE true")
+        .push(applied)
+        .push(" ORDER BY o RETURNING id)");
     }
 
     // The statement's snapshot predates its own deletes and inserts: rows it consumed
     // are excluded here, and new messages to itself are counted by the caller.
-    q.push(" SELECT ");
-    if with_activities {
-        q.push("ARRAY(SELECT id FROM scheduled)");
-    } else {
-        q.push("'{}'::bigint[]");
-    }
-    q.push(" AS ids, ");
+    cte(&mut q, &mut first, "waiting");
+    q.push("SELECT ");
     if terminal {
         q.push("false");
     } else {
         q.push("EXISTS (SELECT 1 FROM inbox WHERE hub = ")
-            .push_bind(hub)
+            .push_bind(hub.clone())
             .push(" AND instance_id = ")
             .push_bind(id.to_owned())
             .push(" AND visible_at <= ")
@@ -274,13 +346,73 @@ async fn write_episode(
             .push_bind(t.consumed.clone())
             .push(")))");
     }
-    q.push(" AS visible");
+    q.push(" AS visible)");
+
+    q.push(" SELECT EXISTS (SELECT 1 FROM record) AS applied, ");
+    if with_activities {
+        q.push("ARRAY(SELECT id FROM scheduled)");
+    } else {
+        q.push("'{}'::bigint[]");
+    }
+    q.push(" AS ids, (SELECT visible FROM waiting) AS visible");
     let row = q
         .build()
         .fetch_one(&mut *conn)
         .await
         .map_err(sql("commit"))?;
-    Ok((get(&row, "ids")?, get(&row, "visible")?))
+    Ok(Written {
+        applied: get(&row, "applied")?,
+        activity_ids: get(&row, "ids")?,
+        visible: get(&row, "visible")?,
+    })
+}
+
+/// Whether an episode's commit can skip the locked read of `commit`: it creates no
+/// children, sends no messages and does not continue as new, so nothing in it is judged
+/// against another row, and its own row's checks fit in the statement (`Guard::Fenced`).
+/// Most episodes of activity-driven orchestrations are such.
+pub(super) fn fits_one_statement(t: &Transition) -> bool {
+    t.children.is_empty()
+        && t.messages.is_empty()
+        && !matches!(t.status, StatusChange::ContinuedAsNew { .. })
+}
+
+/// `commit` for an episode that [`fits_one_statement`]: one statement, its own
+/// transaction, one round trip. `LeaseLost` when the lease or the guard fails, exactly
+/// where `commit` would say so.
+pub(super) async fn commit_at_once(
+    conn: &mut PgConnection,
+    cx: &mut Cx,
+    t: &Transition,
+    lease: Lease,
+) -> R<CommitOutcome> {
+    check_terminal_status(t)?;
+    let owner = cx.owner.clone();
+    let guard = Guard::Fenced {
+        owner: &owner,
+        lease,
+    };
+    let written = write_episode(conn, cx, t, &Outbox::default(), guard, round_down(t.now)).await?;
+    if !written.applied {
+        return Err(StoreError::LeaseLost(t.instance_id.clone()).into());
+    }
+    if matches!(t.status, StatusChange::Terminal { .. }) || t.expected_history_len == 0 {
+        // The first commit may turn PENDING into RUNNING; announcing a status that did
+        // not change only makes a waiter look again.
+        cx.changes.status(&t.instance_id);
+    }
+    if !t.activities.is_empty() {
+        cx.changes.activities();
+    }
+    if written.visible {
+        cx.changes.ready(&t.instance_id);
+    }
+    Ok(CommitOutcome {
+        activities: activity_items(t, written.activity_ids)?,
+        has_visible_inbox: written.visible,
+        touched: Vec::new(),
+        activities_claimed: true,
+    })
 }
 
 /// Inserts the outbox, then says whether `id` has a message visible at `now` (one

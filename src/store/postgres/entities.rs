@@ -273,6 +273,7 @@ pub(super) async fn commit(
         activities: Vec::new(),
         has_visible_inbox,
         touched: touched.into_iter().collect(),
+        activities_claimed: false,
     })
 }
 

@@ -1,10 +1,11 @@
 //! Instance lifecycle writes: create/replace, client events, terminate, suspend/resume,
-//! activity completion. Each runs inside the caller's transaction and starts by locking
-//! the instance row, so the facts the rules judge are the ones it writes against.
+//! activity completion. Each locks the instance row first, so the facts the rules judge
+//! are the ones it writes against; all but activity completion (one statement, its own
+//! transaction) run inside the caller's transaction.
 
 use chrono::{DateTime, Utc};
 
-use super::notify::{Changes, CHANNEL};
+use super::notify::Changes;
 use super::rows::{get, id_list, lock_instances};
 use super::tx::{sql, Cx, R};
 use super::writes::{start_visibility, Outbox};
@@ -14,24 +15,20 @@ use crate::domain::events::timestamp_of;
 use crate::domain::rules::{self, TerminateAction};
 use crate::domain::{ExecutionId, InstanceId, NewInstance, ReusePolicy, RuntimeStatus};
 use crate::proto as pb;
-use crate::store::codec::{encode, round_down, round_up, tags_json};
+use crate::store::codec::{encode, round_down, round_up, tags_json, TERMINAL_SQL};
 use crate::store::{ActivityOutcome, EnqueueOutcome, StoreError, SuspendOutcome, TerminateOutcome};
 
 /// The common `create_instance` (a fresh id) as ONE statement outside any explicit
-/// transaction: insert the row unless the id is taken, its `ExecutionStarted`, and the
-/// notification, all conditional on the insert. Returns whether it created the instance.
+/// transaction: insert the row unless the id is taken, and its `ExecutionStarted` when
+/// it was inserted. Returns what to notify when it created the instance, `None` when the
+/// id was taken.
 pub(super) async fn try_create(
     conn: &mut sqlx::PgConnection,
     hub: &str,
-    owner: &str,
     new: &NewInstance,
-) -> R<bool> {
+) -> R<Option<Changes>> {
     let visible = start_visibility(new);
     let created = round_down(new.created_at);
-    let mut changes = Changes::default();
-    changes.status(&new.instance_id);
-    changes.message(&new.instance_id, visible, created);
-    let payload = changes.payloads(hub, owner).concat();
     let row = sqlx::query(
         "WITH ins AS ( \
            INSERT INTO instances (hub, instance_id, execution_id, name, version, status, \
@@ -41,7 +38,7 @@ pub(super) async fn try_create(
            ON CONFLICT (hub, instance_id) DO NOTHING RETURNING instance_id), \
          start AS (INSERT INTO inbox (hub, instance_id, target_execution, visible_at, payload) \
            SELECT $1, instance_id, NULL, $11, $12 FROM ins) \
-         SELECT pg_notify($13, $14) FROM ins",
+         SELECT 1 FROM ins",
     )
     .bind(hub)
     .bind(new.instance_id.as_str())
@@ -55,12 +52,15 @@ pub(super) async fn try_create(
     .bind(tags_json(&new.tags)?)
     .bind(visible)
     .bind(encode(&new.start_event))
-    .bind(CHANNEL)
-    .bind(payload)
     .fetch_optional(&mut *conn)
     .await
     .map_err(sql("instance insert"))?;
-    Ok(row.is_some())
+    Ok(row.map(|_| {
+        let mut changes = Changes::default();
+        changes.status(&new.instance_id);
+        changes.message(&new.instance_id, visible, created);
+        changes
+    }))
 }
 
 /// `Store::create_instance` when the id was taken: replace when `policy` allows the
@@ -224,50 +224,45 @@ pub(super) async fn set_suspended(
     Ok(SuspendOutcome::Changed)
 }
 
-/// `Store::complete_activity`: deletes the row (the exactly-once guard: any node may
-/// complete any activity) and routes the result to the execution that scheduled it
-/// (PROTOCOL.md §4.7); the result is visible from its own timestamp.
+/// `Store::complete_activity` as one statement, its own transaction: the row deleted,
+/// its instance locked (the foreign key cascades deletions, so it exists) and judged as
+/// it is after any commit the lock waited for, and the result put in the inbox when the
+/// execution that scheduled it is current and live. Returns what to notify.
 pub(super) async fn complete_activity(
     conn: &mut PgConnection,
-    cx: &mut Cx,
+    hub: &str,
     activity_id: i64,
     result: &pb::HistoryEvent,
-) -> R<ActivityOutcome> {
-    let hub = cx.hub.clone();
-    // One statement deletes the row and locks its instance (which exists: the foreign
-    // key cascades deletions).
-    let row = sqlx::query(
+    now: DateTime<Utc>,
+) -> R<(ActivityOutcome, Changes)> {
+    let visible = round_up(timestamp_of(result));
+    let row = sqlx::query(&format!(
         "WITH a AS (DELETE FROM activities WHERE hub = $1 AND id = $2 \
-           RETURNING instance_id, execution_id) \
-         SELECT a.instance_id, a.execution_id AS scheduled_by, i.execution_id, i.status \
-         FROM a JOIN instances i ON i.hub = $1 AND i.instance_id = a.instance_id \
-         FOR UPDATE OF i",
-    )
+           RETURNING instance_id, execution_id), \
+         target AS (SELECT a.instance_id, a.execution_id AS scheduled_by, i.execution_id, \
+             i.status FROM a JOIN instances i ON i.hub = $1 AND i.instance_id = a.instance_id \
+           FOR UPDATE OF i), \
+         delivered AS (INSERT INTO inbox (hub, instance_id, target_execution, visible_at, payload) \
+           SELECT $1, instance_id, scheduled_by, $3, $4 FROM target \
+           WHERE execution_id = scheduled_by AND status NOT IN {TERMINAL_SQL} \
+           RETURNING instance_id) \
+         SELECT instance_id, EXISTS (SELECT 1 FROM delivered) AS delivered FROM target"
+    ))
     .bind(hub)
     .bind(activity_id)
+    .bind(visible)
+    .bind(encode(result))
     .fetch_optional(&mut *conn)
     .await
-    .map_err(sql("activity delete"))?;
+    .map_err(sql("activity completion"))?;
+    let mut changes = Changes::default();
     let Some(row) = row else {
-        return Ok(ActivityOutcome::Unknown);
+        return Ok((ActivityOutcome::Unknown, changes));
     };
-    let id = InstanceId::new(get::<String>(&row, "instance_id")?);
-    let scheduled_by = ExecutionId::new(get::<String>(&row, "scheduled_by")?);
-    let current = ExecutionId::new(get::<String>(&row, "execution_id")?);
-    let status = crate::store::codec::status(&get::<String>(&row, "status")?)?;
-    if status.is_terminal() || current != scheduled_by {
-        return Ok(ActivityOutcome::Dropped);
+    if !get::<bool>(&row, "delivered")? {
+        return Ok((ActivityOutcome::Dropped, changes));
     }
-    let now = cx.clock_now;
-    insert_message(
-        conn,
-        cx,
-        &id,
-        Some(&scheduled_by),
-        round_up(timestamp_of(result)),
-        result,
-        now,
-    )
-    .await?;
-    Ok(ActivityOutcome::Delivered(id))
+    let id = InstanceId::new(get::<String>(&row, "instance_id")?);
+    changes.message(&id, visible, now);
+    Ok((ActivityOutcome::Delivered(id), changes))
 }

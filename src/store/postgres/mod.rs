@@ -25,6 +25,7 @@ mod rows;
 pub(crate) mod tx;
 mod writes;
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,7 +65,8 @@ const DEFAULT_HUB: &str = "default";
 pub struct PostgresOptions {
     /// Do not run the embedded migrations at open (the schema is managed elsewhere).
     pub skip_migrations: bool,
-    /// Most pooled connections (the change feed's listener has its own).
+    /// Most pooled connections for calls; claims, releases and renewals have half as
+    /// many again, and the change feed's listener and notifier one each.
     pub max_connections: u32,
     /// How long a call waits for a pooled connection before `Unavailable`.
     pub acquire_timeout: Duration,
@@ -111,14 +113,31 @@ struct Feed {
 #[derive(Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Claims, releases and renewals: committed without waiting for the WAL flush (see
+    /// `open_with`).
+    lease_pool: PgPool,
     /// One connection for LISTEN, so the feed never starves calls (or waits for them).
     listen_pool: PgPool,
+    /// Sends what committed writes changed to other processes (`notify`).
+    notifier: Arc<notify::Notifier>,
+    notifier_task: Mutex<Option<JoinHandle<()>>>,
     hub: String,
     owner: String,
     lease_ms: i64,
     clock: Arc<dyn Clock>,
     feed: Mutex<Feed>,
     cancel: CancellationToken,
+    /// Instances and entities this process claimed and has not committed or released:
+    /// what `renew_leases` extends. The claims themselves live in the rows; a claim
+    /// missing here (lost track of after an error) just expires, and others take over.
+    held: Mutex<Held>,
+}
+
+/// See `PostgresStore::held`.
+#[derive(Debug, Default)]
+struct Held {
+    instances: HashSet<InstanceId>,
+    entities: HashSet<InstanceId>,
 }
 
 impl PostgresStore {
@@ -152,21 +171,50 @@ impl PostgresStore {
                 StoreError::Backend("database migration failed".into())
             })?;
         }
+        // Ownership changes need not survive a database crash, so their commits do not
+        // wait for the WAL flush (a few ms each, most of a claim's time): a claim lost in
+        // a crash only makes its holder's commit fail the fence, which redoes the
+        // episode, and any later durable commit flushes the claims before it anyway.
+        let lease_pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.div_ceil(2).max(1))
+            .min_connections(0)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect.clone().options([("synchronous_commit", "off")]));
         let listen_pool = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(connect);
+            .connect_lazy_with(connect.clone());
+        // Its transactions only NOTIFY: not waiting for their flush costs at most a
+        // notice, which the sweep makes up for (see `notify`).
+        let notify_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect.options([("synchronous_commit", "off")]));
+        let hub = DEFAULT_HUB.to_owned();
+        let cancel = CancellationToken::new();
+        let notifier = Arc::new(notify::Notifier::default());
+        let notifier_task = tokio::spawn(Arc::clone(&notifier).run(
+            notify_pool,
+            hub.clone(),
+            options.owner.clone(),
+            cancel.clone(),
+        ));
         tracing::info!(owner = %options.owner, "postgres store open");
         Ok(Self {
             pool,
+            lease_pool,
             listen_pool,
-            hub: DEFAULT_HUB.to_owned(),
+            notifier,
+            notifier_task: Mutex::new(Some(notifier_task)),
+            hub,
             owner: options.owner,
             lease_ms: i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX),
             clock: options.clock,
             feed: Mutex::new(Feed::default()),
-            cancel: CancellationToken::new(),
+            cancel,
+            held: Mutex::new(Held::default()),
         })
     }
 
@@ -179,16 +227,75 @@ impl PostgresStore {
         self.pool.acquire().await.map_err(sql("acquire"))
     }
 
+    /// The names of the instances and entities this process holds claims on.
+    fn held_names(&self) -> (Vec<String>, Vec<String>) {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let names = |set: &HashSet<InstanceId>| -> Vec<String> {
+            set.iter().map(ToString::to_string).collect()
+        };
+        (names(&held.instances), names(&held.entities))
+    }
+
+    /// Hands every claim back (see `leases::release_all`) and tells the other nodes.
+    async fn release_all(&self) {
+        let (instances, entities) = self.held_names();
+        let released = retried!(
+            leases::release_all(
+                &mut *self.lease_conn().await?,
+                &self.hub,
+                &self.owner,
+                &instances,
+                &entities
+            )
+            .await
+        );
+        match released {
+            Ok(activities) => {
+                let mut changes = notify::Changes::default();
+                for id in instances.iter().chain(&entities) {
+                    changes.ready(&InstanceId::new(id.as_str()));
+                }
+                if activities {
+                    changes.activities();
+                }
+                self.notifier.publish(changes);
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not release claims at shutdown; they expire instead");
+            }
+        }
+    }
+
+    /// Notes (`hold`) or forgets a claim on an instance or (`entity`) an entity.
+    fn track(&self, entity: bool, id: &InstanceId, hold: bool) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let set = if entity {
+            &mut held.entities
+        } else {
+            &mut held.instances
+        };
+        if hold {
+            set.insert(id.clone());
+        } else {
+            set.remove(id);
+        }
+    }
+
+    async fn lease_conn(&self) -> R<PoolConnection<Postgres>> {
+        self.lease_pool.acquire().await.map_err(sql("acquire"))
+    }
+
     async fn begin(&self) -> R<Pooled> {
         Pooled::begin(self.conn().await?).await
     }
 
     /// Ends this owner's claim on an orchestration or (`entity`) an entity.
     async fn release(&self, entity: bool, id: &InstanceId, lease: Lease) -> Result<()> {
+        self.track(entity, id, false);
         let now = self.clock.now();
-        retried!(
+        let waiting = retried!(
             leases::release(
-                &mut *self.conn().await?,
+                &mut *self.lease_conn().await?,
                 &self.hub,
                 &self.owner,
                 entity,
@@ -197,7 +304,14 @@ impl PostgresStore {
                 now
             )
             .await
-        )
+        )?;
+        if waiting {
+            // Another node may take it at once.
+            let mut changes = notify::Changes::default();
+            changes.ready(id);
+            self.notifier.publish(changes);
+        }
+        Ok(())
     }
 
     /// The sweep behind `recover` and `due_work` (see `queries::sweep`).
@@ -227,10 +341,10 @@ impl PostgresStore {
 impl Store for PostgresStore {
     #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %new.instance_id))]
     async fn create_instance(&self, new: NewInstance, policy: ReusePolicy) -> Result<()> {
-        let created = retried!(
-            instances::try_create(&mut *self.conn().await?, &self.hub, &self.owner, &new).await
-        )?;
-        if created {
+        let created =
+            retried!(instances::try_create(&mut *self.conn().await?, &self.hub, &new).await)?;
+        if let Some(changes) = created {
+            self.notifier.publish(changes);
             return Ok(());
         }
         in_tx!(self, |conn, cx| instances::create(conn, cx, &new, &policy)
@@ -303,9 +417,9 @@ impl Store for PostgresStore {
         max_messages: u32,
         cached: Option<(ExecutionId, u32)>,
     ) -> Result<Option<OrchestrationWork>> {
-        retried!(
+        let work = retried!(
             queries::orchestration_work(
-                &mut *self.conn().await?,
+                &mut *self.lease_conn().await?,
                 &self.hub,
                 &self.owner,
                 self.lease_ms,
@@ -315,7 +429,11 @@ impl Store for PostgresStore {
                 cached.as_ref(),
             )
             .await
-        )
+        )?;
+        if work.is_some() {
+            self.track(false, id, true);
+        }
+        Ok(work)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %transition.instance_id))]
@@ -324,6 +442,20 @@ impl Store for PostgresStore {
         transition: &Transition,
         lease: Lease,
     ) -> Result<CommitOutcome> {
+        // Whatever the outcome, this claim is over: committed (which releases it), lost,
+        // or left to expire unless the dispatcher claims the instance again.
+        self.track(false, &transition.instance_id, false);
+        if commit::fits_one_statement(transition) {
+            let (outcome, changes) = retried!({
+                let mut cx = tx::Cx::new(&self.hub, &self.owner, self.lease_ms, self.clock.now());
+                let outcome =
+                    commit::commit_at_once(&mut *self.conn().await?, &mut cx, transition, lease)
+                        .await?;
+                Ok((outcome, cx.changes))
+            })?;
+            self.notifier.publish(changes);
+            return Ok(outcome);
+        }
         in_tx!(self, |conn, cx| commit::commit(conn, cx, transition, lease)
             .await)
     }
@@ -361,13 +493,19 @@ impl Store for PostgresStore {
         activity_id: i64,
         result: pb::HistoryEvent,
     ) -> Result<ActivityOutcome> {
-        in_tx!(self, |conn, cx| instances::complete_activity(
-            conn,
-            cx,
-            activity_id,
-            &result
-        )
-        .await)
+        let now = self.clock.now();
+        let (outcome, changes) = retried!(
+            instances::complete_activity(
+                &mut *self.conn().await?,
+                &self.hub,
+                activity_id,
+                &result,
+                now
+            )
+            .await
+        )?;
+        self.notifier.publish(changes);
+        Ok(outcome)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -450,9 +588,9 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
         max_messages: u32,
     ) -> Result<Option<EntityWork>> {
-        retried!(
+        let work = retried!(
             entities::work(
-                &mut *self.conn().await?,
+                &mut *self.lease_conn().await?,
                 &self.hub,
                 &self.owner,
                 self.lease_ms,
@@ -461,7 +599,11 @@ impl Store for PostgresStore {
                 max_messages
             )
             .await
-        )
+        )?;
+        if work.is_some() {
+            self.track(true, id, true);
+        }
+        Ok(work)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(entity = %transition.entity))]
@@ -518,7 +660,7 @@ impl Store for PostgresStore {
         }
         retried!(
             leases::claim_activities(
-                &mut *self.conn().await?,
+                &mut *self.lease_conn().await?,
                 &self.hub,
                 &self.owner,
                 self.lease_ms,
@@ -528,21 +670,34 @@ impl Store for PostgresStore {
         )
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(activity_id = id))]
-    async fn release_activity(&self, id: i64) -> Result<()> {
-        retried!(
-            leases::release_activity(&mut *self.conn().await?, &self.hub, &self.owner, id).await
-        )
+    #[tracing::instrument(level = "debug", skip_all, fields(activities = ids.len()))]
+    async fn release_activities(&self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let released = retried!(
+            leases::release_activities(&mut *self.lease_conn().await?, &self.hub, &self.owner, ids)
+                .await
+        )?;
+        if released {
+            let mut changes = notify::Changes::default();
+            changes.activities();
+            self.notifier.publish(changes);
+        }
+        Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn renew_leases(&self) -> Result<()> {
+        let (instances, entities) = self.held_names();
         retried!(
             leases::renew(
-                &mut *self.conn().await?,
+                &mut *self.lease_conn().await?,
                 &self.hub,
                 &self.owner,
-                self.lease_ms
+                self.lease_ms,
+                &instances,
+                &entities
             )
             .await
         )
@@ -576,6 +731,9 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
+        if !self.cancel.is_cancelled() {
+            self.release_all().await;
+        }
         self.cancel.cancel();
         let task = self
             .feed
@@ -588,7 +746,19 @@ impl Store for PostgresStore {
                 tracing::error!(error = %err, "store change feed task failed");
             }
         }
+        // Sends what is still queued, then ends.
+        let task = self
+            .notifier_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            if let Err(err) = task.await {
+                tracing::error!(error = %err, "store notifier task failed");
+            }
+        }
         self.listen_pool.close().await;
+        self.lease_pool.close().await;
         self.pool.close().await;
     }
 }

@@ -1,12 +1,22 @@
 //! The change feed between processes sharing one database (STYLE.md §15): every write
-//! transaction queues NOTIFY payloads describing what it changed, sent with its COMMIT;
-//! one background task per store LISTENs and turns other processes' payloads into
-//! [`StoreChange`]s.
+//! describes what it changed ([`Changes`]) and, once committed, hands that to the
+//! [`Notifier`], which sends it as NOTIFY payloads in batches; one background task per
+//! store LISTENs and turns other processes' payloads into [`StoreChange`]s.
+//!
+//! Notices are never sent from inside the writes' own transactions: a transaction that
+//! NOTIFYs holds a database-wide lock from its commit until the commit is flushed to
+//! disk, so every notifying write would wait for every other one's WAL flush in turn.
+//! The notifier's transactions write nothing else and commit without waiting for the
+//! flush (`synchronous_commit = off`: a notice lost in a database crash is what the
+//! dispatchers' sweep is for). A process that dies between a commit and its notice
+//! leaves the same gap, closed the same way.
 //!
 //! Payload (JSON): `{"h": hub, "o": origin owner, "c": [change, ...]}` where a change is
 //! `["r", id]` (ready), `["w", id, micros]` (wake-up), `["s", id]` (status), `["a"]`
 //! (activities) or `["x"]` (something too large to describe: resync).
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,6 +24,7 @@ use serde_json::Value;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::InstanceId;
@@ -25,16 +36,29 @@ pub(super) const CHANNEL: &str = "durabletask";
 /// PostgreSQL refuses payloads of 8000 bytes or more; keep a margin for the envelope.
 const MAX_PAYLOAD: usize = 7_800;
 
-/// Changes one transaction made, deduplicated, in the order they happened.
+/// Changes one or more transactions made, deduplicated, in the order they happened.
 #[derive(Debug, Default)]
 pub(super) struct Changes {
     items: Vec<StoreChange>,
+    seen: HashSet<StoreChange>,
 }
 
 impl Changes {
     fn push(&mut self, change: StoreChange) {
-        if !self.items.contains(&change) {
+        if self.seen.insert(change.clone()) {
             self.items.push(change);
+        }
+    }
+
+    /// Whether there is nothing to tell.
+    pub(super) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Adds `other`'s changes after these.
+    pub(super) fn append(&mut self, other: Changes) {
+        for change in other.items {
+            self.push(change);
         }
     }
 
@@ -100,6 +124,69 @@ impl Changes {
         current.push_str("]}");
         out.push(current);
         out
+    }
+}
+
+/// Sends committed [`Changes`] to other processes in batches, from its own connection;
+/// see the module docs for why not from the writes' transactions.
+#[derive(Debug, Default)]
+pub(super) struct Notifier {
+    pending: Mutex<Changes>,
+    wake: Notify,
+}
+
+impl Notifier {
+    /// Queues what a committed write changed; sent soon, together with whatever else
+    /// is waiting.
+    pub(super) fn publish(&self, changes: Changes) {
+        if changes.is_empty() {
+            return;
+        }
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(changes);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Changes {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The sending task: one batch at a time while changes arrive; after `cancel`, what
+    /// is still queued is sent before it returns. A batch that cannot be sent is
+    /// dropped (logged): the receivers' sweeps find its work.
+    pub(super) async fn run(
+        self: Arc<Self>,
+        pool: PgPool,
+        hub: String,
+        owner: String,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let stop = tokio::select! {
+                () = cancel.cancelled() => true,
+                () = self.wake.notified() => false,
+            };
+            loop {
+                let batch = self.take();
+                if batch.is_empty() {
+                    break;
+                }
+                let payloads = batch.payloads(&hub, &owner);
+                let sent = sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS n(p)")
+                    .bind(CHANNEL)
+                    .bind(&payloads)
+                    .execute(&pool)
+                    .await;
+                if let Err(err) = sent {
+                    tracing::warn!(error = %err, notices = payloads.len(), "could not notify other sidecars; their sweeps will find the work");
+                }
+            }
+            if stop {
+                return;
+            }
+        }
     }
 }
 

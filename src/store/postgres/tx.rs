@@ -1,6 +1,6 @@
 //! Transactions of the PostgreSQL store: one pooled connection per call, BEGIN, the
-//! call's statements, then the change notifications and COMMIT in one round trip; the
-//! whole call retried on serialization failures, deadlocks and racing inserts.
+//! call's statements, COMMIT, then its changes handed to the notifier; the whole call
+//! retried on serialization failures, deadlocks and racing inserts.
 
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
@@ -104,22 +104,11 @@ impl Pooled {
         &mut self.conn
     }
 
-    /// Queues the notifications and commits, in one round trip: NOTIFY is delivered
-    /// exactly when (and only if) the transaction commits.
-    pub(super) async fn commit(&mut self, changes: &Changes, hub: &str, owner: &str) -> R<()> {
-        let mut script = String::new();
-        for payload in changes.payloads(hub, owner) {
-            script.push_str("SELECT pg_notify('");
-            script.push_str(super::notify::CHANNEL);
-            script.push_str("', '");
-            // Standard-conforming string literal: only the quote needs doubling.
-            script.push_str(&payload.replace('\'', "''"));
-            script.push_str("'); ");
-        }
-        script.push_str("COMMIT");
-        let result = exec(&mut self.conn, &script).await.map_err(sql("commit"));
-        // After a failure the transaction may still be open (a NOTIFY failed before the
-        // COMMIT ran): Drop then closes the connection instead of pooling it.
+    /// Commits.
+    pub(super) async fn commit(&mut self) -> R<()> {
+        let result = exec(&mut self.conn, "COMMIT").await.map_err(sql("commit"));
+        // After a failure the state of the transaction is unknown: Drop then closes the
+        // connection instead of pooling it.
         self.open = result.is_err();
         result
     }
@@ -159,7 +148,9 @@ pub(super) struct Cx {
     pub(super) hub: String,
     /// This process's lease owner id.
     pub(super) owner: String,
-    /// What to notify at COMMIT.
+    /// How long a claim lasts, in milliseconds.
+    pub(super) lease_ms: i64,
+    /// What to notify once committed.
     pub(super) changes: Changes,
     /// The store clock's now, for deciding between Ready and Wakeup when the call has
     /// no time of its own.
@@ -168,10 +159,11 @@ pub(super) struct Cx {
 
 impl Cx {
     /// A call's state.
-    pub(super) fn new(hub: &str, owner: &str, clock_now: DateTime<Utc>) -> Self {
+    pub(super) fn new(hub: &str, owner: &str, lease_ms: i64, clock_now: DateTime<Utc>) -> Self {
         Self {
             hub: hub.to_owned(),
             owner: owner.to_owned(),
+            lease_ms,
             changes: Changes::default(),
             clock_now,
         }
@@ -194,6 +186,7 @@ macro_rules! in_tx {
                 let mut cx = $crate::store::postgres::tx::Cx::new(
                     &store.hub,
                     &store.owner,
+                    store.lease_ms,
                     store.clock.now(),
                 );
                 let value = {
@@ -203,7 +196,8 @@ macro_rules! in_tx {
                 };
                 match value {
                     Ok(v) => {
-                        tx.commit(&cx.changes, &store.hub, &store.owner).await?;
+                        tx.commit().await?;
+                        store.notifier.publish(std::mem::take(&mut cx.changes));
                         Ok(v)
                     }
                     Err(e) => {

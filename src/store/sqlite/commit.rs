@@ -61,6 +61,7 @@ pub(super) async fn commit(
             activities: Vec::new(),
             has_visible_inbox,
             touched: touched.into_iter().collect(),
+            activities_claimed: false,
         });
     }
 
@@ -129,6 +130,7 @@ pub(super) async fn commit(
         activities: crate::store::codec::activity_items(t, rows)?,
         has_visible_inbox,
         touched: touched.into_iter().collect(),
+        activities_claimed: false,
     })
 }
 

@@ -289,6 +289,7 @@ pub(super) async fn commit(
         activities: Vec::new(),
         has_visible_inbox,
         touched: touched.into_iter().collect(),
+        activities_claimed: false,
     })
 }
 

@@ -541,7 +541,7 @@ impl Store for SqliteStore {
         Ok(ids.to_vec())
     }
 
-    async fn release_activity(&self, _id: i64) -> Result<()> {
+    async fn release_activities(&self, _ids: &[i64]) -> Result<()> {
         Ok(())
     }
 
