@@ -90,6 +90,16 @@ async fn cli(server: &TestServer, args: &[&str]) -> Run {
     exec(command(args, &server.addr.to_string(), None)).await
 }
 
+/// The instance ids of `get-instances -o json` output.
+fn ids(r: &Run) -> Vec<String> {
+    r.json()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instanceId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// Runs it in `dir` (for relative `@file` arguments).
 async fn cli_in(server: &TestServer, dir: &Path, args: &[&str]) -> Run {
     exec(command(args, &server.addr.to_string(), Some(dir))).await
@@ -286,14 +296,6 @@ async fn get_instances_filters_and_pages() {
     }
     terminated(&server, "gi-4").await;
 
-    let ids = |r: &Run| -> Vec<String> {
-        r.json()["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["instanceId"].as_str().unwrap().to_owned())
-            .collect()
-    };
     let r = cli(
         &server,
         &[
@@ -308,60 +310,20 @@ async fn get_instances_filters_and_pages() {
     .ok();
     assert_eq!(ids(&r), ["gi-4"]);
     assert_eq!(r.json()["instances"][0]["runtimeStatus"], "Terminated");
-    // Comma- or space-separated, case-insensitive.
-    let r = cli(
-        &server,
-        &[
-            "get-instances",
-            "--runtime-status",
-            "pending,Terminated",
-            "-o",
-            "json",
-        ],
-    )
-    .await
-    .ok();
-    assert_eq!(ids(&r).len(), 4);
-    let r = cli(
-        &server,
-        &[
-            "get-instances",
-            "--runtime-status",
-            "pending",
-            "terminated",
-            "-o",
-            "json",
-        ],
-    )
-    .await
-    .ok();
-    assert_eq!(ids(&r).len(), 4);
-    let r = cli(
-        &server,
-        &[
-            "get-instances",
-            "--created-after",
-            "2999-01-01",
-            "-o",
-            "json",
-        ],
-    )
-    .await
-    .ok();
-    assert!(ids(&r).is_empty());
-    let r = cli(
-        &server,
-        &[
-            "get-instances",
-            "--created-before",
-            "2999-01-01T00:00:00Z",
-            "-o",
-            "json",
-        ],
-    )
-    .await
-    .ok();
-    assert_eq!(ids(&r).len(), 4);
+    for (filter, expected) in [
+        // Comma- or space-separated, case-insensitive.
+        (&["--runtime-status", "pending,Terminated"][..], 4),
+        (&["--runtime-status", "pending", "terminated"], 4),
+        (&["--created-after", "2999-01-01"], 0),
+        (&["--created-before", "2999-01-01T00:00:00Z"], 4),
+    ] {
+        let args = [&["get-instances", "-o", "json"][..], filter].concat();
+        assert_eq!(
+            ids(&cli(&server, &args).await.ok()).len(),
+            expected,
+            "{filter:?}"
+        );
+    }
 
     // Paging: --top, then --continuation-token until there is none.
     let mut seen = Vec::new();

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::connect::{client, CliError};
 use super::output::{self, Printer};
-use super::{CleanEntities, Exit, GetEntity, ListEntities, SignalEntity};
+use super::{CleanEntities, Exit, GetEntity, ListEntities, Payload, SignalEntity};
 use crate::proto as pb;
 
 /// `get-entity`: the entity with its state.
@@ -80,21 +80,17 @@ pub(super) async fn list_entities(args: ListEntities) -> Result<Exit, CliError> 
         .iter()
         .map(|e| output::entity_row(e, args.show_state))
         .collect();
-    let mut text = output::table(headers, &rows);
-    if let Some(token) = &page.continuation_token {
-        text.push_str(&format!("\n\nMore: --continuation-token '{token}'"));
-    }
+    let text = output::paged(
+        output::table(headers, &rows),
+        page.continuation_token.as_deref(),
+    );
     Printer::new(args.client.output).one(&doc, &text)?;
     Ok(Exit::Success)
 }
 
 /// `signal-entity`: queues the operation; the entity runs it when a worker takes it.
 pub(super) async fn signal_entity(args: SignalEntity) -> Result<Exit, CliError> {
-    let input = args
-        .input
-        .as_ref()
-        .map(|p| p.resolve("--input"))
-        .transpose()?;
+    let input = Payload::resolve_opt(args.input.as_ref(), "--input")?;
     let mut c = client(&args.client.addr).await?;
     // A request id made here, as SDK clients make theirs (the sanctioned id source is the
     // server's domain layer, which this door does not use).

@@ -24,6 +24,11 @@ impl FromStr for Payload {
 }
 
 impl Payload {
+    /// `resolve` for an optional argument.
+    pub(super) fn resolve_opt(p: Option<&Self>, option: &str) -> Result<Option<String>, CliError> {
+        p.map(|p| p.resolve(option)).transpose()
+    }
+
     /// The payload's JSON text as given (trimmed), after checking it is JSON. `option` names the
     /// flag in error messages (`--input`).
     pub(super) fn resolve(&self, option: &str) -> Result<String, CliError> {

@@ -8,8 +8,8 @@ use tokio::time::Instant;
 use super::connect::{client, CliError, Client};
 use super::output::{self, Printer, Show};
 use super::{
-    Exit, GetInstances, GetRuntimeStatus, InstanceFilter, Plain, PurgeHistory, RaiseEvent, Restart,
-    RuntimeStatus, StartNew, Wait, WithReason,
+    Exit, GetInstances, GetRuntimeStatus, InstanceFilter, Payload, Plain, PurgeHistory, RaiseEvent,
+    Restart, RuntimeStatus, StartNew, Wait, WithReason,
 };
 use crate::proto as pb;
 
@@ -21,11 +21,7 @@ const PURGE_ROUND: Duration = Duration::from_secs(1);
 
 /// `start-new`.
 pub(super) async fn start_new(args: StartNew) -> Result<Exit, CliError> {
-    let input = args
-        .input
-        .as_ref()
-        .map(|p| p.resolve("--input"))
-        .transpose()?;
+    let input = Payload::resolve_opt(args.input.as_ref(), "--input")?;
     let mut c = client(&args.client.addr).await?;
     let id = c
         .start_instance(pb::CreateInstanceRequest {
@@ -118,10 +114,10 @@ pub(super) async fn get_instances(args: GetInstances) -> Result<Exit, CliError> 
         .iter()
         .map(output::instance_row)
         .collect();
-    let mut text = output::table(&output::INSTANCE_HEADERS, &rows);
-    if let Some(token) = &page.continuation_token {
-        text.push_str(&format!("\n\nMore: --continuation-token '{token}'"));
-    }
+    let text = output::paged(
+        output::table(&output::INSTANCE_HEADERS, &rows),
+        page.continuation_token.as_deref(),
+    );
     Printer::new(args.client.output).one(&doc, &text)?;
     Ok(Exit::Success)
 }
@@ -146,11 +142,7 @@ fn statuses(filter: &InstanceFilter) -> Vec<i32> {
 
 /// `raise-event`.
 pub(super) async fn raise_event(args: RaiseEvent) -> Result<Exit, CliError> {
-    let input = args
-        .event_data
-        .as_ref()
-        .map(|p| p.resolve("--event-data"))
-        .transpose()?;
+    let input = Payload::resolve_opt(args.event_data.as_ref(), "--event-data")?;
     let mut c = client(&args.client.addr).await?;
     c.raise_event(pb::RaiseEventRequest {
         instance_id: args.id.clone(),

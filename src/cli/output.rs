@@ -91,6 +91,14 @@ pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out.join("\n")
 }
 
+/// A page's table, followed by how to ask for the next page when there is one.
+pub(super) fn paged(table: String, token: Option<&str>) -> String {
+    match token {
+        Some(token) => format!("{table}\n\nMore: --continuation-token '{token}'"),
+        None => table,
+    }
+}
+
 /// A timestamp as RFC 3339 UTC with milliseconds; empty when absent.
 pub(super) fn time(t: Option<&prost_types::Timestamp>) -> String {
     t.and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
