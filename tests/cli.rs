@@ -723,9 +723,9 @@ async fn get_history_follow_prints_events_as_they_happen_until_the_end() {
     );
     assert!(r.stdout.contains("ExecutionCompleted"), "{r:?}");
 
-    cli(&server, &["get-history", "--id", "nobody", "--follow"])
-        .await
-        .error_line(1, &["nobody"]);
+    let r = cli(&server, &["get-history", "--id", "nobody", "--follow"]).await;
+    r.error_line(1, &["nobody"]);
+    assert!(r.stdout.is_empty(), "{r:?}");
 }
 
 fn run_blocking(mut c: Command) -> Run {

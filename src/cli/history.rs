@@ -40,17 +40,19 @@ pub(super) async fn get_history(args: GetHistory) -> Result<Exit, CliError> {
 
 /// Prints events as they are committed: one row (or one JSON object per line) each.
 async fn follow(c: &mut Client, id: &str, printer: Printer) -> Result<Exit, CliError> {
-    if !printer.json() {
-        write_out(&format!(
-            "{}\n",
-            row(&output::EVENT_HEADERS.map(str::to_owned))
-        ))?;
-    }
     let mut shown: Vec<pb::HistoryEvent> = Vec::new();
+    // Printed once the instance is known to exist, so an unknown id prints only the error.
+    let mut header = !printer.json();
     loop {
         // Status first: once it reads as ended, the history read after it is final, as
         // the server commits the last events and the status together.
         let state = instance(c, id, false).await?;
+        if std::mem::take(&mut header) {
+            write_out(&format!(
+                "{}\n",
+                row(&output::EVENT_HEADERS.map(str::to_owned))
+            ))?;
+        }
         let events = history(c, id).await?;
         let fresh = if events.starts_with(&shown) {
             &events[shown.len()..]
