@@ -580,6 +580,40 @@ async fn terminate_restart_and_purge_history() {
 }
 
 #[tokio::test]
+async fn a_long_purge_reports_progress_on_stderr() {
+    let server = TestServer::start().await;
+    // The server purges in batches of 100 and stops a round at its deadline: with
+    // millisecond rounds, 150 instances take more than one.
+    for i in 0..150 {
+        terminated(&server, &format!("lp-{i}")).await;
+    }
+    let r = cli(
+        &server,
+        &[
+            "purge-history",
+            "--runtime-status",
+            "terminated",
+            "--round",
+            "1ms",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .ok();
+    assert_eq!(r.json(), json!({"instancesDeleted": 150}));
+    let progress: Vec<&str> = r.stderr.lines().collect();
+    assert!(!progress.is_empty(), "{r:?}");
+    assert!(
+        progress
+            .iter()
+            .all(|l| l.starts_with("purge-history: ") && l.contains("purged so far")),
+        "{r:?}"
+    );
+    assert!(!exists(&server, "lp-149").await);
+}
+
+#[tokio::test]
 async fn rewind_runs_a_failed_instance_again() {
     let server = TestServer::start().await;
     let _worker = worker(&server).await;

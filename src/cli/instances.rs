@@ -16,8 +16,6 @@ use crate::proto as pb;
 /// Longest single `WaitForInstanceCompletion` call; `wait` without `--timeout` makes as
 /// many as it takes, so no server-side cap or proxy idle timeout ends it early.
 const WAIT_SLICE: Duration = Duration::from_secs(60);
-/// How long one round of a filtered purge may run before the server reports progress.
-const PURGE_ROUND: Duration = Duration::from_secs(1);
 
 /// `start-new`.
 pub(super) async fn start_new(args: StartNew) -> Result<Exit, CliError> {
@@ -325,7 +323,7 @@ pub(super) fn slice_over(status: &tonic::Status) -> bool {
 }
 
 /// `purge-history`: one instance by `--id`, or every ended instance the filters match, in
-/// rounds of about a second, with progress on stderr.
+/// rounds of `--round` (a second), with progress on stderr.
 pub(super) async fn purge_history(args: PurgeHistory) -> Result<Exit, CliError> {
     let mut c = client(&args.client.addr).await?;
     let printer = Printer::new(args.client.output);
@@ -345,7 +343,14 @@ pub(super) async fn purge_history(args: PurgeHistory) -> Result<Exit, CliError> 
             }
             i64::from(r.deleted_instance_count)
         }
-        None => purge_where(&mut c, &args.filter).await?,
+        None => {
+            purge_where(
+                &mut c,
+                &args.filter,
+                args.round.0.max(Duration::from_millis(1)),
+            )
+            .await?
+        }
     };
     printer.one(
         &json!({ "instancesDeleted": deleted }),
@@ -354,12 +359,16 @@ pub(super) async fn purge_history(args: PurgeHistory) -> Result<Exit, CliError> 
     Ok(Exit::Success)
 }
 
-async fn purge_where(c: &mut Client, filter: &InstanceFilter) -> Result<i64, CliError> {
+async fn purge_where(
+    c: &mut Client,
+    filter: &InstanceFilter,
+    first_round: Duration,
+) -> Result<i64, CliError> {
     if filter.is_empty() {
         eprintln!("purge-history: no filter given: purging every ended instance");
     }
     let mut total = 0_i64;
-    let mut round = PURGE_ROUND;
+    let mut round = first_round;
     loop {
         let r = c
             .purge_instances(pb::PurgeInstancesRequest {
@@ -370,7 +379,7 @@ async fn purge_where(c: &mut Client, filter: &InstanceFilter) -> Result<i64, Cli
                         runtime_status: statuses(filter),
                         timeout: Some(prost_types::Duration {
                             seconds: i64::try_from(round.as_secs()).unwrap_or(i64::MAX),
-                            nanos: 0,
+                            nanos: i32::try_from(round.subsec_nanos()).unwrap_or(0),
                         }),
                     },
                 )),

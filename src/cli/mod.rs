@@ -290,6 +290,10 @@ pub struct PurgeHistory {
     pub id: Option<String>,
     #[command(flatten)]
     pub(crate) filter: InstanceFilter,
+    /// How long one server-side round of a filtered purge may run before progress is
+    /// reported (hidden: the default suits people; tests make it short).
+    #[arg(long, hide = true, default_value = "1s")]
+    pub round: DurationArg,
     #[command(flatten)]
     pub(crate) client: ClientArgs,
 }
