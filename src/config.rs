@@ -2,7 +2,8 @@
 //!
 //! One clap `Config`, parsed once in `main`, then validated into the typed values the rest
 //! of the crate takes by value (`SocketAddr`, `server::ServerOptions` with one part per
-//! layer). This is the only module that reads `DURABLETASK_*` environment variables (clap
+//! layer). Its optional subcommand turns the binary into a client (`cli`); without one it
+//! serves, and only then are the serve flags validated. This is the only module that reads `DURABLETASK_*` environment variables (clap
 //! does it for us via `env`).
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -25,10 +26,21 @@ pub const IN_MEMORY_DB: &str = ":memory:";
 pub const MAX_MESSAGE_SIZE_MB_RANGE: std::ops::RangeInclusive<u32> = 1..=2048;
 
 /// Durable Task sidecar: serves `TaskHubSidecarService` over gRPC (h2c), backed by SQLite
-/// or PostgreSQL.
+/// or PostgreSQL. Given a COMMAND, it is instead a client of a running sidecar.
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]
-#[command(name = "durabletask-sidecar", version, about, long_about = None)]
+#[command(
+    name = "durabletask-sidecar",
+    version,
+    about,
+    long_about = None,
+    subcommand_value_name = "COMMAND",
+    subcommand_help_heading = "Client commands (talk to a running sidecar at --addr; no command = serve)"
+)]
 pub struct Config {
+    /// A client command; none = serve.
+    #[command(subcommand)]
+    pub command: Option<crate::cli::Command>,
+
     /// Interface to listen on: an IP address (`0.0.0.0`, `::`, `::1`) or a host name (`localhost`).
     #[arg(long, env = "DURABLETASK_HOST", default_value = "127.0.0.1")]
     pub host: String,
@@ -305,6 +317,20 @@ mod tests {
         assert_eq!(o.postgres.lease, Duration::from_secs(6));
         assert_eq!(o.engine.lease_renewal, Duration::from_secs(2));
         assert_eq!(o.engine.sweep, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn a_command_makes_a_client_and_no_command_serves() {
+        assert_eq!(parse(&["--port", "4101", "--db", ":memory:"]).command, None);
+        let c = parse(&["get-instances", "--top", "5", "--addr", "h:1", "-o", "json"]);
+        match c.command {
+            Some(crate::cli::Command::GetInstances(args)) => assert_eq!(args.top, Some(5)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse_err(&["start-new"]).kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
     }
 
     #[test]

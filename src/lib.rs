@@ -2,9 +2,11 @@
 //!
 //! Layers, left to right: `grpc` (transport) → `service` (use cases) → `engine` (pure
 //! orchestration state machine + dispatcher) → `store` (trait + backends). Every layer may
-//! use `domain`; no layer names a type from a layer to its left.
+//! use `domain`; no layer names a type from a layer to its left. `cli` is a second door
+//! of a different kind: a gRPC client of any sidecar, in the same binary.
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod engine;

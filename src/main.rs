@@ -1,5 +1,6 @@
-//! `durabletask-sidecar` binary: parse the configuration, set up logging, bind the port and
-//! run the server until SIGINT/SIGTERM. No logic lives here beyond wiring.
+//! `durabletask-sidecar` binary: parse the configuration; with a client command, run it
+//! (`cli`); otherwise set up logging, bind the port and run the server until
+//! SIGINT/SIGTERM. No logic lives here beyond wiring.
 
 use std::process::ExitCode;
 
@@ -9,11 +10,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use durabletask_sidecar::config::Config;
-use durabletask_sidecar::{server, telemetry};
+use durabletask_sidecar::{cli, server, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
+    let mut config = Config::parse();
+    if let Some(command) = config.command.take() {
+        return cli::run(command).await;
+    }
+    match serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // `{:#}` prints the whole context chain on one line.
@@ -23,8 +28,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> anyhow::Result<()> {
-    let config = Config::parse();
+async fn serve(config: Config) -> anyhow::Result<()> {
     telemetry::init(config.log_level.as_deref(), config.log_format)?;
     let addr = config.socket_addr()?;
     let options = config.server_options()?;
