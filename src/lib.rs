@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod grpc;
+pub mod http;
 pub mod proto;
 pub mod server;
 pub mod service;
