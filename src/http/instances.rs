@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, OriginalUri, Path, State};
 use axum::http::header::{CONTENT_TYPE, HOST, LOCATION, RETRY_AFTER};
 use axum::http::request::Parts;
 use axum::http::uri::Authority;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -223,7 +223,7 @@ pub(super) async fn status(
     Path(id): Path<String>,
     params: Params,
     headers: HeaderMap,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
 ) -> ApiResult {
     orchestration(&id)?;
     let Some(record) = door.state.get_instance(&id).await? else {

@@ -111,9 +111,7 @@ pub(super) async fn list_instance_ids(
     let req: dapr::ListInstanceIDsRequest = decoded(req)?.into_inner();
     let page_size = req.page_size.filter(|n| *n > 0);
     let mut query = InstanceQuery {
-        page_size: page_size.map_or(MAX_PAGE_SIZE, |n| {
-            u32::try_from(n).unwrap_or(MAX_PAGE_SIZE).min(MAX_PAGE_SIZE)
-        }),
+        page_size: page_size.map_or(MAX_PAGE_SIZE, |n| n.min(MAX_PAGE_SIZE)),
         continuation_token: req.continuation_token.filter(|t| !t.is_empty()),
         ..Default::default()
     };
