@@ -87,7 +87,7 @@ DURABLETASK_TEST_BACKEND=postgres cargo test --locked --no-fail-fast "${suites[@
 section "load generator smoke run (seconds; figures come from cargo bench, see README)"
 cargo build --locked --bin durabletask-sidecar
 port=$((20000 + RANDOM % 20000))
-./target/debug/durabletask-sidecar --port "$port" --db :memory: --log-level warn &
+./target/debug/durabletask-sidecar --port "$port" --http-port 0 --db :memory: --log-level warn &
 sidecar_pid=$!
 set +e
 cargo test --locked --bench loadgen -- --quick --addr "http://127.0.0.1:$port" --sidecar-pid "$sidecar_pid"

@@ -35,7 +35,7 @@ py="$venv/bin/python"
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/dapr-e2e.XXXXXX")"
 port="$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 address="127.0.0.1:$port"
-"$bin" --host 127.0.0.1 --port "$port" --db "$workdir/sidecar.sqlite" --log-level info \
+"$bin" --host 127.0.0.1 --port "$port" --http-port 0 --db "$workdir/sidecar.sqlite" --log-level info \
     >"$workdir/sidecar.log" 2>&1 &
 sidecar_pid=$!
 
