@@ -183,30 +183,24 @@ impl Api {
         }
     }
 
-    async fn get(&self, template: &str, params: &[(&str, &str)], query: &str) -> Reply {
-        self.call(
-            "GET",
-            template,
-            Req {
-                params,
-                query,
-                ..Req::default()
-            },
-        )
-        .await
+    /// A request with no body and no extra headers.
+    async fn plain(
+        &self,
+        method: &str,
+        template: &str,
+        params: &[(&str, &str)],
+        query: &str,
+    ) -> Reply {
+        let r = Req {
+            params,
+            query,
+            ..Req::default()
+        };
+        self.call(method, template, r).await
     }
 
-    async fn post(&self, template: &str, params: &[(&str, &str)], query: &str) -> Reply {
-        self.call(
-            "POST",
-            template,
-            Req {
-                params,
-                query,
-                ..Req::default()
-            },
-        )
-        .await
+    async fn get(&self, template: &str, params: &[(&str, &str)], query: &str) -> Reply {
+        self.plain("GET", template, params, query).await
     }
 
     async fn start(&self, name: &str, id: &str, input: Value, query: &str) -> Reply {
@@ -233,7 +227,8 @@ impl Api {
     }
 
     async fn op(&self, id: &str, op: &str, query: &str) -> Reply {
-        self.post(
+        self.plain(
+            "POST",
             &format!("{B}/instances/{{instanceId}}/{op}"),
             &[("instanceId", id)],
             query,

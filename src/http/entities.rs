@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::error::{invalid, not_found, ApiResult};
 use super::instances::with_continuation;
-use super::json::{self, Params, CONTINUATION_HEADER};
+use super::json::{self, Params};
 use super::Door;
 use crate::domain::InstanceId;
 use crate::service::entities::{EntityQuery, EntitySignal};
@@ -118,14 +118,7 @@ async fn list(
     params: &Params,
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
-    let token = headers
-        .get(CONTINUATION_HEADER)
-        .map(|v| {
-            v.to_str()
-                .map(str::to_string)
-                .map_err(|_| invalid(format!("header {CONTINUATION_HEADER} is not text")))
-        })
-        .transpose()?;
+    let token = json::continuation(headers)?;
     let fetch_state = params.flag("fetchState", false)?;
     let query = EntityQuery {
         // `@name@` selects one entity name; `@` every entity.

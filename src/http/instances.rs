@@ -243,14 +243,7 @@ pub(super) async fn list(
     params: Params,
     headers: HeaderMap,
 ) -> ApiResult {
-    let token = headers
-        .get(CONTINUATION_HEADER)
-        .map(|v| {
-            v.to_str()
-                .map(str::to_string)
-                .map_err(|_| invalid(format!("header {CONTINUATION_HEADER} is not text")))
-        })
-        .transpose()?;
+    let token = json::continuation(&headers)?;
     let query = InstanceQuery {
         statuses: params.statuses("runtimeStatus")?,
         created_from: params.time("createdTimeFrom")?,
@@ -356,10 +349,7 @@ pub(super) async fn suspend(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult {
-    orchestration(&id)?;
-    let reason = params.get("reason").map(Into::into);
-    let delivery = door.state.set_suspended(&id, true, reason).await?;
-    Ok(accepted_or_gone(delivery, &id))
+    set_suspended(&door, &id, &params, true).await
 }
 
 /// `POST instances/{instanceId}/resume?reason=`.
@@ -368,10 +358,14 @@ pub(super) async fn resume(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult {
-    orchestration(&id)?;
+    set_suspended(&door, &id, &params, false).await
+}
+
+async fn set_suspended(door: &Door, id: &str, params: &Params, suspend: bool) -> ApiResult {
+    orchestration(id)?;
     let reason = params.get("reason").map(Into::into);
-    let delivery = door.state.set_suspended(&id, false, reason).await?;
-    Ok(accepted_or_gone(delivery, &id))
+    let delivery = door.state.set_suspended(id, suspend, reason).await?;
+    Ok(accepted_or_gone(delivery, id))
 }
 
 /// `POST instances/{instanceId}/rewind?reason=`: 412 unless Failed.

@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
 use super::error::{invalid, ApiError};
-use crate::domain::events::from_timestamp;
+use crate::domain::events::{from_timestamp, kind_name};
 use crate::domain::{EntityRecord, InstanceRecord, RuntimeStatus};
 use crate::proto as pb;
 use pb::history_event::EventType;
@@ -105,6 +105,18 @@ impl Params {
             })
             .collect()
     }
+}
+
+/// The `x-ms-continuation-token` request header, if sent.
+pub(super) fn continuation(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    headers
+        .get(CONTINUATION_HEADER)
+        .map(|v| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| invalid(format!("header {CONTINUATION_HEADER} is not text")))
+        })
+        .transpose()
 }
 
 /// The Durable Functions name of a status (`OrchestrationRuntimeStatus`).
@@ -288,7 +300,7 @@ pub(super) fn history_events(
                 }
             }
         };
-        let name = match kind {
+        match kind {
             EventType::OrchestratorStarted(_)
             | EventType::OrchestratorCompleted(_)
             | EventType::TaskScheduled(_)
@@ -298,7 +310,6 @@ pub(super) fn history_events(
                 if show_input {
                     put("Input", payload(s.input.as_deref()));
                 }
-                "ExecutionStarted"
             }
             EventType::ExecutionCompleted(c) => {
                 let status =
@@ -310,18 +321,15 @@ pub(super) fn history_events(
                 if let Some(f) = &c.failure_details {
                     put("FailureDetails", failure(f));
                 }
-                "ExecutionCompleted"
             }
             EventType::ExecutionTerminated(t) => {
                 put("Input", payload(t.input.as_deref()));
-                "ExecutionTerminated"
             }
             EventType::TaskCompleted(c) => {
                 origin(c.task_scheduled_id, &mut put);
                 if show_output {
                     put("Result", payload(c.result.as_deref()));
                 }
-                "TaskCompleted"
             }
             EventType::TaskFailed(f) => {
                 origin(f.task_scheduled_id, &mut put);
@@ -329,14 +337,12 @@ pub(super) fn history_events(
                     put("Reason", Value::String(d.error_message.clone()));
                     put("FailureDetails", failure(d));
                 }
-                "TaskFailed"
             }
             EventType::SubOrchestrationInstanceCompleted(c) => {
                 origin(c.task_scheduled_id, &mut put);
                 if show_output {
                     put("Result", payload(c.result.as_deref()));
                 }
-                "SubOrchestrationInstanceCompleted"
             }
             EventType::SubOrchestrationInstanceFailed(f) => {
                 origin(f.task_scheduled_id, &mut put);
@@ -344,20 +350,17 @@ pub(super) fn history_events(
                     put("Reason", Value::String(d.error_message.clone()));
                     put("FailureDetails", failure(d));
                 }
-                "SubOrchestrationInstanceFailed"
             }
             EventType::TimerCreated(t) => {
                 if let Some(at) = &t.fire_at {
                     put("FireAt", Value::String(time_precise(from_timestamp(at))));
                 }
-                "TimerCreated"
             }
             EventType::TimerFired(t) => {
                 if let Some(at) = &t.fire_at {
                     put("FireAt", Value::String(time_precise(from_timestamp(at))));
                 }
                 put("TimerId", json!(t.timer_id));
-                "TimerFired"
             }
             EventType::EventSent(s) => {
                 put("Name", Value::String(s.name.clone()));
@@ -365,36 +368,22 @@ pub(super) fn history_events(
                 if show_input {
                     put("Input", payload(s.input.as_deref()));
                 }
-                "EventSent"
             }
             EventType::EventRaised(r) => {
                 put("Name", Value::String(r.name.clone()));
                 if show_input {
                     put("Input", payload(r.input.as_deref()));
                 }
-                "EventRaised"
             }
             EventType::ExecutionSuspended(s) => {
                 put("Reason", payload(s.input.as_deref()));
-                "ExecutionSuspended"
             }
             EventType::ExecutionResumed(s) => {
                 put("Reason", payload(s.input.as_deref()));
-                "ExecutionResumed"
             }
-            EventType::GenericEvent(_) => "GenericEvent",
-            EventType::HistoryState(_) => "HistoryState",
-            EventType::ContinueAsNew(_) => "ContinueAsNew",
-            EventType::EntityOperationSignaled(_) => "EntityOperationSignaled",
-            EventType::EntityOperationCalled(_) => "EntityOperationCalled",
-            EventType::EntityOperationCompleted(_) => "EntityOperationCompleted",
-            EventType::EntityOperationFailed(_) => "EntityOperationFailed",
-            EventType::EntityLockRequested(_) => "EntityLockRequested",
-            EventType::EntityLockGranted(_) => "EntityLockGranted",
-            EventType::EntityUnlockSent(_) => "EntityUnlockSent",
-            EventType::ExecutionRewound(_) => "ExecutionRewound",
-        };
-        o.insert("EventType".into(), Value::String(name.into()));
+            _ => {}
+        }
+        o.insert("EventType".into(), Value::String(kind_name(e).into()));
         if let Some(t) = &e.timestamp {
             o.insert(
                 "Timestamp".into(),
