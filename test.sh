@@ -114,6 +114,7 @@ e2e "Python SDK end-to-end tests (PostgreSQL)" "$root/tests/python/run.sh" \
 # Three sidecars on one database, one killed and one paused past its lease.
 e2e "Multi-node failover on PostgreSQL (Python SDK workers)" "$root/tests/multinode/run.sh"
 e2e "Dapr Python SDK end-to-end tests" "$root/tests/dapr/run.sh"
+e2e "HTTP API property-based run (schemathesis against /openapi.json)" "$root/tests/schemathesis/run.sh"
 e2e "JavaScript SDK end-to-end tests" "$root/tests/js/run.sh"
 e2e "Java SDK end-to-end tests" "$root/tests/java/run.sh"
 e2e "Go SDK end-to-end tests" "$root/tests/go/run.sh"

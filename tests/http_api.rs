@@ -552,6 +552,12 @@ async fn instance_operations_answer_202_404_410_and_400() {
         api.start("Orch", "@counter@x", json!(1), "").await.status,
         400
     );
+    // Status options are checked before anything starts, timeout or not.
+    let r = api
+        .start("Orch", "h-bad-flag", json!(1), "showInput=null")
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(!exists(&server, "h-bad-flag").await);
     // A live instance with the id: 409.
     assert_eq!(api.start("Orch", "h-ops", json!(1), "").await.status, 409);
 

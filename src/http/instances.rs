@@ -109,29 +109,54 @@ async fn start_instance(
             ..StartRequest::default()
         })
         .await?;
-    check_status_or_wait(&door, &headers, &params, id.as_str(), wait).await
+    check_status_or_wait(&door, &headers, id.as_str(), wait).await
 }
 
-/// `timeout` (seconds) turns a start or restart into wait-or-check-status.
-/// `pollingInterval` is accepted and checked but unused: waits here are woken by commits,
-/// as Durable Functions does for providers that support poll-free waits.
-fn wait_params(params: &Params) -> Result<Option<Duration>, ApiError> {
+/// How a start or restart waits: `timeout` (seconds) turns it into wait-or-check-status,
+/// answered like a status request when the instance ends badly (so the status options
+/// are read, and checked, up front). `pollingInterval` is accepted and checked but
+/// unused: waits here are woken by commits, as Durable Functions does for providers that
+/// support poll-free waits.
+#[derive(Debug)]
+struct Wait {
+    timeout: Option<Duration>,
+    show: Show,
+}
+
+fn wait_params(params: &Params) -> Result<Wait, ApiError> {
     let timeout = params.seconds("timeout")?;
     let _interval = params.seconds("pollingInterval")?;
-    Ok(timeout)
+    Ok(Wait {
+        timeout,
+        show: Show::from_params(params)?,
+    })
+}
+
+/// The status response's options.
+#[derive(Debug, Clone, Copy)]
+struct Show {
+    history: bool,
+    history_output: bool,
+    input: bool,
+    failure_as_500: bool,
+}
+
+impl Show {
+    fn from_params(params: &Params) -> Result<Self, ApiError> {
+        Ok(Self {
+            history: params.flag("showHistory", false)?,
+            history_output: params.flag("showHistoryOutput", false)?,
+            input: params.flag("showInput", true)?,
+            failure_as_500: params.flag("returnInternalServerErrorOnFailure", false)?,
+        })
+    }
 }
 
 /// 202 with the management payload, or, with a `timeout`, the outcome if the instance
 /// ends in time: 200 + output when Completed, the status response when it failed or was
 /// terminated.
-async fn check_status_or_wait(
-    door: &Door,
-    headers: &HeaderMap,
-    params: &Params,
-    id: &str,
-    timeout: Option<Duration>,
-) -> ApiResult {
-    if let Some(timeout) = timeout {
+async fn check_status_or_wait(door: &Door, headers: &HeaderMap, id: &str, wait: Wait) -> ApiResult {
+    if let Some(timeout) = wait.timeout {
         let limit = timeout.min(door.state.options().max_wait);
         match door
             .state
@@ -149,7 +174,7 @@ async fn check_status_or_wait(
                     origin(door, headers),
                     json::path_segment(id)
                 );
-                return status_response(door, params, r, location).await;
+                return status_response(door, wait.show, r, location).await;
             }
             Ok(_) | Err(ServiceError::DeadlineExceeded(_)) => {}
             Err(e) => return Err(e.into()),
@@ -173,34 +198,30 @@ fn check_status(door: &Door, headers: &HeaderMap, id: &str) -> Response {
 /// while live, 200 when ended, 500 for Failed with `returnInternalServerErrorOnFailure`.
 async fn status_response(
     door: &Door,
-    params: &Params,
+    show: Show,
     record: InstanceRecord,
     location: String,
 ) -> ApiResult {
-    let show_history = params.flag("showHistory", false)?;
-    let show_history_output = params.flag("showHistoryOutput", false)?;
-    let show_input = params.flag("showInput", true)?;
-    let fail_500 = params.flag("returnInternalServerErrorOnFailure", false)?;
-    let history = if show_history {
+    let history = if show.history {
         let events = door
             .state
             .instance_history(record.instance_id.as_str(), None)
             .await?;
         Some(json::history_events(
             &events,
-            show_input,
-            show_history_output,
+            show.input,
+            show.history_output,
         ))
     } else {
         None
     };
-    let body = json::status_object(&record, show_input, history);
+    let body = json::status_object(&record, show.input, history);
     let code = match record.status {
         RuntimeStatus::Running
         | RuntimeStatus::Pending
         | RuntimeStatus::ContinuedAsNew
         | RuntimeStatus::Suspended => StatusCode::ACCEPTED,
-        RuntimeStatus::Failed if fail_500 => StatusCode::INTERNAL_SERVER_ERROR,
+        RuntimeStatus::Failed if show.failure_as_500 => StatusCode::INTERNAL_SERVER_ERROR,
         RuntimeStatus::Failed
         | RuntimeStatus::Completed
         | RuntimeStatus::Canceled
@@ -226,6 +247,7 @@ pub(super) async fn status(
     OriginalUri(uri): OriginalUri,
 ) -> ApiResult {
     orchestration(&id)?;
+    let show = Show::from_params(&params)?;
     let Some(record) = door.state.get_instance(&id).await? else {
         return Err(unknown(&id));
     };
@@ -234,7 +256,7 @@ pub(super) async fn status(
         origin(&door, &headers),
         uri.path_and_query().map_or(uri.path(), |p| p.as_str())
     );
-    status_response(&door, &params, record, location).await
+    status_response(&door, show, record, location).await
 }
 
 /// `GET instances`: filters, `top`, and paging through `x-ms-continuation-token`.
@@ -392,5 +414,5 @@ pub(super) async fn restart(
     let new_id = params.flag("restartWithNewInstanceId", true)?;
     let wait = wait_params(&params)?;
     let target = door.state.restart_instance(&id, new_id).await?;
-    check_status_or_wait(&door, &headers, &params, target.as_str(), wait).await
+    check_status_or_wait(&door, &headers, target.as_str(), wait).await
 }
