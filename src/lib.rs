@@ -1,6 +1,6 @@
 //! durabletask-sidecar: a Durable Task sidecar (`TaskHubSidecarService`) on SQLite.
 //!
-//! Layers, left to right: `grpc` (transport) → `service` (use cases) → `engine` (pure
+//! Layers, left to right: `grpc` and `http` (the doors) → `service` (use cases) → `engine` (pure
 //! orchestration state machine + dispatcher) → `store` (trait + backends). Every layer may
 //! use `domain`; no layer names a type from a layer to its left.
 #![warn(missing_docs)]

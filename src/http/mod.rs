@@ -165,8 +165,29 @@ fn router(state: AppState, options: &HttpOptions, local_addr: Option<SocketAddr>
         .nest(BASE_PATH, base)
         .route("/openapi.json", get(admin::openapi))
         .fallback(error::no_route)
+        .layer(axum::middleware::from_fn(trace))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .with_state(Door { state, local_addr })
+}
+
+/// One span per request (the HTTP twin of the gRPC `rpc` span), and its status at debug.
+async fn trace(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument as _;
+    let span = tracing::debug_span!(
+        "http",
+        method = %request.method(),
+        path = %request.uri().path()
+    );
+    async move {
+        let response = next.run(request).await;
+        tracing::debug!(status = response.status().as_u16(), "answered");
+        response
+    }
+    .instrument(span)
+    .await
 }
 
 #[cfg(test)]
