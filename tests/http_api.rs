@@ -943,6 +943,34 @@ async fn delete_task_hub_wipes_everything_unless_disabled() {
     assert_eq!(api.status("h-hub", "").await.status, 202);
 }
 
+#[tokio::test]
+async fn shutdown_ends_a_waiting_start_with_503_and_stops_both_doors() {
+    let mut server = TestServer::start().await;
+    let api = Api::new(&server).await;
+    let waiting = api.start("Greet", "h-shutdown", json!(1), "timeout=60");
+    tokio::pin!(waiting);
+    // The start is accepted (the instance exists) and the request is now waiting.
+    within("instance created", async {
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut waiting => panic!("the wait ended before shutdown"),
+                found = exists(&server, "h-shutdown") => if found { break },
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let (reply, ()) = tokio::join!(waiting, server.stop());
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.body["error"], "Unavailable");
+    let refused = reqwest::get(format!("{}/openapi.json", api.origin)).await;
+    assert!(
+        refused.is_err(),
+        "the HTTP door still answers after shutdown"
+    );
+}
+
 /// Every route the OpenAPI document lists is served (the unit test in src/http checks
 /// the document against the router's route table; this checks the table against the
 /// live router): no route answers the router's fallback or 405.
