@@ -18,24 +18,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 venv="${SCHEMATHESIS_VENV:-$root/.venv-schemathesis}"
 
-bin="${SIDECAR_BIN:-}"
-if [ -z "$bin" ]; then
-    for profile in debug release; do
-        if [ -x "$root/target/$profile/durabletask-sidecar" ]; then
-            bin="$root/target/$profile/durabletask-sidecar"
-            break
-        fi
-    done
-fi
-if [ -z "$bin" ] || [ ! -x "$bin" ]; then
-    echo "sidecar binary not found: set SIDECAR_BIN or run 'cargo build'" >&2
-    exit 2
-fi
-
-if [ ! -x "$venv/bin/python" ]; then
-    "${PYTHON:-python3}" -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+# shellcheck source=tests/pysuite.sh
+. "$root/tests/pysuite.sh"
+bin="$(sidecar_bin "$root")"
+python_venv "$venv" "$here/requirements.txt"
 py="$venv/bin/python"
 
 free_port() {
