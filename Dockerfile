@@ -42,10 +42,10 @@ COPY --from=builder /out/durabletask-sidecar /durabletask-sidecar
 COPY --from=builder --chown=65532:65532 /out/data /data
 USER 65532:65532
 VOLUME /data
-EXPOSE 4001
+EXPOSE 4001 4002
 # The binary is its own health probe (no shell in distroless): exit 0 while SERVING.
 HEALTHCHECK --interval=10s --timeout=6s --start-period=5s \
     CMD ["/durabletask-sidecar", "health"]
 # Exec form: the sidecar is PID 1 and handles SIGTERM itself (drains, then exits).
 ENTRYPOINT ["/durabletask-sidecar"]
-CMD ["--host", "0.0.0.0", "--port", "4001", "--db", "/data/durabletask.sqlite"]
+CMD ["--host", "0.0.0.0", "--port", "4001", "--http-port", "4002", "--db", "/data/durabletask.sqlite"]

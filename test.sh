@@ -8,24 +8,25 @@
 #   5. the server integration suites (tests/*.rs on TestServer) again, on PostgreSQL
 #      (DURABLETASK_TEST_BACKEND=postgres: a fresh database per server)
 #   6. a seconds-long smoke run of the load generator against the debug sidecar
-#   7.-13. SDK end-to-end tests against the debug binary built by step 4 (a release build
+#   7.-14. end-to-end tests against the debug binary built by step 4 (a release build
 #      would double CI's compile time and tests no behaviour the debug one lacks):
 #      Microsoft's Python SDK on SQLite, then on PostgreSQL (tests/python), three sidecars
 #      on one PostgreSQL database with one killed and one paused (tests/multinode), Dapr's
-#      (tests/dapr), JavaScript (tests/js), Java (tests/java), Go (tests/go)
+#      (tests/dapr), a schemathesis run of the HTTP API against /openapi.json
+#      (tests/schemathesis), JavaScript (tests/js), Java (tests/java), Go (tests/go)
 # Needs: the Rust toolchain (rust-toolchain.toml pins it), a C compiler (bundled SQLite),
 # PostgreSQL (apt-get install postgresql: initdb, pg_ctl, psql), python3 with venv, and for
 # the SDK suites Node, a JDK + Maven, Go (.ci/run installs what a Debian machine lacks).
 # Each SDK suite installs its pinned SDK (tests/python/run.sh creates .venv-e2e,
 # tests/dapr/run.sh .venv-dapr, ...).
-# SKIP_E2E=1 skips steps 7-13 (no Python/network needed).
+# SKIP_E2E=1 skips steps 7-14 (no Python/network needed).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
 
 step_no=0
-steps=13
+steps=14
 step_name=""
 started=$SECONDS
 pg_dir=""
@@ -87,7 +88,7 @@ DURABLETASK_TEST_BACKEND=postgres cargo test --locked --no-fail-fast "${suites[@
 section "load generator smoke run (seconds; figures come from cargo bench, see README)"
 cargo build --locked --bin durabletask-sidecar
 port=$((20000 + RANDOM % 20000))
-./target/debug/durabletask-sidecar --port "$port" --db :memory: --log-level warn &
+./target/debug/durabletask-sidecar --port "$port" --http-port 0 --db :memory: --log-level warn &
 sidecar_pid=$!
 set +e
 cargo test --locked --bench loadgen -- --quick --addr "http://127.0.0.1:$port" --sidecar-pid "$sidecar_pid"
@@ -114,6 +115,7 @@ e2e "Python SDK end-to-end tests (PostgreSQL)" "$root/tests/python/run.sh" \
 # Three sidecars on one database, one killed and one paused past its lease.
 e2e "Multi-node failover on PostgreSQL (Python SDK workers)" "$root/tests/multinode/run.sh"
 e2e "Dapr Python SDK end-to-end tests" "$root/tests/dapr/run.sh"
+e2e "HTTP API property-based run (schemathesis against /openapi.json)" "$root/tests/schemathesis/run.sh"
 e2e "JavaScript SDK end-to-end tests" "$root/tests/js/run.sh"
 e2e "Java SDK end-to-end tests" "$root/tests/java/run.sh"
 e2e "Go SDK end-to-end tests" "$root/tests/go/run.sh"

@@ -13,6 +13,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::engine::EngineConfig;
 use crate::grpc::GrpcOptions;
+use crate::http::HttpOptions;
 use crate::server::ServerOptions;
 use crate::service::ServiceOptions;
 use crate::store::postgres::PostgresOptions;
@@ -48,6 +49,11 @@ pub struct Config {
     /// TCP port to listen on (0 picks a free port).
     #[arg(long, env = "DURABLETASK_PORT", default_value_t = 4001)]
     pub port: u16,
+
+    /// TCP port of the HTTP management API (Durable Functions' routes), on the same
+    /// `--host`: a number (0 picks a free port) or `off` to serve no HTTP.
+    #[arg(long, env = "DURABLETASK_HTTP_PORT", default_value = "4002", value_parser = parse_http_port)]
+    pub http_port: HttpPort,
 
     /// Where state is kept: a SQLite database file (created if missing), `:memory:` for a
     /// throw-away database, or a PostgreSQL URL (`postgres://user:pass@host:5432/db`).
@@ -94,6 +100,20 @@ pub struct Config {
     /// server's `max_connections`.
     #[arg(long, env = "DURABLETASK_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+}
+
+/// `--http-port`: a port, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpPort(pub Option<u16>);
+
+fn parse_http_port(raw: &str) -> Result<HttpPort, String> {
+    if raw.trim().eq_ignore_ascii_case("off") {
+        return Ok(HttpPort(None));
+    }
+    raw.trim()
+        .parse::<u16>()
+        .map(|p| HttpPort(Some(p)))
+        .map_err(|_| format!("expected a port number (0-65535) or `off`, got {raw:?}"))
 }
 
 /// How log lines are rendered.
@@ -149,12 +169,21 @@ impl Config {
     /// A name that resolves to both families binds the IPv4 address, because SDKs dial
     /// `localhost:4001` and most try `127.0.0.1` first.
     pub fn socket_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.resolve(self.port)
+    }
+
+    /// The HTTP API's address (`--host` plus `--http-port`); `None` when it is `off`.
+    pub fn http_socket_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.http_port.0.map(|port| self.resolve(port)).transpose()
+    }
+
+    fn resolve(&self, port: u16) -> Result<SocketAddr, ConfigError> {
         let host = self.host.trim();
         let host = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
-        let addrs: Vec<SocketAddr> = (host, self.port)
+        let addrs: Vec<SocketAddr> = (host, port)
             .to_socket_addrs()
             .map_err(|err| ConfigError::HostResolution {
                 host: self.host.clone(),
@@ -196,6 +225,9 @@ impl Config {
         Ok(ServerOptions {
             store,
             grpc: GrpcOptions { max_message_bytes },
+            http: HttpOptions {
+                max_body_bytes: max_message_bytes,
+            },
             service: ServiceOptions {
                 task_hub_admin: !self.disable_task_hub_admin,
                 health_ping_interval: Duration::from_secs(self.health_ping_seconds),
@@ -257,6 +289,7 @@ mod tests {
         }
         assert_eq!(c.host, "127.0.0.1");
         assert_eq!(c.port, 4001);
+        assert_eq!(c.http_port, HttpPort(Some(4002)));
         assert_eq!(c.db, DEFAULT_DB);
         assert_eq!(c.log_level, None);
         assert_eq!(c.log_format, LogFormat::Text);
@@ -330,6 +363,32 @@ mod tests {
         assert_eq!(
             parse_err(&["start-new"]).kind(),
             clap::error::ErrorKind::MissingRequiredArgument
+        );
+    }
+
+    #[test]
+    fn http_port_is_a_number_or_off_on_the_same_host() {
+        let c = parse(&["--host", "0.0.0.0", "--http-port", "5002"]);
+        assert_eq!(
+            c.http_socket_addr().unwrap(),
+            Some(SocketAddr::from(([0, 0, 0, 0], 5002)))
+        );
+        assert_eq!(
+            parse(&["--http-port", "OFF"]).http_socket_addr().unwrap(),
+            None
+        );
+        assert_eq!(parse(&["--http-port=0"]).http_port, HttpPort(Some(0)));
+        assert_eq!(
+            parse_err(&["--http-port", "70000"]).kind(),
+            clap::error::ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse(&["--max-message-size-mb", "3"])
+                .server_options()
+                .unwrap()
+                .http
+                .max_body_bytes,
+            3 * 1024 * 1024
         );
     }
 

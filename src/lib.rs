@@ -1,6 +1,6 @@
 //! durabletask-sidecar: a Durable Task sidecar (`TaskHubSidecarService`) on SQLite.
 //!
-//! Layers, left to right: `grpc` (transport) → `service` (use cases) → `engine` (pure
+//! Layers, left to right: `grpc` and `http` (the doors) → `service` (use cases) → `engine` (pure
 //! orchestration state machine + dispatcher) → `store` (trait + backends). Every layer may
 //! use `domain`; no layer names a type from a layer to its left. `cli` is a second door
 //! of a different kind: a gRPC client of any sidecar, in the same binary.
@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod grpc;
+pub mod http;
 pub mod proto;
 pub mod server;
 pub mod service;

@@ -31,23 +31,32 @@ async fn main() -> ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     telemetry::init(config.log_level.as_deref(), config.log_format)?;
     let addr = config.socket_addr()?;
+    let http_addr = config.http_socket_addr()?;
     let options = config.server_options()?;
     tracing::debug!(?config, "configuration");
 
-    let listener = TcpListener::bind(addr).await.map_err(|err| {
-        if err.kind() == std::io::ErrorKind::AddrInUse {
-            anyhow::anyhow!("cannot listen on {addr}: the port is already in use (another sidecar running? choose one with --port)")
-        } else {
-            anyhow::Error::new(err).context(format!("cannot listen on {addr}"))
-        }
-    })?;
+    let grpc = bind(addr, "--port").await?;
+    let http = match http_addr {
+        Some(addr) => Some(bind(addr, "--http-port (or `--http-port off`)").await?),
+        None => None,
+    };
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
-    server::run(options, listener, shutdown)
+    server::run(options, server::Listeners { grpc, http }, shutdown)
         .await
         .context("server failed")
+}
+
+async fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|err| {
+        if err.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!("cannot listen on {addr}: the port is already in use (another sidecar running? choose one with {flag})")
+        } else {
+            anyhow::Error::new(err).context(format!("cannot listen on {addr}"))
+        }
+    })
 }
 
 /// Cancels `token` on the first SIGINT/SIGTERM so the server drains; a second signal

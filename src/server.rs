@@ -1,5 +1,5 @@
 //! Wiring: opens the store the URL names, builds the engine and the worker hub, serves gRPC
-//! until the shutdown token fires, then drains. Used by `main.rs` and by the integration
+//! and (when it has a listener) the HTTP API until the shutdown token fires, then drains. Used by `main.rs` and by the integration
 //! tests. The only module that knows every layer's options; no layer imports it.
 
 use std::net::SocketAddr;
@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::SystemClock;
 use crate::engine::EngineConfig;
 use crate::grpc::{GrpcOptions, ServeError};
+use crate::http::HttpOptions;
 use crate::service::{AppState, ServiceOptions};
 use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
@@ -30,6 +31,24 @@ pub struct ServerOptions {
     pub engine: EngineConfig,
     /// gRPC door options.
     pub grpc: GrpcOptions,
+    /// HTTP door options.
+    pub http: HttpOptions,
+}
+
+/// The bound sockets the doors serve on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC (`--port`).
+    pub grpc: TcpListener,
+    /// The HTTP API (`--http-port`); `None` when turned off.
+    pub http: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    /// gRPC only.
+    fn from(grpc: TcpListener) -> Self {
+        Self { grpc, http: None }
+    }
 }
 
 impl Default for ServerOptions {
@@ -40,6 +59,7 @@ impl Default for ServerOptions {
             service: ServiceOptions::default(),
             engine: EngineConfig::default(),
             grpc: GrpcOptions::default(),
+            http: HttpOptions::default(),
         }
     }
 }
@@ -53,6 +73,9 @@ pub enum ServerError {
     /// The gRPC door failed.
     #[error(transparent)]
     Grpc(#[from] ServeError),
+    /// The HTTP door failed.
+    #[error("HTTP server error: {0}")]
+    Http(#[from] std::io::Error),
 }
 
 /// Opens the backend `url` names (migrations included).
@@ -74,12 +97,16 @@ pub async fn open_store(
     })
 }
 
-/// Serves on `listener` until `shutdown` is cancelled.
+/// Serves on `listeners` until `shutdown` is cancelled. Either door failing stops both.
 pub async fn run(
     options: ServerOptions,
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    let Listeners {
+        grpc: listener,
+        http,
+    } = listeners.into();
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     let store = open_store(&options.store, &options).await?;
     let state = match AppState::new(
@@ -99,13 +126,34 @@ pub async fn run(
     };
     tracing::info!(addr = ?addr, db = %options.store, "durabletask-sidecar listening");
     let engine_task = tokio::spawn(Arc::clone(state.engine()).run(shutdown.child_token()));
-    let result = crate::grpc::serve(state.clone(), &options.grpc, listener, shutdown.clone()).await;
+    let http_task = http.map(|http| {
+        let (state, options, stop) = (state.clone(), options.http.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let result = crate::http::serve(state, &options, http, stop.clone()).await;
+            // A failed HTTP door takes the server down, as a failed gRPC door does.
+            stop.cancel();
+            result
+        })
+    });
+    let mut result = crate::grpc::serve(state.clone(), &options.grpc, listener, shutdown.clone())
+        .await
+        .map_err(ServerError::from);
     shutdown.cancel();
+    if let Some(task) = http_task {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "HTTP door failed");
+                result = result.and(Err(ServerError::Http(err)));
+            }
+            Err(err) => tracing::error!(error = %err, "HTTP door task ended abnormally"),
+        }
+    }
     if let Err(err) = engine_task.await {
         tracing::error!(error = %err, "dispatcher task ended abnormally");
     }
     state.close().await;
     store.close().await;
     tracing::info!("durabletask-sidecar stopped");
-    result.map_err(ServerError::from)
+    result
 }

@@ -13,7 +13,16 @@ async fn a_second_sidecar_on_the_same_file_refuses_to_start_and_names_the_holder
     let holder = SqliteStore::open(db).await.unwrap();
 
     let out = Command::new(env!("CARGO_BIN_EXE_durabletask-sidecar"))
-        .args(["--port", "0", "--db", db, "--log-level", "warn"])
+        .args([
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+            "--db",
+            db,
+            "--log-level",
+            "warn",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success(), "the second sidecar started");

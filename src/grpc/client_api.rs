@@ -3,7 +3,7 @@
 
 use tonic::{Response, Status};
 
-use super::convert::{orchestration_state, start_request};
+use super::convert::{instance_query, orchestration_state, purge_criteria, start_request};
 use super::Rpc;
 use crate::proto as pb;
 use crate::service::client::WaitFor;
@@ -78,7 +78,7 @@ pub(super) async fn query_instances(
     req: pb::QueryInstancesRequest,
 ) -> Rpc<pb::QueryInstancesResponse> {
     let query = req.query.unwrap_or_default();
-    let page = state.query_instances(&query).await?;
+    let page = state.query_instances(&instance_query(&query)?).await?;
     Ok(Response::new(pb::QueryInstancesResponse {
         orchestration_state: page
             .items
@@ -103,7 +103,9 @@ pub(super) async fn purge_instances(
             true,
         ),
         Some(Target::PurgeInstanceFilter(filter)) => {
-            state.purge_where(&filter, req.recursive).await?
+            state
+                .purge_where(&purge_criteria(&filter)?, req.recursive)
+                .await?
         }
         None => return Err(Status::invalid_argument(
             "PurgeInstancesRequest needs one of instanceId, purgeInstanceFilter or instanceBatch",

@@ -2,11 +2,11 @@
 
 use tonic::Response;
 
+use super::convert::entity_query;
 use super::Rpc;
-use crate::domain::events::{from_timestamp, to_timestamp};
+use crate::domain::events::to_timestamp;
 use crate::domain::EntityRecord;
 use crate::proto as pb;
-use crate::service::entities::EntityQuery;
 use crate::service::AppState;
 
 fn metadata(r: EntityRecord, include_state: bool) -> pb::EntityMetadata {
@@ -36,16 +36,7 @@ pub(super) async fn query_entities(
 ) -> Rpc<pb::QueryEntitiesResponse> {
     let q = req.query.unwrap_or_default();
     let include_state = q.include_state;
-    let page = state
-        .query_entities(EntityQuery {
-            prefix: q.instance_id_starts_with,
-            modified_from: q.last_modified_from.as_ref().map(from_timestamp),
-            modified_to: q.last_modified_to.as_ref().map(from_timestamp),
-            include_transient: q.include_transient,
-            page_size: q.page_size,
-            token: q.continuation_token,
-        })
-        .await?;
+    let page = state.query_entities(entity_query(q)).await?;
     Ok(Response::new(pb::QueryEntitiesResponse {
         entities: page
             .items

@@ -235,7 +235,8 @@ impl TaskHubSidecarService for Api {
         &self,
         r: Request<pb::ListInstanceIdsRequest>,
     ) -> Rpc<pb::ListInstanceIdsResponse> {
-        let page = self.state.list_instance_ids(&r.into_inner()).await?;
+        let query = convert::completed_query(&r.into_inner())?;
+        let page = self.state.list_instance_ids(&query).await?;
         Ok(Response::new(pb::ListInstanceIdsResponse {
             instance_ids: page.items.into_iter().map(|i| i.into_string()).collect(),
             last_instance_key: page.next,
@@ -315,7 +316,9 @@ impl TaskHubSidecarService for Api {
         &self,
         r: Request<pb::SignalEntityRequest>,
     ) -> Rpc<pb::SignalEntityResponse> {
-        self.state.signal_entity(r.into_inner()).await?;
+        self.state
+            .signal_entity(convert::entity_signal(r.into_inner()))
+            .await?;
         Ok(Response::new(pb::SignalEntityResponse {}))
     }
 

@@ -67,6 +67,62 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+/// A `QueryInstances` request in domain terms (PROTOCOL.md §3.9); every filter optional.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceQuery {
+    /// Empty = any status.
+    pub statuses: Vec<RuntimeStatus>,
+    /// Inclusive.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub created_to: Option<DateTime<Utc>>,
+    /// Plain instance id prefix; empty = none.
+    pub id_prefix: Option<String>,
+    /// Page size; 0 = the default.
+    pub page_size: u32,
+    /// Cursor from the previous page (absent, "" and "0" mean the first page).
+    pub continuation_token: Option<String>,
+}
+
+/// A `ListInstanceIds` request in domain terms (PROTOCOL.md §3.10).
+#[derive(Debug, Clone, Default)]
+pub struct CompletedQuery {
+    /// Terminal statuses wanted; empty = every terminal status, live ones are ignored.
+    pub statuses: Vec<RuntimeStatus>,
+    /// Inclusive.
+    pub completed_from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub completed_to: Option<DateTime<Utc>>,
+    /// Page size; 0 = the default.
+    pub page_size: u32,
+    /// Cursor from the previous page.
+    pub last_instance_key: Option<String>,
+}
+
+/// Which instances a purge by filter deletes (PROTOCOL.md §3.11).
+#[derive(Debug, Clone, Default)]
+pub struct PurgeCriteria {
+    /// Inclusive.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub created_to: Option<DateTime<Utc>>,
+    /// Terminal statuses wanted; empty = every terminal status, live ones are ignored.
+    pub statuses: Vec<RuntimeStatus>,
+    /// Stop after this long (the purge then reports itself incomplete).
+    pub timeout: Option<Duration>,
+}
+
+/// What a request aimed at a running instance (raise, terminate, suspend, resume) did.
+/// The gRPC door answers OK either way (PROTOCOL.md §3.4-3.6); the HTTP door answers 410
+/// Gone for [`Delivery::InstanceEnded`], as Durable Functions does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Accepted: stored, applied, or already in the requested state.
+    Accepted,
+    /// The instance had already ended; nothing was done.
+    InstanceEnded,
+}
+
 /// Validates an orchestration instance id from a request.
 pub fn instance_id(raw: &str) -> Result<InstanceId> {
     if raw.is_empty() {
@@ -101,10 +157,10 @@ pub(super) fn instance_batch(ids: &[String]) -> Result<Vec<InstanceId>> {
         .collect()
 }
 
-pub(super) fn page_size(requested: i32) -> u32 {
-    match u32::try_from(requested) {
-        Ok(0) | Err(_) => DEFAULT_PAGE_SIZE,
-        Ok(n) => n.min(MAX_PAGE_SIZE),
+pub(super) fn page_size(requested: u32) -> u32 {
+    match requested {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
     }
 }
 
@@ -241,7 +297,12 @@ impl AppState {
     }
 
     /// `RaiseEvent` (PROTOCOL.md §3.4).
-    pub async fn raise_event(&self, id: &str, name: &str, input: Option<String>) -> Result<()> {
+    pub async fn raise_event(
+        &self,
+        id: &str,
+        name: &str,
+        input: Option<String>,
+    ) -> Result<Delivery> {
         let id = instance_id(id)?;
         if name.is_empty() {
             return Err(ServiceError::InvalidArgument(
@@ -257,13 +318,16 @@ impl AppState {
                 input,
             }),
         );
-        match self.store().enqueue_event(&id, e).await? {
-            EnqueueOutcome::Enqueued => self.engine().instance_ready(&id),
-            EnqueueOutcome::Dropped => {
-                tracing::debug!(instance_id = %id, "event for a finished instance dropped")
+        Ok(match self.store().enqueue_event(&id, e).await? {
+            EnqueueOutcome::Enqueued => {
+                self.engine().instance_ready(&id);
+                Delivery::Accepted
             }
-        }
-        Ok(())
+            EnqueueOutcome::Dropped => {
+                tracing::debug!(instance_id = %id, "event for a finished instance dropped");
+                Delivery::InstanceEnded
+            }
+        })
     }
 
     /// `TerminateInstance` (PROTOCOL.md §3.5).
@@ -272,7 +336,7 @@ impl AppState {
         id: &str,
         output: Option<String>,
         recursive: bool,
-    ) -> Result<()> {
+    ) -> Result<Delivery> {
         let id = instance_id(id)?;
         let now = self.clock().now();
         let e = event(
@@ -283,12 +347,19 @@ impl AppState {
                 recurse: recursive,
             }),
         );
-        match self.store().terminate_instance(&id, e, output, now).await? {
-            TerminateOutcome::Enqueued => self.engine().instance_ready(&id),
-            TerminateOutcome::TerminatedDirectly => self.engine().watchers().notify(&id),
-            TerminateOutcome::AlreadyTerminal => {}
-        }
-        Ok(())
+        Ok(
+            match self.store().terminate_instance(&id, e, output, now).await? {
+                TerminateOutcome::Enqueued => {
+                    self.engine().instance_ready(&id);
+                    Delivery::Accepted
+                }
+                TerminateOutcome::TerminatedDirectly => {
+                    self.engine().watchers().notify(&id);
+                    Delivery::Accepted
+                }
+                TerminateOutcome::AlreadyTerminal => Delivery::InstanceEnded,
+            },
+        )
     }
 
     /// `SuspendInstance` / `ResumeInstance` (PROTOCOL.md §3.6).
@@ -297,7 +368,7 @@ impl AppState {
         id: &str,
         suspend: bool,
         reason: Option<String>,
-    ) -> Result<()> {
+    ) -> Result<Delivery> {
         let id = instance_id(id)?;
         let now = self.clock().now();
         let kind = if suspend {
@@ -305,16 +376,23 @@ impl AppState {
         } else {
             EventType::ExecutionResumed(pb::ExecutionResumedEvent { input: reason })
         };
-        if self
+        match self
             .store()
             .set_suspended(&id, suspend, event(-1, now, kind), now)
             .await?
-            == SuspendOutcome::Changed
         {
-            self.engine().instance_ready(&id);
-            self.engine().watchers().notify(&id);
+            SuspendOutcome::Changed => {
+                self.engine().instance_ready(&id);
+                self.engine().watchers().notify(&id);
+                Ok(Delivery::Accepted)
+            }
+            // Unchanged means "already so" or "ended"; the record tells which. Ending
+            // after the store call is fine to report too: the request changed nothing.
+            SuspendOutcome::Unchanged => Ok(match self.store().instance(&id).await? {
+                Some(r) if r.status.is_terminal() => Delivery::InstanceEnded,
+                _ => Delivery::Accepted,
+            }),
         }
-        Ok(())
     }
 
     /// `RestartInstance` (PROTOCOL.md §3.8).
@@ -364,19 +442,13 @@ impl AppState {
     }
 
     /// `QueryInstances` (PROTOCOL.md §3.9).
-    pub async fn query_instances(&self, q: &pb::InstanceQuery) -> Result<Page<InstanceRecord>> {
-        let limit = page_size(q.max_instance_count);
+    pub async fn query_instances(&self, q: &InstanceQuery) -> Result<Page<InstanceRecord>> {
+        let limit = page_size(q.page_size);
         let filter = InstanceFilter {
-            statuses: statuses(&q.runtime_status)?,
-            created_from: q
-                .created_time_from
-                .as_ref()
-                .map(crate::domain::events::from_timestamp),
-            created_to: q
-                .created_time_to
-                .as_ref()
-                .map(crate::domain::events::from_timestamp),
-            id_prefix: q.instance_id_prefix.clone().filter(|p| !p.is_empty()),
+            statuses: q.statuses.clone(),
+            created_from: q.created_from,
+            created_to: q.created_to,
+            id_prefix: q.id_prefix.clone().filter(|p| !p.is_empty()),
             after: cursor(q.continuation_token.as_deref())?,
             limit: limit + 1,
         };
@@ -393,12 +465,9 @@ impl AppState {
     }
 
     /// `ListInstanceIds` (PROTOCOL.md §3.10).
-    pub async fn list_instance_ids(
-        &self,
-        req: &pb::ListInstanceIdsRequest,
-    ) -> Result<Page<InstanceId>> {
-        let limit = page_size(req.page_size);
-        let Some(wanted) = terminal_subset(&req.runtime_status)? else {
+    pub async fn list_instance_ids(&self, q: &CompletedQuery) -> Result<Page<InstanceId>> {
+        let limit = page_size(q.page_size);
+        let Some(wanted) = terminal_subset(&q.statuses) else {
             return Ok(Page {
                 items: Vec::new(),
                 next: None,
@@ -406,15 +475,9 @@ impl AppState {
         };
         let filter = CompletedFilter {
             statuses: wanted,
-            completed_from: req
-                .completed_time_from
-                .as_ref()
-                .map(crate::domain::events::from_timestamp),
-            completed_to: req
-                .completed_time_to
-                .as_ref()
-                .map(crate::domain::events::from_timestamp),
-            after: cursor(req.last_instance_key.as_deref())?,
+            completed_from: q.completed_from,
+            completed_to: q.completed_to,
+            after: cursor(q.last_instance_key.as_deref())?,
             limit: limit + 1,
         };
         let mut rows = self.store().list_completed(&filter).await?;
@@ -439,6 +502,36 @@ impl AppState {
         Ok(n)
     }
 
+    /// Purges one finished instance and says why when it cannot: unknown id →
+    /// `NotFound`, live instance → `FailedPrecondition` (the Durable Functions HTTP API's
+    /// rules; the gRPC `PurgeInstances` answers 0 for both instead). An entity id (`@…`)
+    /// purges the entity's record if it is idle.
+    pub async fn purge_finished_instance(&self, id: &str) -> Result<u32> {
+        let iid = instance_id(id)?;
+        if !iid.is_entity() {
+            match self.store().instance(&iid).await? {
+                None => {
+                    return Err(ServiceError::NotFound(format!(
+                        "no orchestration instance with id '{iid}'"
+                    )))
+                }
+                Some(r) if !r.status.is_terminal() => {
+                    return Err(ServiceError::FailedPrecondition(format!(
+                        "instance '{iid}' is {}: only finished instances can be purged; terminate it first",
+                        r.status
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        match self.purge_instance(id, false).await? {
+            0 => Err(ServiceError::NotFound(format!(
+                "nothing to purge for '{iid}' (unknown, or an entity that holds a lock or has queued work)"
+            ))),
+            n => Ok(n),
+        }
+    }
+
     /// `PurgeInstances` by batch.
     pub async fn purge_batch(&self, ids: &[String], recursive: bool) -> Result<u32> {
         let mut total = 0;
@@ -450,33 +543,22 @@ impl AppState {
     }
 
     /// `PurgeInstances` by filter; returns (count, complete).
-    pub async fn purge_where(
-        &self,
-        f: &pb::PurgeInstanceFilter,
-        recursive: bool,
-    ) -> Result<(u32, bool)> {
+    pub async fn purge_where(&self, c: &PurgeCriteria, recursive: bool) -> Result<(u32, bool)> {
         let filter = PurgeFilter {
-            created_from: f
-                .created_time_from
-                .as_ref()
-                .map(crate::domain::events::from_timestamp),
-            created_to: f
-                .created_time_to
-                .as_ref()
-                .map(crate::domain::events::from_timestamp),
-            statuses: match terminal_subset(&f.runtime_status)? {
+            created_from: c.created_from,
+            created_to: c.created_to,
+            statuses: match terminal_subset(&c.statuses) {
                 Some(wanted) => wanted,
                 None => return Ok((0, true)),
             },
         };
-        let deadline = match &f.timeout {
-            Some(d) if d.seconds > 0 || d.nanos > 0 => {
-                let d = chrono::Duration::seconds(d.seconds)
-                    + chrono::Duration::nanoseconds(i64::from(d.nanos));
-                Some(self.clock().now() + d)
-            }
-            _ => None,
-        };
+        // A timeout too long to add to the clock is no timeout.
+        let now = self.clock().now();
+        let deadline = c
+            .timeout
+            .filter(|d| !d.is_zero())
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .and_then(|d| now.checked_add_signed(d));
         Ok(self
             .store()
             .purge_where(&filter, recursive, deadline)
@@ -523,22 +605,11 @@ impl AppState {
     }
 }
 
-fn statuses(raw: &[i32]) -> Result<Vec<RuntimeStatus>> {
-    raw.iter()
-        .map(|v| {
-            RuntimeStatus::from_i32(*v).ok_or_else(|| {
-                ServiceError::InvalidArgument(format!("unknown orchestration status value {v}"))
-            })
-        })
-        .collect()
-}
-
 /// The terminal statuses of a filter list: `Some(empty)` = no filter (all terminal);
 /// `None` = the list names only live statuses, so nothing terminal can match.
-fn terminal_subset(raw: &[i32]) -> Result<Option<Vec<RuntimeStatus>>> {
-    let all = statuses(raw)?;
+fn terminal_subset(all: &[RuntimeStatus]) -> Option<Vec<RuntimeStatus>> {
     let terminal: Vec<_> = all.iter().copied().filter(|s| s.is_terminal()).collect();
-    Ok((all.is_empty() || !terminal.is_empty()).then_some(terminal))
+    (all.is_empty() || !terminal.is_empty()).then_some(terminal)
 }
 
 #[cfg(test)]
@@ -564,7 +635,6 @@ mod tests {
     #[test]
     fn page_size_defaults_and_caps() {
         assert_eq!(page_size(0), DEFAULT_PAGE_SIZE);
-        assert_eq!(page_size(-3), DEFAULT_PAGE_SIZE);
         assert_eq!(page_size(5), 5);
         assert_eq!(page_size(1_000_000), MAX_PAGE_SIZE);
     }

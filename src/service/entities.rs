@@ -7,7 +7,7 @@ use pb::history_event::EventType;
 use super::client::{page_size, Page};
 use super::{AppState, Result, ServiceError};
 use crate::domain::entity::validate_entity_id;
-use crate::domain::events::{event, from_timestamp};
+use crate::domain::events::{event, to_timestamp};
 use crate::domain::{EntityFilter, EntityRecord, InstanceId};
 use crate::proto as pb;
 
@@ -30,10 +30,25 @@ pub struct EntityQuery {
     pub modified_to: Option<DateTime<Utc>>,
     /// Include entities without state.
     pub include_transient: bool,
-    /// Page size; `None` = default.
-    pub page_size: Option<i32>,
+    /// Page size; 0 = default.
+    pub page_size: u32,
     /// Continuation token (the last id of the previous page).
     pub token: Option<String>,
+}
+
+/// A `SignalEntity` request in domain terms.
+#[derive(Debug, Clone, Default)]
+pub struct EntitySignal {
+    /// `@name@key`.
+    pub entity_id: String,
+    /// Operation name.
+    pub operation: String,
+    /// Operation input (serialized), if any.
+    pub input: Option<String>,
+    /// Deliver no earlier than this (past values mean "now").
+    pub scheduled_time: Option<DateTime<Utc>>,
+    /// Client-chosen request id, kept as sent.
+    pub request_id: String,
 }
 
 /// What one `CleanEntityStorage` call did.
@@ -49,27 +64,22 @@ pub struct CleanResult {
 
 impl AppState {
     /// `SignalEntity`: queue the operation, visible at `scheduledTime` if later.
-    pub async fn signal_entity(&self, req: pb::SignalEntityRequest) -> Result<()> {
-        let id = entity_id(&req.instance_id)?;
-        if req.name.is_empty() {
+    pub async fn signal_entity(&self, req: EntitySignal) -> Result<()> {
+        let id = entity_id(&req.entity_id)?;
+        if req.operation.is_empty() {
             return Err(ServiceError::InvalidArgument(
                 "name (the operation name) is required".into(),
             ));
         }
         let now = self.clock().now();
-        let visible_at = req
-            .scheduled_time
-            .as_ref()
-            .map(from_timestamp)
-            .filter(|at| *at > now)
-            .unwrap_or(now);
+        let visible_at = req.scheduled_time.filter(|at| *at > now).unwrap_or(now);
         let signal = event(
             -1,
             now,
             EventType::EntityOperationSignaled(pb::EntityOperationSignaledEvent {
                 request_id: req.request_id,
-                operation: req.name,
-                scheduled_time: req.scheduled_time,
+                operation: req.operation,
+                scheduled_time: req.scheduled_time.map(to_timestamp),
                 input: req.input,
                 target_instance_id: Some(id.to_string()),
             }),
@@ -90,7 +100,7 @@ impl AppState {
 
     /// `QueryEntities`, ordered by id; the token is the last id of the page.
     pub async fn query_entities(&self, q: EntityQuery) -> Result<Page<EntityRecord>> {
-        let limit = page_size(q.page_size.unwrap_or(0));
+        let limit = page_size(q.page_size);
         let filter = EntityFilter {
             id_prefix: q.prefix.filter(|p| !p.is_empty()),
             modified_from: q.modified_from,

@@ -47,6 +47,8 @@ pub fn postgres_backend() -> bool {
 
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
+    /// The HTTP API's address.
+    pub http_addr: std::net::SocketAddr,
     pub client: Client,
     /// A temporary directory of this server's (holding its SQLite file on SQLite).
     pub dir: tempfile::TempDir,
@@ -105,6 +107,8 @@ impl TestServer {
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_addr = http.local_addr().unwrap();
         let cancel = CancellationToken::new();
         let store = match &pg {
             Some(_) => StoreUrl::Postgres(db.clone()),
@@ -113,7 +117,11 @@ impl TestServer {
         let options = ServerOptions { store, ..options };
         let token = cancel.clone();
         let task = tokio::spawn(async move {
-            server::run(options, listener, token)
+            let listeners = server::Listeners {
+                grpc: listener,
+                http: Some(http),
+            };
+            server::run(options, listeners, token)
                 .await
                 .expect("server failed");
         });
@@ -122,6 +130,7 @@ impl TestServer {
             .unwrap();
         Self {
             addr,
+            http_addr,
             client,
             dir,
             db,
@@ -144,6 +153,11 @@ impl TestServer {
         if let Some(task) = self.task.take() {
             within("server shutdown", task).await.unwrap();
         }
+    }
+
+    /// `http://127.0.0.1:<port>`: the HTTP API's origin.
+    pub fn http_base(&self) -> String {
+        format!("http://{}", self.http_addr)
     }
 
     pub fn client(&self) -> Client {

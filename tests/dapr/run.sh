@@ -12,30 +12,16 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 venv="${DAPR_VENV:-$root/.venv-dapr}"
 
-bin="${SIDECAR_BIN:-}"
-if [ -z "$bin" ]; then
-    for profile in debug release; do
-        if [ -x "$root/target/$profile/durabletask-sidecar" ]; then
-            bin="$root/target/$profile/durabletask-sidecar"
-            break
-        fi
-    done
-fi
-if [ -z "$bin" ] || [ ! -x "$bin" ]; then
-    echo "sidecar binary not found: set SIDECAR_BIN or run 'cargo build'" >&2
-    exit 2
-fi
-
-if [ ! -x "$venv/bin/python" ]; then
-    "${PYTHON:-python3}" -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+# shellcheck source=tests/pysuite.sh
+. "$root/tests/pysuite.sh"
+bin="$(sidecar_bin "$root")"
+python_venv "$venv" "$here/requirements.txt"
 py="$venv/bin/python"
 
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/dapr-e2e.XXXXXX")"
 port="$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 address="127.0.0.1:$port"
-"$bin" --host 127.0.0.1 --port "$port" --db "$workdir/sidecar.sqlite" --log-level info \
+"$bin" --host 127.0.0.1 --port "$port" --http-port 0 --db "$workdir/sidecar.sqlite" --log-level info \
     >"$workdir/sidecar.log" 2>&1 &
 sidecar_pid=$!
 

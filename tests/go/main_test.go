@@ -196,7 +196,7 @@ func (s *sidecar) launch() error {
 	if level == "" {
 		level = "warn"
 	}
-	cmd := exec.Command(s.bin, "--port", fmt.Sprint(s.port), "--db", s.dbPath, "--log-level", level)
+	cmd := exec.Command(s.bin, "--port", fmt.Sprint(s.port), "--http-port", "0", "--db", s.dbPath, "--log-level", level)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	setChildAttrs(cmd)

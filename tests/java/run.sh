@@ -60,7 +60,7 @@ free_port() {
 port=""
 for attempt in 1 2 3; do
     candidate="$(free_port)"
-    "$bin" --port "$candidate" --db "$work/sidecar-$attempt.sqlite" --log-level "${SIDECAR_LOG_LEVEL:-warn}" \
+    "$bin" --port "$candidate" --http-port 0 --db "$work/sidecar-$attempt.sqlite" --log-level "${SIDECAR_LOG_LEVEL:-warn}" \
         >"$log" 2>&1 &
     sidecar_pid=$!
     for _ in $(seq 1 100); do

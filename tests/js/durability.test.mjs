@@ -53,7 +53,7 @@ class Sidecar {
   }
   async start() {
     const log = openSync(this.logFile, "a");
-    this.proc = spawn(BIN, ["--port", String(this.port), "--db", this.db, "--log-level", "warn"], {
+    this.proc = spawn(BIN, ["--port", String(this.port), "--http-port", "0", "--db", this.db, "--log-level", "warn"], {
       stdio: ["ignore", log, log],
     });
     const proc = this.proc;

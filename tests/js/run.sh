@@ -70,7 +70,7 @@ port_open() {
 for attempt in 1 2 3; do
   PORT="$(free_port)"
   echo "== starting sidecar on 127.0.0.1:$PORT (db $DB)"
-  "$SIDECAR_BIN" --port "$PORT" --db "$DB" --log-level warn >>"$LOG" 2>&1 &
+  "$SIDECAR_BIN" --port "$PORT" --http-port 0 --db "$DB" --log-level warn >>"$LOG" 2>&1 &
   SIDECAR_PID=$!
   for _ in $(seq 1 100); do
     if port_open "$PORT"; then break; fi

@@ -228,7 +228,7 @@ class Node:
 
     def command(self) -> list[str]:
         return [str(self.binary), "--host", "127.0.0.1", "--port", str(self.port),
-                "--db", self.db_url, "--lease-seconds", str(LEASE_SECONDS), "--log-level", LOG_LEVEL]
+                "--http-port", "0", "--db", self.db_url, "--lease-seconds", str(LEASE_SECONDS), "--log-level", LOG_LEVEL]
 
     def spawn(self) -> None:
         with open(self.log_path, "ab") as log:

@@ -146,6 +146,7 @@ class Sidecar:
         self.name = name
         self.host = "127.0.0.1"
         self.port = free_port()
+        self.http_port = free_port()
         self.postgres_admin_url = os.environ.get(POSTGRES_URL_VAR, "").strip() or None
         self.databases: list[str] = []
         self.db = self.new_database(name)
@@ -166,6 +167,11 @@ class Sidecar:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def http_base(self) -> str:
+        """Origin of the HTTP API (``--http-port``), e.g. ``http://127.0.0.1:40123``."""
+        return f"http://{self.host}:{self.http_port}"
+
     def is_alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -179,7 +185,7 @@ class Sidecar:
                 log.flush()
                 self.proc = subprocess.Popen(
                     [str(self.binary), "--host", self.host, "--port", str(self.port),
-                     "--db", self.db, "--log-level", "info"],
+                     "--http-port", str(self.http_port), "--db", self.db, "--log-level", "info"],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     cwd=str(self.workdir))
             while time.monotonic() < deadline:
@@ -262,6 +268,7 @@ def sidecar(_session_sidecar: Sidecar) -> Sidecar:
         code = sc.proc.returncode if sc.proc else None
         tail = sc.log_tail()
         sc.port = free_port()
+        sc.http_port = free_port()
         sc.db = sc.new_database(f"sidecar-after-crash-{sc.starts}")
         sc.start()
         pytest.fail(f"the shared sidecar had died (exit code {code}) before this test; "

@@ -9,7 +9,7 @@ use super::encode::{decode, History};
 use super::wire;
 use crate::grpc::{Api, BoxStream, Rpc};
 use crate::proto::{self as pb, dapr};
-use crate::service::client::MAX_PAGE_SIZE;
+use crate::service::client::{InstanceQuery, MAX_PAGE_SIZE};
 use pb::task_hub_sidecar_service_server::TaskHubSidecarService;
 
 /// Decodes the body of `req` as `M`, keeping its metadata.
@@ -110,11 +110,8 @@ pub(super) async fn list_instance_ids(
 ) -> Rpc<dapr::ListInstanceIDsResponse> {
     let req: dapr::ListInstanceIDsRequest = decoded(req)?.into_inner();
     let page_size = req.page_size.filter(|n| *n > 0);
-    let mut query = pb::InstanceQuery {
-        max_instance_count: i32::try_from(
-            page_size.map_or(MAX_PAGE_SIZE, |n| n.min(MAX_PAGE_SIZE)),
-        )
-        .unwrap_or(i32::MAX),
+    let mut query = InstanceQuery {
+        page_size: page_size.map_or(MAX_PAGE_SIZE, |n| n.min(MAX_PAGE_SIZE)),
         continuation_token: req.continuation_token.filter(|t| !t.is_empty()),
         ..Default::default()
     };
