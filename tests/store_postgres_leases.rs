@@ -16,11 +16,13 @@ use std::time::Duration;
 
 use durabletask_sidecar::domain::events::event;
 use durabletask_sidecar::domain::{
-    InstanceId, NewActivity, OutboundMessage, ReusePolicy, RuntimeStatus, StatusChange,
+    InstanceId, NewActivity, OutboundMessage, ReusePolicy, RuntimeStatus, StatusChange, Transition,
 };
 use durabletask_sidecar::proto as pb;
 use durabletask_sidecar::store::postgres::{PostgresOptions, PostgresStore};
-use durabletask_sidecar::store::{ActivityOutcome, Store, StoreChange, StoreError};
+use durabletask_sidecar::store::{
+    ActivityOutcome, OrchestrationWork, Store, StoreChange, StoreError,
+};
 use pb::history_event::EventType;
 
 use common::postgres::fresh_database;
@@ -55,6 +57,22 @@ where
         }
     })
     .await;
+}
+
+/// A progress episode of `work` at `at(1)` that schedules activity task 0.
+fn schedules_an_activity(work: &OrchestrationWork) -> Transition {
+    let mut t = episode(work, at(1), StatusChange::Progress);
+    let scheduled = event(
+        0,
+        at(1),
+        EventType::TaskScheduled(pb::TaskScheduledEvent {
+            name: "act".into(),
+            ..Default::default()
+        }),
+    );
+    t.history_append.push(scheduled.clone());
+    t.activities.push(NewActivity { scheduled });
+    t
 }
 
 #[tokio::test]
@@ -144,17 +162,7 @@ async fn closing_a_store_hands_its_claims_over_at_once() {
         .await
         .unwrap()
         .unwrap();
-    let mut t = episode(&work, at(1), StatusChange::Progress);
-    let scheduled = event(
-        0,
-        at(1),
-        EventType::TaskScheduled(pb::TaskScheduledEvent {
-            name: "act".into(),
-            ..Default::default()
-        }),
-    );
-    t.history_append.push(scheduled.clone());
-    t.activities.push(NewActivity { scheduled });
+    let t = schedules_an_activity(&work);
     let activity = within(a.commit_orchestration(&t, work.lease))
         .await
         .unwrap()
@@ -249,17 +257,7 @@ async fn activity_claims_are_exclusive_and_expire_and_changes_reach_the_other_no
         .await
         .unwrap()
         .unwrap();
-    let mut t = episode(&work, at(1), StatusChange::Progress);
-    let scheduled = event(
-        0,
-        at(1),
-        EventType::TaskScheduled(pb::TaskScheduledEvent {
-            name: "act".into(),
-            ..Default::default()
-        }),
-    );
-    t.history_append.push(scheduled.clone());
-    t.activities.push(NewActivity { scheduled });
+    let mut t = schedules_an_activity(&work);
     let fire_at = at(1_000_000);
     t.messages.push(OutboundMessage {
         target: id.clone(),
