@@ -536,6 +536,24 @@ async fn instance_operations_answer_202_404_410_and_400() {
         .contains("not valid JSON"));
     assert_eq!(raise("h-ops", Some(("text/plain", "1"))).await.status, 400);
     assert_eq!(api.status("h-ops", "showHistory=maybe").await.status, 400);
+    // A path segment that is not UTF-8 once decoded: the JSON error body too.
+    let r = api
+        .send(
+            "GET",
+            &format!("{B}/instances/{{instanceId}}"),
+            &format!("{}{B}/instances/%FF", api.origin),
+            Req::default(),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed path"),
+        "{}",
+        r.body
+    );
     let r = api
         .call(
             "POST",

@@ -1,7 +1,7 @@
 //! Entity routes: signal, get state, list (all or one entity name).
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::error::{invalid, not_found, ApiResult};
 use super::instances::with_continuation;
-use super::json::{self, Params};
+use super::json::{self, Params, Segments};
 use super::Door;
 use crate::domain::InstanceId;
 use crate::service::entities::{EntityQuery, EntitySignal};
@@ -19,7 +19,7 @@ use crate::service::entities::{EntityQuery, EntitySignal};
 /// checked; other content is passed as a JSON string, as Durable Functions does.
 pub(super) async fn signal(
     State(door): State<Door>,
-    Path((name, key)): Path<(String, String)>,
+    Segments((name, key)): Segments<(String, String)>,
     params: Params,
     headers: HeaderMap,
     body: Bytes,
@@ -32,7 +32,7 @@ pub(super) async fn signal(
 /// Functions' shorthand; class-based .NET entities delete their state on it).
 pub(super) async fn delete(
     State(door): State<Door>,
-    Path((name, key)): Path<(String, String)>,
+    Segments((name, key)): Segments<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
@@ -82,7 +82,7 @@ async fn send(
 /// has none.
 pub(super) async fn get(
     State(door): State<Door>,
-    Path((name, key)): Path<(String, String)>,
+    Segments((name, key)): Segments<(String, String)>,
 ) -> ApiResult {
     let id = json::entity_id(&name, &key);
     match door.state.get_entity(&id).await? {
@@ -105,7 +105,7 @@ pub(super) async fn list_all(
 /// `GET entities/{entityName}`.
 pub(super) async fn list_named(
     State(door): State<Door>,
-    Path(name): Path<String>,
+    Segments(name): Segments<String>,
     params: Params,
     headers: HeaderMap,
 ) -> ApiResult {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, OriginalUri, Path, State};
+use axum::extract::{FromRequestParts, OriginalUri, State};
 use axum::http::header::{CONTENT_TYPE, HOST, LOCATION, RETRY_AFTER};
 use axum::http::request::Parts;
 use axum::http::uri::Authority;
@@ -14,7 +14,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::{gone, invalid, not_found, ApiError, ApiResult};
-use super::json::{self, Params, CONTINUATION_HEADER};
+use super::json::{self, Params, Segments, CONTINUATION_HEADER};
 use super::{Door, BASE_PATH};
 use crate::domain::{InstanceRecord, RuntimeStatus};
 use crate::service::client::{Delivery, InstanceQuery, PurgeCriteria, StartRequest, WaitFor};
@@ -67,7 +67,7 @@ fn unknown(id: &str) -> ApiError {
 /// `POST orchestrators/{functionName}`.
 pub(super) async fn start(
     State(door): State<Door>,
-    Path(function_name): Path<String>,
+    Segments(function_name): Segments<String>,
     params: Params,
     headers: HeaderMap,
     body: Bytes,
@@ -78,7 +78,7 @@ pub(super) async fn start(
 /// `POST orchestrators/{functionName}/{instanceId}`.
 pub(super) async fn start_with_id(
     State(door): State<Door>,
-    Path((function_name, instance_id)): Path<(String, String)>,
+    Segments((function_name, instance_id)): Segments<(String, String)>,
     params: Params,
     headers: HeaderMap,
     body: Bytes,
@@ -241,7 +241,7 @@ async fn status_response(
 /// `GET instances/{instanceId}`.
 pub(super) async fn status(
     State(door): State<Door>,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
     params: Params,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
@@ -297,7 +297,7 @@ fn deleted(n: u32) -> Response {
 }
 
 /// `DELETE instances/{instanceId}`: 200 `{"instancesDeleted": 1}`, 404 unknown, 412 live.
-pub(super) async fn purge(State(door): State<Door>, Path(id): Path<String>) -> ApiResult {
+pub(super) async fn purge(State(door): State<Door>, Segments(id): Segments<String>) -> ApiResult {
     Ok(deleted(door.state.purge_finished_instance(&id).await?))
 }
 
@@ -331,7 +331,7 @@ fn accepted_or_gone(delivery: Delivery, id: &str) -> Response {
 /// `POST instances/{instanceId}/raiseEvent/{eventName}`: body = event data (JSON).
 pub(super) async fn raise_event(
     State(door): State<Door>,
-    Path((id, event_name)): Path<(String, String)>,
+    Segments((id, event_name)): Segments<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
@@ -356,7 +356,7 @@ pub(super) async fn raise_event(
 /// `POST instances/{instanceId}/terminate?reason=`: the reason becomes the output.
 pub(super) async fn terminate(
     State(door): State<Door>,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
     params: Params,
 ) -> ApiResult {
     orchestration(&id)?;
@@ -368,7 +368,7 @@ pub(super) async fn terminate(
 /// `POST instances/{instanceId}/suspend?reason=`.
 pub(super) async fn suspend(
     State(door): State<Door>,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
     params: Params,
 ) -> ApiResult {
     set_suspended(&door, &id, &params, true).await
@@ -377,7 +377,7 @@ pub(super) async fn suspend(
 /// `POST instances/{instanceId}/resume?reason=`.
 pub(super) async fn resume(
     State(door): State<Door>,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
     params: Params,
 ) -> ApiResult {
     set_suspended(&door, &id, &params, false).await
@@ -393,7 +393,7 @@ async fn set_suspended(door: &Door, id: &str, params: &Params, suspend: bool) ->
 /// `POST instances/{instanceId}/rewind?reason=`: 412 unless Failed.
 pub(super) async fn rewind(
     State(door): State<Door>,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
     params: Params,
 ) -> ApiResult {
     let reason = params.get("reason").map(Into::into);
@@ -406,7 +406,7 @@ pub(super) async fn rewind(
 /// `RestartAsync` defaults), with wait-or-check-status like start.
 pub(super) async fn restart(
     State(door): State<Door>,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
     params: Params,
     headers: HeaderMap,
 ) -> ApiResult {

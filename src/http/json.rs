@@ -8,6 +8,10 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
 use super::error::{invalid, ApiError};
 use crate::domain::events::{from_timestamp, kind_name};
 use crate::domain::{EntityRecord, InstanceRecord, RuntimeStatus};
@@ -421,6 +425,21 @@ pub(super) fn entity_entry(r: &EntityRecord, fetch_state: bool) -> Value {
         map.insert("state".into(), payload(r.state.as_deref()));
     }
     o
+}
+
+/// Path segments, as axum's `Path` extracts them, except that a malformed one (not UTF-8
+/// once percent-decoded) is answered with the JSON error body like every other 400.
+pub(super) struct Segments<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Segments<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| Self(value))
+            .map_err(|rejection| invalid(format!("malformed path: {}", rejection.body_text())))
+    }
 }
 
 #[cfg(test)]
