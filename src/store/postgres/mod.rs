@@ -337,6 +337,14 @@ impl PostgresStore {
     }
 }
 
+impl Drop for PostgresStore {
+    /// Stops the feed and the notifier (which sends what is still queued) if `close`
+    /// was never called, so a dropped store leaves no task running.
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %new.instance_id))]
