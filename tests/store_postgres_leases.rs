@@ -292,10 +292,18 @@ async fn activity_claims_are_exclusive_and_expire_and_changes_reach_the_other_no
         seen.push(within(feed_b.recv()).await.unwrap());
     }
 
+    // An unsent pre-claim is given back; once claimed again, a late "unsent" release
+    // no longer frees it.
+    within(a.release_unsent_activities(&[activity]))
+        .await
+        .unwrap();
     assert_eq!(
         within(a.claim_activities(&[activity])).await.unwrap(),
         vec![activity]
     );
+    within(a.release_unsent_activities(&[activity]))
+        .await
+        .unwrap();
     assert!(within(b.claim_activities(&[activity]))
         .await
         .unwrap()

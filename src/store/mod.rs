@@ -450,6 +450,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// them. Claims no longer held are ignored.
     async fn release_activities(&self, ids: &[i64]) -> Result<()>;
 
+    /// Gives back the claims a commit made on the activities it created
+    /// (`CommitOutcome::activities_claimed`) that were not sent; a row claimed since
+    /// (`claim_activities`) keeps its claim, so a late call cannot free a newer claim.
+    async fn release_unsent_activities(&self, ids: &[i64]) -> Result<()>;
+
     /// Extends every lease this owner holds by the lease duration. An error means the
     /// database was not reached, and leases older than the duration may be taken over.
     async fn renew_leases(&self) -> Result<()>;

@@ -283,7 +283,7 @@ impl Engine {
                     st.activities.queue.push_front(send.id);
                 }
                 drop(st);
-                self.release_activity_claims(vec![send.id]);
+                self.release_activity_claims(vec![send.id], false);
                 self.wake.notify_one();
             }
         }
@@ -439,7 +439,7 @@ impl Engine {
         }
         drop(st);
         self.release(reservation);
-        self.release_activity_claims(vec![aid]);
+        self.release_activity_claims(vec![aid], false);
         self.wake.notify_one();
     }
 }

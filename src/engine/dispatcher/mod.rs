@@ -368,7 +368,7 @@ impl Engine {
         for (id, lease) in claims.into_iter().chain(entity_claims) {
             self.release_claim(&id, lease);
         }
-        self.release_activity_claims(activities);
+        self.release_activity_claims(activities, false);
         if !lost.is_empty() {
             tracing::info!(
                 stream,
@@ -412,7 +412,7 @@ impl Engine {
                 .min();
             (next, sends, entity_fetches, unsent)
         };
-        self.release_activity_claims(unsent);
+        self.release_activity_claims(unsent, true);
         let (claimed, unclaimed): (Vec<_>, Vec<_>) =
             sends.into_iter().partition(|s| s.claimed || !self.shared);
         self.send_activities(claimed);

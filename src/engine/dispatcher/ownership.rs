@@ -68,14 +68,20 @@ impl Engine {
     }
 
     /// Gives back the claims on activity rows that went back to the queue, off the
-    /// caller's path (a no-op on a single-process store).
-    pub(super) fn release_activity_claims(&self, activities: Vec<i64>) {
+    /// caller's path (a no-op on a single-process store). `unsent`: pre-claimed rows that
+    /// never went out, whose claim is only given back while still the commit's own.
+    pub(super) fn release_activity_claims(&self, activities: Vec<i64>, unsent: bool) {
         if !self.shared || activities.is_empty() {
             return;
         }
         let store = Arc::clone(&self.store);
         self.tasks.spawn(async move {
-            if let Err(err) = store.release_activities(&activities).await {
+            let released = if unsent {
+                store.release_unsent_activities(&activities).await
+            } else {
+                store.release_activities(&activities).await
+            };
+            if let Err(err) = released {
                 tracing::warn!(activities = activities.len(), error = %err, "could not release activity claims; they expire instead");
             }
         });

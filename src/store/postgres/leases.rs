@@ -84,20 +84,24 @@ pub(super) async fn claim_activities(
         .collect())
 }
 
-/// Gives activity claims of this owner back; returns whether it held any.
+/// Gives activity claims of this owner back; returns whether it held any. `unsent`:
+/// only claims still as the creating commit made them (epoch 0: every claim since
+/// increments it).
 pub(super) async fn release_activities(
     conn: &mut PgConnection,
     hub: &str,
     owner: &str,
     ids: &[i64],
+    unsent: bool,
 ) -> R<bool> {
     let released = sqlx::query(
         "UPDATE activities SET lease_owner = NULL, lease_expires = NULL \
-         WHERE hub = $1 AND id = ANY($2) AND lease_owner = $3",
+         WHERE hub = $1 AND id = ANY($2) AND lease_owner = $3 AND (NOT $4 OR lease_epoch = 0)",
     )
     .bind(hub)
     .bind(ids)
     .bind(owner)
+    .bind(unsent)
     .execute(&mut *conn)
     .await
     .map_err(sql("release activity"))?;

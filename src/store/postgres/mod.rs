@@ -227,6 +227,30 @@ impl PostgresStore {
         self.pool.acquire().await.map_err(sql("acquire"))
     }
 
+    /// Releases activity claims (`unsent`: only those still as the commit made them) and
+    /// tells the other nodes.
+    async fn give_back_activities(&self, ids: &[i64], unsent: bool) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let released = retried!(
+            leases::release_activities(
+                &mut *self.lease_conn().await?,
+                &self.hub,
+                &self.owner,
+                ids,
+                unsent
+            )
+            .await
+        )?;
+        if released {
+            let mut changes = notify::Changes::default();
+            changes.activities();
+            self.notifier.publish(changes);
+        }
+        Ok(())
+    }
+
     /// The names of the instances and entities this process holds claims on.
     fn held_names(&self) -> (Vec<String>, Vec<String>) {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
@@ -680,19 +704,12 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip_all, fields(activities = ids.len()))]
     async fn release_activities(&self, ids: &[i64]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let released = retried!(
-            leases::release_activities(&mut *self.lease_conn().await?, &self.hub, &self.owner, ids)
-                .await
-        )?;
-        if released {
-            let mut changes = notify::Changes::default();
-            changes.activities();
-            self.notifier.publish(changes);
-        }
-        Ok(())
+        self.give_back_activities(ids, false).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(activities = ids.len()))]
+    async fn release_unsent_activities(&self, ids: &[i64]) -> Result<()> {
+        self.give_back_activities(ids, true).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -545,6 +545,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn release_unsent_activities(&self, _ids: &[i64]) -> Result<()> {
+        Ok(())
+    }
+
     async fn renew_leases(&self) -> Result<()> {
         Ok(())
     }
