@@ -100,7 +100,9 @@ def test_kill_one_pause_one_every_orchestration_completes_exactly_once(cluster, 
         def held_on_paused_node():
             if not gate.held():
                 gate_ids.append(f"mn-{run}-gate{len(gate_ids)}")
-                clients[2].schedule_new_orchestration(GATE, input=len(gate_ids) - 1,
+                # Through the node to pause: the sidecar that writes a ready instance
+                # usually dispatches it before the others hear of it.
+                clients[1].schedule_new_orchestration(GATE, input=len(gate_ids) - 1,
                                                       instance_id=gate_ids[-1])
             return gate.held()
 
