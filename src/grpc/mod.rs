@@ -20,6 +20,7 @@ mod convert;
 mod dapr;
 mod entity_api;
 mod limits;
+mod metered;
 mod status;
 mod worker_api;
 
@@ -85,6 +86,8 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        // Outermost, so the metrics see the status code `limits` rewrote.
+        .layer(metered::MeteredLayer)
         .layer(limits::layer())
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -20,6 +20,7 @@ mod entities;
 mod error;
 mod instances;
 mod json;
+mod scrape;
 
 /// Where every Durable Functions route lives.
 pub const BASE_PATH: &str = "/runtime/webhooks/durabletask";
@@ -164,6 +165,8 @@ fn router(state: AppState, options: &HttpOptions, local_addr: Option<SocketAddr>
     Router::new()
         .nest(BASE_PATH, base)
         .route("/openapi.json", get(admin::openapi))
+        // Not a Durable Functions route, so not in ROUTES or the OpenAPI document.
+        .route_service(scrape::PATH, scrape::service(state.clone()))
         .fallback(error::no_route)
         .layer(axum::middleware::from_fn(trace))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
@@ -176,6 +179,12 @@ async fn trace(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use tracing::Instrument as _;
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .cloned();
     let span = tracing::debug_span!(
         "http",
         method = %request.method(),
@@ -183,6 +192,12 @@ async fn trace(
     );
     async move {
         let response = next.run(request).await;
+        scrape::observe(
+            &method,
+            route.as_ref(),
+            response.status(),
+            started.elapsed(),
+        );
         tracing::debug!(status = response.status().as_u16(), "answered");
         response
     }

@@ -15,6 +15,7 @@ use crate::store::{Store, StoreError};
 pub mod client;
 pub mod entities;
 mod error;
+mod metrics;
 mod rewind;
 mod terminations;
 pub mod workers;

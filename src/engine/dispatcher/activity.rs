@@ -16,6 +16,7 @@ use super::{CompletionError, DispatchState, Engine, Parked};
 use crate::domain::events::event;
 use crate::domain::InstanceId;
 use crate::engine::executor::{Reservation, StreamId, Unavailable, WorkKind, WorkTarget};
+use crate::metrics::WorkKind as MetricKind;
 use crate::proto as pb;
 use crate::store::{ActivityItem, ActivityOutcome};
 
@@ -108,6 +109,12 @@ impl ActivityDispatch {
     /// Queues a known row again (unparked, or its retry time came).
     pub(super) fn requeue(&mut self, id: i64) {
         self.queue.push_back(id);
+    }
+
+    /// Rows queued for a worker (stale entries, skipped when reached, included) and when
+    /// the oldest was queued.
+    pub(super) fn backlog(&self) -> (usize, Option<std::time::Instant>) {
+        (self.queue.len(), self.queue.oldest())
     }
 
     /// Rows known (queued, parked or out with a worker).
@@ -271,7 +278,12 @@ impl Engine {
     /// Sends taken (and, on a shared store, claimed) activities to their streams.
     pub(super) fn send_activities(&self, sends: Vec<ActivitySend>) {
         for send in sends {
-            if !self.executor.send(send.reservation, send.item) {
+            if self.executor.send(send.reservation, send.item) {
+                crate::metrics::get()
+                    .work
+                    .dispatched
+                    .inc(MetricKind::Activity);
+            } else {
                 let mut st = self.lock();
                 let ours = st
                     .activities
@@ -363,6 +375,10 @@ impl Engine {
         {
             Ok(outcome) => outcome,
             Err(err) => {
+                crate::metrics::get()
+                    .work
+                    .redelivered
+                    .inc(MetricKind::Activity);
                 self.redeliver_after_failure(aid, now);
                 return Err(err.into());
             }
@@ -385,7 +401,13 @@ impl Engine {
         }
         self.wake.notify_one();
         match outcome {
-            ActivityOutcome::Delivered(_) | ActivityOutcome::Dropped => Ok(()),
+            ActivityOutcome::Delivered(_) | ActivityOutcome::Dropped => {
+                crate::metrics::get()
+                    .work
+                    .completed
+                    .inc(MetricKind::Activity);
+                Ok(())
+            }
             ActivityOutcome::Unknown => Err(CompletionError::Stale(token_text)),
         }
     }
@@ -429,6 +451,10 @@ impl Engine {
             return;
         }
         a.abandons += 1;
+        crate::metrics::get()
+            .work
+            .abandoned
+            .inc(MetricKind::Activity);
         let delay = backoff(a.abandons, self.config.max_abandon_backoff);
         st.activities.undispatch(aid);
         if delay.is_zero() {

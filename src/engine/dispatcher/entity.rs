@@ -17,6 +17,7 @@ use crate::domain::{Change, EntityRecord, EntityTransition, InstanceId};
 use crate::engine::entity::{apply_entity_result, entity_request, plan_entity};
 use crate::engine::executor::{Reservation, StreamId, Unavailable, WorkKind, WorkTarget};
 use crate::engine::CompletionError;
+use crate::metrics::WorkKind as MetricKind;
 use crate::proto as pb;
 use crate::store::{CommitOutcome, InboxMessage, Lease, StoreError};
 
@@ -54,6 +55,11 @@ pub(super) struct EntityDispatch {
 }
 
 impl EntityDispatch {
+    /// Entities queued for a worker and when the oldest was queued.
+    pub(super) fn backlog(&self) -> (usize, Option<std::time::Instant>) {
+        (self.ready.len(), self.ready.oldest())
+    }
+
     pub(super) fn in_flight(&self, id: &InstanceId) -> bool {
         self.flights.contains_key(id)
     }
@@ -102,6 +108,19 @@ impl EntityDispatch {
 fn entity_name(id: &InstanceId) -> String {
     let rest = id.as_str().strip_prefix('@').unwrap_or(id.as_str());
     rest.split_once('@').map_or(rest, |(n, _)| n).to_lowercase()
+}
+
+/// Records how long each lock request the step consumed (granted, or dropped because its
+/// owner ended) waited since it reached the entity's inbox.
+fn observe_lock_waits(requests: &[(i64, DateTime<Utc>)], consumed: &[i64], now: DateTime<Utc>) {
+    for (seq, since) in requests {
+        if consumed.contains(seq) {
+            let waited = (now - *since).to_std().unwrap_or_default();
+            crate::metrics::get()
+                .entity_lock_wait
+                .observe(waited.as_secs_f64());
+        }
+    }
 }
 
 /// Where a step ends: look again now, at a time, or only when something arrives.
@@ -176,6 +195,19 @@ impl Engine {
             f.lease = Some(work.lease);
         }
         let more_queued = work.messages.len() >= MAX_ENTITY_BATCH;
+        // Lock requests among the messages, for the lock-wait metric (usually none, and
+        // then nothing is allocated).
+        let lock_requests: Vec<(i64, DateTime<Utc>)> = work
+            .messages
+            .iter()
+            .filter(|m| {
+                matches!(
+                    m.event.event_type,
+                    Some(pb::history_event::EventType::EntityLockRequested(_))
+                )
+            })
+            .map(|m| (m.seq, m.visible_at))
+            .collect();
         let plan = plan_entity(
             &work.record,
             work.messages,
@@ -194,6 +226,7 @@ impl Engine {
         if !plan.control.is_empty() {
             match self.store.commit_entity(&plan.control, work.lease).await {
                 Ok(outcome) => {
+                    observe_lock_waits(&lock_requests, &plan.control.consumed, now);
                     self.after_entity_commit(&plan.control, outcome, now);
                     record.version += 1;
                     if let Change::Set(lock) = &plan.control.lock {
@@ -240,7 +273,12 @@ impl Engine {
             st.entities.tokens.insert(token, id.clone());
         }
         tracing::debug!(entity = %id, stream = reservation.stream, "entity work item sent");
-        if !self.executor.send(reservation, item) {
+        if self.executor.send(reservation, item) {
+            crate::metrics::get()
+                .work
+                .dispatched
+                .inc(MetricKind::Entity);
+        } else {
             let mut st = self.lock();
             st.entities.tokens.remove(&token);
             st.entities.flights.remove(&id);
@@ -347,6 +385,10 @@ impl Engine {
                 // Framework failure: the state stays, the operations are retried with
                 // backoff (PROTOCOL.md §5.3).
                 tracing::warn!(entity = %id, %reason, "entity batch failed; retrying");
+                crate::metrics::get()
+                    .work
+                    .redelivered
+                    .inc(MetricKind::Entity);
                 let at = self.entity_backoff(&id, now);
                 self.close_entity_flight(&id, at);
                 return Ok(());
@@ -354,6 +396,7 @@ impl Engine {
         };
         match self.store.commit_entity(&transition, episode.lease).await {
             Ok(outcome) => {
+                crate::metrics::get().work.completed.inc(MetricKind::Entity);
                 let visible = outcome.has_visible_inbox;
                 self.after_entity_commit(&transition, outcome, now);
                 self.lock().entities.abandons.remove(&id);
@@ -367,6 +410,10 @@ impl Engine {
             }
             Err(err) => {
                 tracing::warn!(entity = %id, error = %err, "entity commit failed; the batch will be redelivered");
+                crate::metrics::get()
+                    .work
+                    .redelivered
+                    .inc(MetricKind::Entity);
                 self.close_entity_flight(&id, After::At(now + chrono::Duration::seconds(1)));
                 Err(err.into())
             }
@@ -411,6 +458,7 @@ impl Engine {
             };
             id
         };
+        crate::metrics::get().work.abandoned.inc(MetricKind::Entity);
         let after = self.entity_backoff(&id, self.clock.now());
         self.end_entity_step(&id, after);
     }

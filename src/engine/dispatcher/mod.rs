@@ -24,9 +24,11 @@ use super::executor::{Reservation, StreamId, WorkExecutor, WorkKind, WorkTarget}
 use super::watch::Watchers;
 use super::EngineError;
 use crate::domain::{Clock, ExecutionId, InstanceId, OutboundMessage, Transition};
+use crate::metrics::WorkKind as MetricKind;
 use crate::store::{CommitOutcome, Store, StoreError};
 
 mod activity;
+mod backlog;
 mod entity;
 mod history;
 mod orchestration;
@@ -365,6 +367,10 @@ impl Engine {
         let activities = st.activities.stream_closed(stream);
         let entity_claims = st.entities.stream_closed(stream);
         drop(st);
+        let redelivered = &crate::metrics::get().work.redelivered;
+        redelivered.add(MetricKind::Orchestration, claims.len());
+        redelivered.add(MetricKind::Activity, activities.len());
+        redelivered.add(MetricKind::Entity, entity_claims.len());
         for (id, lease) in claims.into_iter().chain(entity_claims) {
             self.release_claim(&id, lease);
         }

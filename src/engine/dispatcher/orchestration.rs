@@ -14,6 +14,7 @@ use crate::domain::{InstanceId, InstanceRecord};
 use crate::engine::apply::{self, ApplyContext};
 use crate::engine::executor::{Reservation, WorkKind, WorkTarget};
 use crate::engine::plan::{plan_episode, Plan};
+use crate::metrics::WorkKind as MetricKind;
 use crate::proto as pb;
 use crate::store::{Lease, StoreError};
 
@@ -132,6 +133,7 @@ impl Engine {
                     self.release_claim(&id, lease);
                     return;
                 };
+                observe_timer_lateness(&deliver, now);
                 let mut new_events = Vec::with_capacity(deliver.len() + 1);
                 new_events.push(orchestrator_started(now));
                 let mut consumed: Vec<i64> = deliver.iter().map(|m| m.seq).collect();
@@ -164,7 +166,12 @@ impl Engine {
                     st.orch_tokens.insert(token, id.clone());
                 }
                 tracing::debug!(instance_id = %id, stream = reservation.stream, "orchestration work item sent");
-                if !self.executor.send(reservation, item) {
+                if self.executor.send(reservation, item) {
+                    crate::metrics::get()
+                        .work
+                        .dispatched
+                        .inc(MetricKind::Orchestration);
+                } else {
                     let mut st = self.lock();
                     st.orch_tokens.remove(&token);
                     st.flights.remove(&id);
@@ -355,6 +362,10 @@ impl Engine {
         drop(episode);
         match self.store.commit_orchestration(&transition, lease).await {
             Ok(outcome) => {
+                crate::metrics::get()
+                    .work
+                    .completed
+                    .inc(MetricKind::Orchestration);
                 let has_visible_inbox = outcome.has_visible_inbox;
                 self.lock().committed(&transition, outcome, now);
                 self.finish_flight(&id, flight_token, Some(has_visible_inbox), now);
@@ -379,6 +390,10 @@ impl Engine {
             Err(err) => {
                 self.lock().histories.remove(&id);
                 tracing::warn!(instance_id = %id, error = %err, "commit failed; the episode will be redelivered");
+                crate::metrics::get()
+                    .work
+                    .redelivered
+                    .inc(MetricKind::Orchestration);
                 self.finish_flight(&id, flight_token, None, now + chrono::Duration::seconds(1));
                 Err(err.into())
             }
@@ -452,6 +467,10 @@ impl Engine {
             return;
         };
         let id_for_claim = id.clone();
+        crate::metrics::get()
+            .work
+            .abandoned
+            .inc(MetricKind::Orchestration);
         let n = st.abandons.entry(id.clone()).or_default();
         *n += 1;
         let delay = backoff(*n, self.config.max_abandon_backoff);
@@ -467,5 +486,23 @@ impl Engine {
             self.release_claim(&id_for_claim, episode.lease);
         }
         self.wake.notify_one();
+    }
+}
+
+/// Records how late each timer among the delivered messages is: now (the episode that
+/// carries its `TimerFired` is being built) minus its `fireAt`.
+fn observe_timer_lateness(deliver: &[crate::store::InboxMessage], now: DateTime<Utc>) {
+    for m in deliver {
+        if let Some(pb::history_event::EventType::TimerFired(fired)) = &m.event.event_type {
+            let Some(due) = fired.fire_at.as_ref().and_then(|t| {
+                DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+            }) else {
+                continue;
+            };
+            let late = (now - due).to_std().unwrap_or_default();
+            crate::metrics::get()
+                .timer_lateness
+                .observe(late.as_secs_f64());
+        }
     }
 }

@@ -5,14 +5,20 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::hash::Hash;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-/// Keys ready to be dispatched, in arrival order, each at most once.
+/// Keys ready to be dispatched, in arrival order, each at most once, with the time each
+/// was queued (for the backlog-age metric).
 #[derive(Debug)]
 pub(super) struct ReadyQueue<K> {
-    order: VecDeque<K>,
+    order: VecDeque<(K, Instant)>,
     queued: HashSet<K>,
+    /// When the key last taken was queued: a key taken and put straight back at the front
+    /// (no capacity after all) keeps its age, or the backlog would look young exactly
+    /// when no worker takes it.
+    last_taken: Option<Instant>,
 }
 
 impl<K> Default for ReadyQueue<K> {
@@ -20,6 +26,7 @@ impl<K> Default for ReadyQueue<K> {
         Self {
             order: VecDeque::new(),
             queued: HashSet::new(),
+            last_taken: None,
         }
     }
 }
@@ -28,7 +35,7 @@ impl<K: Clone + Eq + Hash> ReadyQueue<K> {
     /// Queues `key` at the back unless it is already queued.
     pub(super) fn push_back(&mut self, key: K) {
         if self.queued.insert(key.clone()) {
-            self.order.push_back(key);
+            self.order.push_back((key, Instant::now()));
         }
     }
 
@@ -36,25 +43,32 @@ impl<K: Clone + Eq + Hash> ReadyQueue<K> {
     /// is already queued.
     pub(super) fn push_front(&mut self, key: K) {
         if self.queued.insert(key.clone()) {
-            self.order.push_front(key);
+            let since = self.last_taken.take().unwrap_or_else(Instant::now);
+            self.order.push_front((key, since));
         }
     }
 
     /// The next key, without taking it.
     pub(super) fn front(&self) -> Option<&K> {
-        self.order.front()
+        self.order.front().map(|(key, _)| key)
     }
 
     /// Takes the next key.
     pub(super) fn pop_front(&mut self) -> Option<K> {
-        let key = self.order.pop_front()?;
+        let (key, since) = self.order.pop_front()?;
         self.queued.remove(&key);
+        self.last_taken = Some(since);
         Some(key)
     }
 
     /// Keys queued.
     pub(super) fn len(&self) -> usize {
         self.order.len()
+    }
+
+    /// When the key at the front (the longest waiting, give or take a re-queue) was queued.
+    pub(super) fn oldest(&self) -> Option<Instant> {
+        self.order.front().map(|(_, since)| *since)
     }
 }
 
@@ -118,6 +132,24 @@ mod tests {
         assert_eq!(order, ["c", "a", "b"]);
         q.push_back("a");
         assert_eq!(q.pop_front(), Some("a"), "a taken key can be queued again");
+    }
+
+    #[test]
+    fn a_key_put_back_at_the_front_keeps_its_queued_time() {
+        let mut q = ReadyQueue::default();
+        assert_eq!(q.oldest(), None);
+        q.push_back("a");
+        let queued = q.oldest().unwrap();
+        q.push_back("b");
+        assert_eq!(q.pop_front(), Some("a"));
+        q.push_front("a");
+        assert_eq!(
+            q.oldest(),
+            Some(queued),
+            "no capacity is no reason to look young"
+        );
+        assert_eq!(q.pop_front(), Some("a"));
+        assert!(q.oldest().unwrap() >= queued);
     }
 
     #[test]

@@ -90,13 +90,20 @@ impl Fail {
 pub(super) struct Pooled {
     conn: PoolConnection<Postgres>,
     open: bool,
+    /// When BEGIN was sent, for the commit-latency metric.
+    started: std::time::Instant,
 }
 
 impl Pooled {
     /// Begins a transaction on `conn`.
     pub(super) async fn begin(mut conn: PoolConnection<Postgres>) -> R<Self> {
+        let started = std::time::Instant::now();
         exec(&mut conn, "BEGIN").await.map_err(sql("begin"))?;
-        Ok(Self { conn, open: true })
+        Ok(Self {
+            conn,
+            open: true,
+            started,
+        })
     }
 
     /// The transaction's connection.
@@ -110,6 +117,13 @@ impl Pooled {
         // After a failure the state of the transaction is unknown: Drop then closes the
         // connection instead of pooling it.
         self.open = result.is_err();
+        if result.is_ok() {
+            crate::metrics::get().commits.observe(
+                crate::metrics::Backend::Postgres,
+                1,
+                self.started.elapsed(),
+            );
+        }
         result
     }
 

@@ -14,12 +14,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::codec::db_error;
+use crate::metrics::Backend;
 use crate::store::{Result, StoreError};
 
 /// Called when the writer rolls back (see [`Writer::start`]).
@@ -175,9 +177,13 @@ async fn run(
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
+        let started = Instant::now();
         let committed = run_batch(&mut conn, &mut batch, &on_rollback).await;
         if committed {
             counters.commits.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::get()
+                .commits
+                .observe(Backend::Sqlite, batch.len(), started.elapsed());
         }
         counters
             .requests
