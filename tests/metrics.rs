@@ -12,10 +12,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{act, finish, schedule, within, ScriptedWorker, TestServer};
+use common::{act, finish, schedule, within, ScriptedWorker, TestServer, WorkStream};
 use durabletask_sidecar::proto as pb;
 use pb::history_event::EventType;
 use pb::orchestrator_action::OrchestratorActionType as A;
+use pb::send_entity_message_action::EntityMessageType as EntityMessage;
 
 /// One sample line: metric name, labels, value.
 #[derive(Debug, Clone)]
@@ -425,4 +426,65 @@ async fn metrics_move_with_a_workload_and_the_text_parses() {
         0.0
     );
     worker.stop().await;
+
+    // By hand: an orchestration locks two entities (each grant is one lock wait), and
+    // abandons one work item explicitly.
+    let before = drained;
+    let mut w = WorkStream::open(server.client(), pb::GetWorkItemsRequest::default()).await;
+    server.start_instance("locker", "Locker", None).await;
+    let (token, _) = w.orchestration().await;
+    let lock = pb::SendEntityMessageAction {
+        entity_message_type: Some(EntityMessage::EntityLockRequested(
+            pb::EntityLockRequestedEvent {
+                critical_section_id: "cs-1".into(),
+                lock_set: vec!["@lk@a".into(), "@lk@b".into()],
+                position: 0,
+                parent_instance_id: Some("locker".into()),
+            },
+        )),
+    };
+    w.complete(&token, "locker", vec![act(0, A::SendEntityMessage(lock))])
+        .await
+        .unwrap();
+    let (token, granted) = w.orchestration().await;
+    assert!(granted
+        .new_events
+        .iter()
+        .any(|e| matches!(e.event_type, Some(EventType::EntityLockGranted(_)))));
+    within(
+        "abandon",
+        client.abandon_task_orchestrator_work_item(pb::AbandonOrchestrationTaskRequest {
+            completion_token: token,
+        }),
+    )
+    .await
+    .unwrap();
+    let (token, _) = w.orchestration().await;
+    w.complete(
+        &token,
+        "locker",
+        vec![finish(1, pb::OrchestrationStatus::Completed, None)],
+    )
+    .await
+    .unwrap();
+    server.wait_completion("locker").await;
+    let after = scrape(&http, &server).await;
+    let delta =
+        |name: &str, labels: &[(&str, &str)]| after.get(name, labels) - before.get(name, labels);
+    assert_eq!(
+        delta("durabletask_entity_lock_wait_seconds_count", &[]),
+        2.0,
+        "one grant per entity of the lock set"
+    );
+    assert_eq!(delta("durabletask_work_items_abandoned_total", &orch), 1.0);
+    assert_eq!(
+        delta(
+            requests,
+            &[
+                ("method", "AbandonTaskOrchestratorWorkItem"),
+                ("code", "OK")
+            ]
+        ),
+        1.0
+    );
 }
