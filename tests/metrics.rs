@@ -377,6 +377,20 @@ async fn metrics_move_with_a_workload_and_the_text_parses() {
             0.0
         );
     }
+    // Instance counts are cached for a few seconds: a later scrape shows them.
+    let instances = "durabletask_instances";
+    assert_eq!(before.get(instances, &[("status", "Completed")]), 0.0);
+    let counted = scrape_until(&http, &server, "instances counted", |s| {
+        s.get(instances, &[("status", "Completed")]) == n
+    })
+    .await;
+    for status in ["Running", "Pending", "Failed", "Terminated", "Suspended"] {
+        assert_eq!(
+            counted.get(instances, &[("status", status)]),
+            0.0,
+            "{status}"
+        );
+    }
 
     // The worker leaves: the gauge goes down and its stream counts as a closed request.
     worker.stop().await;
@@ -412,6 +426,7 @@ async fn metrics_move_with_a_workload_and_the_text_parses() {
         .await;
     let waiting = scrape_until(&http, &server, "backlog ages", |s| {
         s.get("durabletask_backlog_oldest_age_seconds", &orch) > 0.0
+            && s.get(instances, &[("status", "Pending")]) == 1.0
     })
     .await;
     assert_eq!(waiting.get("durabletask_backlog_items", &orch), 1.0);
