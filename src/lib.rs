@@ -3,7 +3,8 @@
 //! Layers, left to right: `grpc` and `http` (the doors) → `service` (use cases) → `engine` (pure
 //! orchestration state machine + dispatcher) → `store` (trait + backends). Every layer may
 //! use `domain`; no layer names a type from a layer to its left. `cli` is a second door
-//! of a different kind: a gRPC client of any sidecar, in the same binary.
+//! of a different kind: a gRPC client of any sidecar, in the same binary. `metrics` is a
+//! leaf every layer records into; the HTTP door serves it.
 #![warn(missing_docs)]
 
 pub mod cli;
