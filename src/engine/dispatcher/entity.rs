@@ -154,7 +154,7 @@ impl Engine {
                     continue;
                 }
                 Err(Unavailable::Busy) => {
-                    st.entities.ready.push_front(id);
+                    st.entities.ready.put_back(id);
                     break;
                 }
             };

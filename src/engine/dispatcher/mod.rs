@@ -402,7 +402,7 @@ impl Engine {
                     continue;
                 }
                 let Ok(reservation) = self.executor.reserve(WorkKind::Orchestration, None) else {
-                    st.ready.push_front(id);
+                    st.ready.put_back(id);
                     break;
                 };
                 self.begin_fetch(&mut st, id, reservation, &mut fetches);

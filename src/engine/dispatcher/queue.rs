@@ -15,9 +15,7 @@ use chrono::{DateTime, Utc};
 pub(super) struct ReadyQueue<K> {
     order: VecDeque<(K, Instant)>,
     queued: HashSet<K>,
-    /// When the key last taken was queued: a key taken and put straight back at the front
-    /// (no capacity after all) keeps its age, or the backlog would look young exactly
-    /// when no worker takes it.
+    /// When the key last taken was queued, for [`Self::put_back`].
     last_taken: Option<Instant>,
 }
 
@@ -39,9 +37,19 @@ impl<K: Clone + Eq + Hash> ReadyQueue<K> {
         }
     }
 
-    /// Queues `key` at the front (it was taken and could not go after all), unless it
-    /// is already queued.
+    /// Queues `key` at the front, unless it is already queued. It counts as waiting as
+    /// long as the key it jumps ahead of, so the front stays the oldest.
     pub(super) fn push_front(&mut self, key: K) {
+        if self.queued.insert(key.clone()) {
+            let since = self.order.front().map_or_else(Instant::now, |(_, t)| *t);
+            self.order.push_front((key, since));
+        }
+    }
+
+    /// Puts back at the front the key just taken by [`Self::pop_front`] (it could not go
+    /// after all), with the time it was first queued: otherwise the backlog would look
+    /// young exactly when no worker takes it.
+    pub(super) fn put_back(&mut self, key: K) {
         if self.queued.insert(key.clone()) {
             let since = self.last_taken.take().unwrap_or_else(Instant::now);
             self.order.push_front((key, since));
@@ -66,7 +74,7 @@ impl<K: Clone + Eq + Hash> ReadyQueue<K> {
         self.order.len()
     }
 
-    /// When the key at the front (the longest waiting, give or take a re-queue) was queued.
+    /// When the key at the front, the longest waiting, was queued.
     pub(super) fn oldest(&self) -> Option<Instant> {
         self.order.front().map(|(_, since)| *since)
     }
@@ -142,14 +150,21 @@ mod tests {
         let queued = q.oldest().unwrap();
         q.push_back("b");
         assert_eq!(q.pop_front(), Some("a"));
-        q.push_front("a");
+        q.put_back("a");
         assert_eq!(
             q.oldest(),
             Some(queued),
             "no capacity is no reason to look young"
         );
         assert_eq!(q.pop_front(), Some("a"));
-        assert!(q.oldest().unwrap() >= queued);
+        let b_queued = q.oldest().unwrap();
+        assert!(b_queued >= queued);
+        q.push_front("c");
+        assert_eq!(
+            q.oldest(),
+            Some(b_queued),
+            "a key jumping the line is as old as the front"
+        );
     }
 
     #[test]
