@@ -96,11 +96,16 @@ impl AppState {
         Ok(())
     }
 
-    /// `GetEntity`: `None` when the entity does not exist in the DurableTask.Core sense
-    /// (no state, no lock, no backlog).
+    /// `GetEntity`: `None` until the entity has state (the Durable Task Scheduler's rule:
+    /// an entity with only a lock or a queued signal does not exist yet, and a client
+    /// reading its state would get nothing).
     pub async fn get_entity(&self, id: &str) -> Result<Option<EntityRecord>> {
         let id = entity_id(id)?;
-        Ok(self.store().entity(&id).await?.filter(EntityRecord::exists))
+        Ok(self
+            .store()
+            .entity(&id)
+            .await?
+            .filter(|r| r.state.is_some()))
     }
 
     /// `QueryEntities`, ordered by id; the token is the last id of the page.
