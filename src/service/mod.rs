@@ -18,6 +18,7 @@ mod error;
 mod metrics;
 mod rewind;
 mod terminations;
+pub mod validate;
 pub mod workers;
 
 pub use error::ServiceError;
