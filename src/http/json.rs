@@ -219,8 +219,18 @@ pub(super) fn status_object(
         "createdTime": time_seconds(r.created_at),
         "lastUpdatedTime": time_seconds(r.last_updated_at),
     });
-    if let (Some(events), Some(map)) = (history, o.as_object_mut()) {
-        map.insert("historyEvents".into(), Value::Array(events));
+    if let Some(map) = o.as_object_mut() {
+        // Not in Durable Functions' status object: the dashboard links a child to its
+        // parent and shows a failure's type, stack and inner failure.
+        if let Some(parent) = &r.parent_instance_id {
+            map.insert("parentInstanceId".into(), parent.as_str().into());
+        }
+        if let Some(f) = &r.failure {
+            map.insert("failureDetails".into(), failure(f, false));
+        }
+        if let Some(events) = history {
+            map.insert("historyEvents".into(), Value::Array(events));
+        }
     }
     o
 }
@@ -273,7 +283,8 @@ pub(super) fn history_events(
     show_input: bool,
     show_output: bool,
 ) -> Vec<Value> {
-    let mut scheduled: HashMap<i32, (String, Option<String>)> = HashMap::new();
+    // Scheduling event id -> (name, time, child instance id for sub-orchestrations).
+    let mut scheduled: HashMap<i32, (String, Option<String>, Option<String>)> = HashMap::new();
     for e in events {
         let at = e
             .timestamp
@@ -281,10 +292,13 @@ pub(super) fn history_events(
             .map(|t| time_precise(from_timestamp(t)));
         match &e.event_type {
             Some(EventType::TaskScheduled(t)) => {
-                scheduled.insert(e.event_id, (t.name.clone(), at));
+                scheduled.insert(e.event_id, (t.name.clone(), at, None));
             }
             Some(EventType::SubOrchestrationInstanceCreated(s)) => {
-                scheduled.insert(e.event_id, (s.name.clone(), at));
+                scheduled.insert(
+                    e.event_id,
+                    (s.name.clone(), at, Some(s.instance_id.clone())),
+                );
             }
             _ => {}
         }
@@ -297,10 +311,13 @@ pub(super) fn history_events(
             o.insert(k.into(), v);
         };
         let origin = |id: i32, put: &mut dyn FnMut(&str, Value)| {
-            if let Some((name, at)) = scheduled.get(&id) {
+            if let Some((name, at, child)) = scheduled.get(&id) {
                 put("FunctionName", Value::String(name.clone()));
                 if let Some(at) = at {
                     put("ScheduledTime", Value::String(at.clone()));
+                }
+                if let Some(child) = child {
+                    put("InstanceId", Value::String(child.clone()));
                 }
             }
         };
@@ -323,7 +340,7 @@ pub(super) fn history_events(
                     put("Result", payload(c.result.as_deref()));
                 }
                 if let Some(f) = &c.failure_details {
-                    put("FailureDetails", failure(f));
+                    put("FailureDetails", failure(f, true));
                 }
             }
             EventType::ExecutionTerminated(t) => {
@@ -339,7 +356,7 @@ pub(super) fn history_events(
                 origin(f.task_scheduled_id, &mut put);
                 if let Some(d) = &f.failure_details {
                     put("Reason", Value::String(d.error_message.clone()));
-                    put("FailureDetails", failure(d));
+                    put("FailureDetails", failure(d, true));
                 }
             }
             EventType::SubOrchestrationInstanceCompleted(c) => {
@@ -352,7 +369,7 @@ pub(super) fn history_events(
                 origin(f.task_scheduled_id, &mut put);
                 if let Some(d) = &f.failure_details {
                     put("Reason", Value::String(d.error_message.clone()));
-                    put("FailureDetails", failure(d));
+                    put("FailureDetails", failure(d, true));
                 }
             }
             EventType::TimerCreated(t) => {
@@ -399,8 +416,24 @@ pub(super) fn history_events(
     out
 }
 
-fn failure(f: &pb::TaskFailureDetails) -> Value {
-    json!({ "ErrorType": f.error_type, "ErrorMessage": f.error_message })
+/// Failure details with their stack trace and inner failure (recursively): PascalCase in
+/// history events, camelCase in the status object, as the surrounding fields.
+fn failure(f: &pb::TaskFailureDetails, pascal: bool) -> Value {
+    let names = if pascal {
+        ["ErrorType", "ErrorMessage", "StackTrace", "InnerFailure"]
+    } else {
+        ["errorType", "errorMessage", "stackTrace", "innerFailure"]
+    };
+    let mut o = Map::new();
+    o.insert(names[0].into(), f.error_type.clone().into());
+    o.insert(names[1].into(), f.error_message.clone().into());
+    if let Some(stack) = f.stack_trace.as_deref().filter(|s| !s.is_empty()) {
+        o.insert(names[2].into(), stack.into());
+    }
+    if let Some(inner) = &f.inner_failure {
+        o.insert(names[3].into(), failure(inner, pascal));
+    }
+    Value::Object(o)
 }
 
 /// `@name@key` from the route: names are case-insensitive and kept lower-case (as
@@ -420,6 +453,10 @@ pub(super) fn entity_entry(r: &EntityRecord, fetch_state: bool) -> Value {
     let mut o = json!({
         "entityId": { "name": name, "key": key },
         "lastOperationTime": time_precise(r.last_modified),
+        // Not in Durable Functions' listing: who holds the lock and how many operations
+        // wait, for the dashboard.
+        "lockedBy": r.lock.as_ref().map(|l| l.owner.as_str()),
+        "backlogQueueSize": r.backlog,
     });
     if let (true, Some(map)) = (fetch_state, o.as_object_mut()) {
         map.insert("state".into(), payload(r.state.as_deref()));

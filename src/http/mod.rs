@@ -20,6 +20,7 @@ mod entities;
 mod error;
 mod instances;
 mod json;
+mod ui;
 
 /// Where every Durable Functions route lives.
 pub const BASE_PATH: &str = "/runtime/webhooks/durabletask";
@@ -164,6 +165,9 @@ fn router(state: AppState, options: &HttpOptions, local_addr: Option<SocketAddr>
     Router::new()
         .nest(BASE_PATH, base)
         .route("/openapi.json", get(admin::openapi))
+        // The dashboard (not API routes, so not in ROUTES nor the OpenAPI document).
+        .route("/", get(ui::index))
+        .route("/ui/{*path}", get(ui::asset))
         .fallback(error::no_route)
         .layer(axum::middleware::from_fn(trace))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
