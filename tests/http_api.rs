@@ -789,6 +789,74 @@ async fn list_filters_and_pages_through_the_continuation_header() {
     assert_eq!(r.status, 400);
 }
 
+#[tokio::test]
+async fn list_by_name_newest_first_and_count_per_status() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server).await;
+    for i in 0..3 {
+        api.start("Orch", &format!("n-{i}"), json!(i), "").await;
+    }
+    api.start("Other", "o-0", json!(null), "").await;
+    terminated(&server, "t-0").await;
+    let list = format!("{B}/instances");
+    let ids = |r: &Reply| -> Vec<String> {
+        let items = r.body.as_array().unwrap();
+        items
+            .iter()
+            .map(|i| i["instanceId"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let r = api
+        .get(&list, &[], "name=Orch&instanceIdPrefix=n-&order=desc&top=2")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(ids(&r), ["n-2", "n-1"]);
+    let token = r.header("x-ms-continuation-token").unwrap().to_string();
+    let r = api
+        .call(
+            "GET",
+            &list,
+            Req {
+                query: "name=Orch&instanceIdPrefix=n-&order=DESC&top=2",
+                headers: &[("x-ms-continuation-token", &token)],
+                ..Req::default()
+            },
+        )
+        .await;
+    assert_eq!(ids(&r), ["n-0"]);
+    assert_eq!(r.header("x-ms-continuation-token"), None);
+    let r = api.get(&list, &[], "name=Other").await;
+    assert_eq!(ids(&r), ["o-0"], "the name is matched exactly");
+
+    let counts = format!("{B}/instanceCounts");
+    let r = api.get(&counts, &[], "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["total"], json!(5));
+    assert_eq!(r.body["byStatus"]["Pending"], json!(4));
+    assert_eq!(r.body["byStatus"]["Terminated"], json!(1));
+    assert_eq!(r.body["byStatus"]["Running"], json!(0));
+    let r = api
+        .get(
+            &counts,
+            &[],
+            "name=Orch&instanceIdPrefix=n-&runtimeStatus=Pending",
+        )
+        .await;
+    assert_eq!(r.body["total"], json!(3));
+
+    for (bad, names) in [
+        ("order=sideways", "'order'"),
+        ("runtimeStatus=Done", "'runtimeStatus'"),
+    ] {
+        for url in [&list, &counts] {
+            let r = api.get(url, &[], bad).await;
+            assert_eq!(r.status, 400, "{url}?{bad}");
+            assert!(r.body.to_string().contains(names), "{bad}: {}", r.body);
+        }
+    }
+}
+
 fn is_entity(i: &pb::WorkItem) -> bool {
     matches!(i.request, Some(pb::work_item::Request::EntityRequestV2(_)))
 }

@@ -78,6 +78,7 @@ pub(crate) fn instance_query(q: &pb::InstanceQuery) -> Result<InstanceQuery, Ser
         id_prefix: q.instance_id_prefix.clone(),
         page_size: page_size(q.max_instance_count),
         continuation_token: q.continuation_token.clone(),
+        ..Default::default()
     })
 }
 

@@ -265,14 +265,10 @@ pub(super) async fn list(
     params: Params,
     headers: HeaderMap,
 ) -> ApiResult {
-    let token = json::continuation(&headers)?;
     let query = InstanceQuery {
-        statuses: params.statuses("runtimeStatus")?,
-        created_from: params.time("createdTimeFrom")?,
-        created_to: params.time("createdTimeTo")?,
-        id_prefix: params.get("instanceIdPrefix").map(Into::into),
         page_size: params.count("top")?.unwrap_or(0),
-        continuation_token: token,
+        continuation_token: json::continuation(&headers)?,
+        ..json::instance_query(&params)?
     };
     let show_input = params.flag("showInput", true)?;
     let page = door.state.query_instances(&query).await?;
@@ -282,6 +278,16 @@ pub(super) async fn list(
         .map(|r| json::status_object(r, show_input, None))
         .collect();
     Ok(with_continuation(Json(items).into_response(), page.next))
+}
+
+/// `GET instanceCounts?…`: how many instances the list's filters match, per status (an
+/// extension of this server; the dashboard's status counts and bulk-action previews).
+pub(super) async fn counts(State(door): State<Door>, params: Params) -> ApiResult {
+    let counts = door
+        .state
+        .count_instances(&json::instance_query(&params)?)
+        .await?;
+    Ok(Json(json::status_counts(&counts)).into_response())
 }
 
 /// Adds `x-ms-continuation-token` when another page exists.

@@ -16,6 +16,7 @@ use super::error::{invalid, ApiError};
 use crate::domain::events::{from_timestamp, kind_name};
 use crate::domain::{EntityRecord, InstanceRecord, RuntimeStatus};
 use crate::proto as pb;
+use crate::service::client::InstanceQuery;
 use pb::history_event::EventType;
 
 /// The request/response header that carries a query's continuation token.
@@ -109,6 +110,41 @@ impl Params {
             })
             .collect()
     }
+}
+
+/// The filters of the instance list (and of `instanceCounts`): `runtimeStatus`,
+/// `createdTimeFrom`, `createdTimeTo`, `instanceIdPrefix`, `name` (exact) and
+/// `order=asc|desc`; paging is the caller's.
+pub(super) fn instance_query(params: &Params) -> Result<InstanceQuery, ApiError> {
+    let newest_first = match params.get("order") {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("asc") => false,
+        Some(v) if v.eq_ignore_ascii_case("desc") => true,
+        Some(v) => {
+            return Err(invalid(format!(
+                "query parameter 'order' must be asc or desc, got '{v}'"
+            )))
+        }
+    };
+    Ok(InstanceQuery {
+        statuses: params.statuses("runtimeStatus")?,
+        created_from: params.time("createdTimeFrom")?,
+        created_to: params.time("createdTimeTo")?,
+        id_prefix: params.get("instanceIdPrefix").map(Into::into),
+        name: params.get("name").map(Into::into),
+        newest_first,
+        ..Default::default()
+    })
+}
+
+/// `{"total": n, "byStatus": {"Running": n, …}}`, every status present.
+pub(super) fn status_counts(counts: &[(RuntimeStatus, u64)]) -> Value {
+    let by_status: Map<String, Value> = counts
+        .iter()
+        .map(|(s, n)| (status_name(*s).to_owned(), json!(n)))
+        .collect();
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    json!({ "total": total, "byStatus": by_status })
 }
 
 /// The `x-ms-continuation-token` request header, if sent.

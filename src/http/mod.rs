@@ -75,6 +75,7 @@ pub const ROUTES: &[(&str, &str)] = &[
         "/runtime/webhooks/durabletask/orchestrators/{functionName}/{instanceId}",
     ),
     ("GET", "/runtime/webhooks/durabletask/instances"),
+    ("GET", "/runtime/webhooks/durabletask/instanceCounts"),
     ("DELETE", "/runtime/webhooks/durabletask/instances"),
     (
         "GET",
@@ -137,6 +138,7 @@ fn router(state: AppState, options: &HttpOptions, local_addr: Option<SocketAddr>
             "/instances",
             get(instances::list).delete(instances::purge_where),
         )
+        .route("/instanceCounts", get(instances::counts))
         .route(
             "/instances/{instance_id}",
             get(instances::status).delete(instances::purge),

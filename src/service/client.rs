@@ -78,6 +78,10 @@ pub struct InstanceQuery {
     pub created_to: Option<DateTime<Utc>>,
     /// Plain instance id prefix; empty = none.
     pub id_prefix: Option<String>,
+    /// Exact orchestration name; empty = any.
+    pub name: Option<String>,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
     /// Page size; 0 = the default.
     pub page_size: u32,
     /// Cursor from the previous page (absent, "" and "0" mean the first page).
@@ -190,6 +194,20 @@ fn cursor(token: Option<&str>) -> Result<Option<(DateTime<Utc>, String)>> {
     match token {
         None | Some("") | Some("0") => Ok(None),
         Some(t) => decode_cursor(t).map(Some),
+    }
+}
+
+/// The store filter of `q`'s conditions, without cursor or limit.
+fn instance_filter(q: &InstanceQuery) -> InstanceFilter {
+    InstanceFilter {
+        statuses: q.statuses.clone(),
+        created_from: q.created_from,
+        created_to: q.created_to,
+        id_prefix: q.id_prefix.clone().filter(|p| !p.is_empty()),
+        name: q.name.clone().filter(|n| !n.is_empty()),
+        newest_first: q.newest_first,
+        after: None,
+        limit: 0,
     }
 }
 
@@ -445,12 +463,9 @@ impl AppState {
     pub async fn query_instances(&self, q: &InstanceQuery) -> Result<Page<InstanceRecord>> {
         let limit = page_size(q.page_size);
         let filter = InstanceFilter {
-            statuses: q.statuses.clone(),
-            created_from: q.created_from,
-            created_to: q.created_to,
-            id_prefix: q.id_prefix.clone().filter(|p| !p.is_empty()),
             after: cursor(q.continuation_token.as_deref())?,
             limit: limit + 1,
+            ..instance_filter(q)
         };
         let mut items = self.store().query_instances(&filter).await?;
         let next = if items.len() > limit as usize {
@@ -462,6 +477,12 @@ impl AppState {
             None
         };
         Ok(Page { items, next })
+    }
+
+    /// How many instances match `q` (its paging fields ignored), per status: one entry
+    /// per status of `RuntimeStatus::ALL`, zeros included.
+    pub async fn count_instances(&self, q: &InstanceQuery) -> Result<Vec<(RuntimeStatus, u64)>> {
+        Ok(self.store().count_instances(&instance_filter(q)).await?)
     }
 
     /// `ListInstanceIds` (PROTOCOL.md §3.10).

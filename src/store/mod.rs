@@ -227,7 +227,12 @@ pub struct InstanceFilter {
     pub created_to: Option<DateTime<Utc>>,
     /// Plain string prefix.
     pub id_prefix: Option<String>,
-    /// Keyset cursor: return rows strictly after `(created_at, instance_id)`.
+    /// Exact orchestration name.
+    pub name: Option<String>,
+    /// Order by `(created_at, instance_id)` descending instead of ascending.
+    pub newest_first: bool,
+    /// Keyset cursor: return rows strictly after `(created_at, instance_id)` in the
+    /// chosen order.
     pub after: Option<(DateTime<Utc>, String)>,
     /// Maximum rows to return.
     pub limit: u32,
@@ -366,6 +371,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// One page of instances, ordered by (created_at, instance_id).
     async fn query_instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>>;
+
+    /// How many instances (not entities) match `filter`, ignoring its cursor and limit: one
+    /// entry per status of `RuntimeStatus::ALL`, in that order, zeros included.
+    async fn count_instances(&self, filter: &InstanceFilter) -> Result<Vec<(RuntimeStatus, u64)>>;
 
     /// One page of terminal instance ids with their completion time, ordered by
     /// (completed_at, instance_id).

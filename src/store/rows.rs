@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    EntityFilter, EntityLock, EntityRecord, ExecutionId, InstanceId, InstanceRecord,
+    EntityFilter, EntityLock, EntityRecord, ExecutionId, InstanceId, InstanceRecord, RuntimeStatus,
 };
 use crate::proto::history_event::EventType;
 use crate::store::codec::{decode_event, decode_opt, parse_tags, status};
@@ -227,4 +227,17 @@ pub(crate) fn plan_clean(
         .then(|| records.last().map(|r| r.instance_id.to_string()))
         .flatten();
     plan
+}
+
+/// `(status name, count)` rows of a `GROUP BY status` as one entry per status of
+/// `RuntimeStatus::ALL`, zeros included. A name no status has cannot be written by this
+/// store, so it is not counted.
+pub(crate) fn status_counts(rows: Vec<(String, i64)>) -> Vec<(RuntimeStatus, u64)> {
+    let mut counts = RuntimeStatus::ALL.map(|s| (s, 0u64));
+    for (name, n) in rows {
+        if let Some(slot) = counts.iter_mut().find(|(s, _)| s.name() == name) {
+            slot.1 = u64::try_from(n).unwrap_or(0);
+        }
+    }
+    counts.to_vec()
 }

@@ -67,6 +67,7 @@ macro_rules! store_conformance_tests {
             episodes::a_timer_to_self_becomes_visible_at_its_time_and_not_before,
             episodes::messages_for_an_execution_a_rewind_replaced_reach_the_new_one_until_continue_as_new,
             queries::query_instances_pages_by_keyset,
+            queries::query_newest_first_by_name_and_count_per_status,
             queries::list_completed_pages_terminal_instances,
             queries::purge_by_id_recursive_and_filter,
             recovery::recover_after_reopening_the_same_database,

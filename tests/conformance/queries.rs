@@ -68,6 +68,69 @@ pub async fn query_instances_pages_by_keyset(mut f: impl StoreFactory) {
     assert_eq!(ids, [id("q1"), id("q2"), id("x1")]);
 }
 
+pub async fn query_newest_first_by_name_and_count_per_status(mut f: impl StoreFactory) {
+    let store = f.fresh().await;
+    for (i, id_text) in ["n1", "n2", "n3", "other"].iter().enumerate() {
+        let mut new = new_instance(id_text, at(i as i64));
+        if *id_text == "other" {
+            new.name = "another".into();
+        }
+        store
+            .create_instance(new, ReusePolicy::ReplaceTerminal)
+            .await
+            .unwrap();
+    }
+    store
+        .create_instance(
+            new_instance("@ent@key", at(0)),
+            ReusePolicy::ReplaceTerminal,
+        )
+        .await
+        .unwrap();
+    complete(&*store, "n2", at(10)).await;
+
+    let mut filter = InstanceFilter {
+        name: Some("orch".into()),
+        newest_first: true,
+        limit: 2,
+        ..Default::default()
+    };
+    let page = store.query_instances(&filter).await.unwrap();
+    let ids: Vec<_> = page.iter().map(|r| r.instance_id.as_str()).collect();
+    assert_eq!(ids, ["n3", "n2"], "newest first, other names left out");
+    let last = page.last().unwrap();
+    filter.after = Some((last.created_at, last.instance_id.as_str().to_string()));
+    let page = store.query_instances(&filter).await.unwrap();
+    let ids: Vec<_> = page.iter().map(|r| r.instance_id.as_str()).collect();
+    assert_eq!(ids, ["n1"], "the cursor continues downwards");
+
+    let count = |filter: InstanceFilter| {
+        let store = &store;
+        async move {
+            let counts = store.count_instances(&filter).await.unwrap();
+            let statuses: Vec<_> = counts.iter().map(|(s, _)| *s).collect();
+            assert_eq!(statuses, RuntimeStatus::ALL, "every status, in order");
+            counts
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        count(InstanceFilter::default()).await,
+        [(RuntimeStatus::Completed, 1), (RuntimeStatus::Pending, 3)],
+        "entities are not counted"
+    );
+    let narrowed = InstanceFilter {
+        name: Some("orch".into()),
+        statuses: vec![RuntimeStatus::Pending],
+        created_from: Some(at(1)),
+        id_prefix: Some("n".into()),
+        ..Default::default()
+    };
+    assert_eq!(count(narrowed).await, [(RuntimeStatus::Pending, 1)]);
+}
+
 pub async fn list_completed_pages_terminal_instances(mut f: impl StoreFactory) {
     let store = f.fresh().await;
     for (i, name) in ["l1", "l2", "l3", "live"].iter().enumerate() {

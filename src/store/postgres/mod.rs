@@ -47,7 +47,7 @@ use super::{
 };
 use crate::domain::{
     Clock, EntityFilter, EntityRecord, EntityTransition, ExecutionId, InstanceId, InstanceRecord,
-    NewInstance, ReusePolicy, RewindPlan, SystemClock, Transition,
+    NewInstance, ReusePolicy, RewindPlan, RuntimeStatus, SystemClock, Transition,
 };
 use crate::proto as pb;
 
@@ -543,6 +543,11 @@ impl Store for PostgresStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn query_instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>> {
         retried!(queries::query_instances(&mut *self.conn().await?, &self.hub, filter).await)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn count_instances(&self, filter: &InstanceFilter) -> Result<Vec<(RuntimeStatus, u64)>> {
+        retried!(queries::count_instances(&mut *self.conn().await?, &self.hub, filter).await)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -44,7 +44,7 @@ use super::{
 };
 use crate::domain::{
     Clock, EntityFilter, EntityRecord, EntityTransition, ExecutionId, InstanceId, InstanceRecord,
-    NewInstance, ReusePolicy, RewindPlan, SystemClock, Transition,
+    NewInstance, ReusePolicy, RewindPlan, RuntimeStatus, SystemClock, Transition,
 };
 use crate::proto as pb;
 
@@ -372,6 +372,13 @@ impl Store for SqliteStore {
     async fn query_instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>> {
         let filter = filter.clone();
         self.read(op!(|conn| queries::query_instances(conn, &filter).await))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn count_instances(&self, filter: &InstanceFilter) -> Result<Vec<(RuntimeStatus, u64)>> {
+        let filter = filter.clone();
+        self.read(op!(|conn| queries::count_instances(conn, &filter).await))
             .await
     }
 

@@ -118,16 +118,10 @@ pub(super) fn push_statuses(q: &mut QueryBuilder<'_, Sqlite>, statuses: &[Runtim
     list.push_unseparated(")");
 }
 
-/// `Store::query_instances`: keyset page ordered by (created_at, instance_id); entity ids
-/// (`@…`) are never returned.
-pub(super) async fn query_instances(
-    conn: &mut SqliteConnection,
-    f: &InstanceFilter,
-) -> Result<Vec<InstanceRecord>> {
-    let mut q = QueryBuilder::new(format!(
-        "SELECT {INSTANCE_COLUMNS} FROM instances WHERE substr(instance_id, 1, 1) <> '@'"
-    ));
-    push_statuses(&mut q, &f.statuses);
+/// Adds the conditions of `f` other than its cursor: statuses, created window, id prefix,
+/// name. Entity ids (`@…`) are excluded by the caller's base statement.
+fn push_instance_filter(q: &mut QueryBuilder<'_, Sqlite>, f: &InstanceFilter) {
+    push_statuses(q, &f.statuses);
     if let Some(from) = f.created_from {
         q.push(" AND created_at >= ").push_bind(micros(from));
     }
@@ -142,21 +136,62 @@ pub(super) async fn query_instances(
             .push(") = ")
             .push_bind(prefix.to_owned());
     }
+    if let Some(name) = f.name.as_deref() {
+        q.push(" AND name = ").push_bind(name.to_owned());
+    }
+}
+
+/// `Store::query_instances`: keyset page ordered by (created_at, instance_id), ascending
+/// or (`newest_first`) descending; entity ids (`@…`) are never returned.
+pub(super) async fn query_instances(
+    conn: &mut SqliteConnection,
+    f: &InstanceFilter,
+) -> Result<Vec<InstanceRecord>> {
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {INSTANCE_COLUMNS} FROM instances WHERE substr(instance_id, 1, 1) <> '@'"
+    ));
+    push_instance_filter(&mut q, f);
+    let (after, order) = if f.newest_first {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
     if let Some((created, after_id)) = &f.after {
-        q.push(" AND (created_at, instance_id) > (")
+        q.push(format!(" AND (created_at, instance_id) {after} ("))
             .push_bind(micros(*created))
             .push(", ")
             .push_bind(after_id.clone())
             .push(")");
     }
-    q.push(" ORDER BY created_at, instance_id LIMIT ")
-        .push_bind(i64::from(f.limit));
+    q.push(format!(
+        " ORDER BY created_at {order}, instance_id {order} LIMIT "
+    ))
+    .push_bind(i64::from(f.limit));
     let rows = q
         .build()
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error("query instances"))?;
     rows.iter().map(instance_record).collect()
+}
+
+/// `Store::count_instances`: how many instances match `f` (cursor and limit ignored), per
+/// status.
+pub(super) async fn count_instances(
+    conn: &mut SqliteConnection,
+    f: &InstanceFilter,
+) -> Result<Vec<(RuntimeStatus, u64)>> {
+    let mut q = QueryBuilder::new(
+        "SELECT status, COUNT(*) FROM instances WHERE substr(instance_id, 1, 1) <> '@'",
+    );
+    push_instance_filter(&mut q, f);
+    q.push(" GROUP BY status");
+    let rows: Vec<(String, i64)> = q
+        .build_query_as()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error("count instances"))?;
+    Ok(crate::store::rows::status_counts(rows))
 }
 
 /// `Store::list_completed`: terminal instances ordered by (completed_at, instance_id).
