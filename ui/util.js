@@ -8,6 +8,9 @@ export const html = htm.bind(h);
 
 /** How often a view refreshes itself while the tab is visible. */
 export const POLL_MS = 3000;
+/** Right after an action, for a few seconds, it looks sooner: its effect is a moment away. */
+const AFTER_ACTION_MS = 500;
+const AFTER_ACTION_FOR_MS = 4000;
 
 /** The current `#/path?query` as { path, params }; re-renders on navigation. */
 export function useRoute() {
@@ -40,14 +43,16 @@ export function href(path, params = {}) {
  * Loads with `load(signal)` now, whenever `deps` change, and every POLL_MS while the tab
  * is visible (a hidden tab sends nothing; it reloads when shown again) and
  * `keepPolling(data)` holds. One request at a time: the next poll is scheduled only after
- * the previous answer. `reload()` loads at once and keeps polling for a while whatever
- * `keepPolling` says (an action's effect shows up a moment later).
+ * the previous answer. `reload()` loads at once, then polls faster for a few seconds and
+ * keeps polling for a while whatever `keepPolling` says (an action's effect shows up a
+ * moment later, through the server's queue).
  */
 export function usePolled(load, deps, { keepPolling = () => true } = {}) {
   const [state, setState] = useState({ data: null, error: null, loading: true });
   const timer = useRef(null);
   const run = useRef(null);
   const forceUntil = useRef(0);
+  const fastUntil = useRef(0);
   useEffect(() => {
     let stopped = false;
     let ctrl = null;
@@ -56,7 +61,7 @@ export function usePolled(load, deps, { keepPolling = () => true } = {}) {
       clearTimeout(timer.current);
       const wanted = last === null || keepPolling(last) || Date.now() < forceUntil.current;
       if (!stopped && wanted && document.visibilityState === 'visible') {
-        timer.current = setTimeout(tick, POLL_MS);
+        timer.current = setTimeout(tick, Date.now() < fastUntil.current ? AFTER_ACTION_MS : POLL_MS);
       }
     };
     const tick = async () => {
@@ -90,6 +95,7 @@ export function usePolled(load, deps, { keepPolling = () => true } = {}) {
   }, deps);
   const reload = useCallback(() => {
     forceUntil.current = Date.now() + 10 * POLL_MS;
+    fastUntil.current = Date.now() + AFTER_ACTION_FOR_MS;
     if (run.current) run.current();
   }, []);
   return { ...state, reload };

@@ -215,6 +215,22 @@ describe("dashboard", () => {
     await instanceLink(wf).waitFor({ state: "detached", timeout: T });
     await instanceLink(failing).waitFor({ timeout: T });
 
+    // Created window: from tomorrow matches nothing; up to tomorrow matches them all.
+    await page.getByRole("link", { name: "Clear" }).click();
+    await instanceLink(wf).waitFor({ timeout: T });
+    const local = (d) => new Date(d.getTime() - d.getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
+    const tomorrow = local(new Date(Date.now() + 86_400_000));
+    await page.getByLabel("Created from").fill(tomorrow);
+    await page.getByLabel("Created from").press("Enter");
+    await page.getByText("No instance matches.").waitFor({ timeout: T });
+    await expectText("count-total", "0");
+    await page.getByRole("link", { name: "Clear" }).click();
+    await instanceLink(wf).waitFor({ timeout: T });
+    await page.getByLabel("to", { exact: true }).fill(tomorrow);
+    await page.getByLabel("to", { exact: true }).press("Enter");
+    await instanceLink(failing).waitFor({ timeout: T });
+    await instanceLink(wf).waitFor({ timeout: T });
+
     // The list refreshes by itself: a new instance shows up without a reload.
     await page.getByRole("link", { name: "Clear" }).click();
     await instanceLink(wf).waitFor({ timeout: T });
