@@ -93,7 +93,7 @@ function Bulk({ filter, onDone }) {
     <${ConfirmDialog} open=${kind !== null} danger
       title=${kind === 'terminate' ? 'Terminate matching instances' : 'Purge matching instances'}
       confirmLabel=${kind === 'terminate' ? `Terminate ${count}` : `Purge ${count}`}
-      onConfirm=${run} onClose=${() => setKind(null)}>
+      disabled=${!count} onConfirm=${run} onClose=${() => setKind(null)}>
       <p data-testid="bulk-count"><strong>${count}</strong> ${what} instance${count === 1 ? '' : 's'} match the current filter.</p>
       ${kind === 'purge' ? html`<p>Purging deletes their history for good.</p>` : null}
       ${progress !== null ? html`<p aria-live="polite">${progress} done…</p>` : null}

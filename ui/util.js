@@ -101,10 +101,13 @@ export function usePolled(load, deps, { keepPolling = () => true } = {}) {
   return { ...state, reload };
 }
 
+/** `2026-01-31 12:00:00` in the browser's time zone (as the filters' inputs are). */
 export function fmtTime(t) {
   if (!t) return '';
   const d = new Date(t);
-  return Number.isNaN(d.getTime()) ? String(t) : d.toLocaleString(undefined, { hour12: false });
+  if (Number.isNaN(d.getTime())) return String(t);
+  const p = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
 export function fmtDuration(ms) {
@@ -130,7 +133,7 @@ export const ErrorBox = ({ error }) =>
  * A confirmation dialog (the native <dialog>: modal, Escape cancels, focus trapped).
  * `confirm` runs on submit; the dialog shows its error and stays open if it throws.
  */
-export function ConfirmDialog({ open, title, children, confirmLabel, danger, onConfirm, onClose }) {
+export function ConfirmDialog({ open, title, children, confirmLabel, danger, disabled, onConfirm, onClose }) {
   const ref = useRef(null);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState(null);
@@ -162,7 +165,7 @@ export function ConfirmDialog({ open, title, children, confirmLabel, danger, onC
       <${ErrorBox} error=${error} />
       <div class="buttons">
         <button type="button" onClick=${onClose}>Cancel</button>
-        <button type="submit" class=${danger ? 'danger' : 'primary'} disabled=${busy}>${confirmLabel}</button>
+        <button type="submit" class=${danger ? 'danger' : 'primary'} disabled=${busy || disabled}>${confirmLabel}</button>
       </div>
     </form>
   </dialog>`;

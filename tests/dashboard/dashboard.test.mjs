@@ -289,6 +289,13 @@ describe("dashboard", () => {
     await expectStatus("Suspended");
     await page.getByRole("button", { name: "Resume" }).click();
     await expectStatus("Running");
+    // Keyboard: the button takes focus and Enter opens the dialog; Escape cancels it.
+    await page.getByRole("button", { name: "Terminate…" }).focus();
+    await page.keyboard.press("Enter");
+    await page.getByRole("dialog").waitFor();
+    await page.keyboard.press("Escape");
+    await page.getByRole("dialog").waitFor({ state: "hidden" });
+    assert.equal(await statusOf(id), 0 /* RUNNING */);
     await confirm("Terminate…", "Terminate");
     await expectStatus("Terminated");
     assert.equal(await statusOf(id), 5 /* TERMINATED */);
