@@ -44,7 +44,7 @@ function HistoryTable({ events }) {
     <thead><tr><th scope="col">#</th><th scope="col">Time</th><th scope="col">Event</th>
       <th scope="col">Name</th><th scope="col">Details</th></tr></thead>
     <tbody>${events.map((e, i) => html`<tr key=${i} class=${e.EventType.endsWith('Failed') ? 'row-failed' : ''}>
-      <td>${i}</td><td>${fmtTime(e.Timestamp)}</td><td>${e.EventType}</td>
+      <td>${i}</td><td>${fmtTime(e.Timestamp, true)}</td><td>${e.EventType}</td>
       <td>${e.InstanceId && e.EventType.startsWith('SubOrchestration')
         ? html`<a href=${instanceHref(e.InstanceId)}>${e.FunctionName}</a>` : e.FunctionName || e.Name || ''}</td>
       <td class="details">${details(e)}</td></tr>`)}

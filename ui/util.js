@@ -101,13 +101,17 @@ export function usePolled(load, deps, { keepPolling = () => true } = {}) {
   return { ...state, reload };
 }
 
-/** `2026-01-31 12:00:00` in the browser's time zone (as the filters' inputs are). */
-export function fmtTime(t) {
+/**
+ * `2026-01-31 12:00:00` in the browser's time zone (as the filters' inputs are);
+ * `withMs` adds milliseconds (history events are that precise).
+ */
+export function fmtTime(t, withMs = false) {
   if (!t) return '';
   const d = new Date(t);
   if (Number.isNaN(d.getTime())) return String(t);
-  const p = (n) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  const p = (n, w = 2) => String(n).padStart(w, '0');
+  const s = `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  return withMs ? `${s}.${p(d.getMilliseconds(), 3)}` : s;
 }
 
 export function fmtDuration(ms) {
