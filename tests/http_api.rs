@@ -1098,7 +1098,8 @@ async fn every_documented_route_is_served() {
 /// The fields the dashboard adds to Durable Functions' shapes: a failed instance's
 /// `failureDetails` (stack trace, inner failure), a child's `parentInstanceId`, the
 /// child's `InstanceId` on the parent's sub-orchestration event, and an entity listing's
-/// `lockedBy`, `backlogQueueSize` and `keyPrefix` filter.
+/// `lockedBy`, `backlogQueueSize` and `keyPrefix` filter; and the scheduling events of
+/// work in progress, which the history keeps as the extension does.
 #[tokio::test]
 async fn dashboard_fields_failure_details_parent_and_child_and_entity_keys() {
     let server = TestServer::start().await;
@@ -1251,4 +1252,33 @@ async fn dashboard_fields_failure_details_parent_and_child_and_entity_keys() {
         .get(&named, &[("entityName", "counter")], "keyPrefix=c")
         .await;
     assert_eq!(keys(&none), Vec::<String>::new());
+
+    // Work in progress: scheduling events without a completion stay in the history.
+    api.start("Slow", "h-dash-slow", json!(null), "").await;
+    let (token, _) = w.orchestration().await;
+    let actions = vec![
+        schedule(0, "slow", None),
+        act(
+            1,
+            A::CreateSubOrchestration(pb::CreateSubOrchestrationAction {
+                instance_id: "h-dash-slow-kid".into(),
+                name: "Kid".into(),
+                ..Default::default()
+            }),
+        ),
+    ];
+    w.complete(&token, "h-dash-slow", actions).await.unwrap();
+    let r = api.status("h-dash-slow", "showHistory=true").await;
+    let pending: Vec<&Value> = r.body["historyEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["EventType"] != "ExecutionStarted")
+        .collect();
+    assert_eq!(pending.len(), 2, "{pending:?}");
+    assert_eq!(pending[0]["EventType"], "TaskScheduled");
+    assert_eq!(pending[0]["Name"], "slow");
+    assert_eq!(pending[1]["EventType"], "SubOrchestrationInstanceCreated");
+    assert_eq!(pending[1]["Name"], "Kid");
+    assert_eq!(pending[1]["InstanceId"], "h-dash-slow-kid");
 }

@@ -29,6 +29,7 @@ const Payload = ({ label, value }) =>
 function details(e) {
   const parts = [];
   if (e.ScheduledTime) parts.push(`took ${fmtDuration(new Date(e.Timestamp) - new Date(e.ScheduledTime))}`);
+  if (e.EventType === 'TaskScheduled' || e.EventType === 'SubOrchestrationInstanceCreated') parts.push('in progress');
   if (e.FireAt) parts.push(`due ${fmtTime(e.FireAt)}`);
   if (e.Reason) parts.push(typeof e.Reason === 'string' ? e.Reason : JSON.stringify(e.Reason));
   if (e.OrchestrationStatus) parts.push(e.OrchestrationStatus);
@@ -46,7 +47,7 @@ function HistoryTable({ events }) {
     <tbody>${events.map((e, i) => html`<tr key=${i} class=${e.EventType.endsWith('Failed') ? 'row-failed' : ''}>
       <td>${i}</td><td>${fmtTime(e.Timestamp, true)}</td><td>${e.EventType}</td>
       <td>${e.InstanceId && e.EventType.startsWith('SubOrchestration')
-        ? html`<a href=${instanceHref(e.InstanceId)}>${e.FunctionName}</a>` : e.FunctionName || e.Name || ''}</td>
+        ? html`<a href=${instanceHref(e.InstanceId)}>${e.FunctionName || e.Name}</a>` : e.FunctionName || e.Name || ''}</td>
       <td class="details">${details(e)}</td></tr>`)}
     </tbody></table>`;
 }
@@ -150,7 +151,7 @@ export function InstancePage({ id }) {
       <dt>Last updated</dt><dd>${fmtTime(inst.lastUpdatedTime)}</dd>
       ${inst.parentInstanceId ? html`<dt>Parent</dt><dd><a href=${instanceHref(inst.parentInstanceId)}>${inst.parentInstanceId}</a></dd>` : null}
       ${children.length ? html`<dt>Children</dt><dd><ul class="children">${children.map((c) =>
-        html`<li><a href=${instanceHref(c.InstanceId)}>${c.InstanceId}</a> (${c.FunctionName})</li>`)}</ul></dd>` : null}
+        html`<li><a href=${instanceHref(c.InstanceId)}>${c.InstanceId}</a> (${c.FunctionName || c.Name})</li>`)}</ul></dd>` : null}
     </dl>
     <${Actions} inst=${inst} reload=${reload} />
     <${Failure} f=${inst.failureDetails} />

@@ -1,6 +1,6 @@
 // The history as bars on a time axis (vis-timeline): one row per kind of work. Each
 // activity attempt is its own scheduled→completed/failed pair in the history, so retries
-// show as separate bars.
+// show as separate bars; work still in progress is a dashed bar up to now.
 
 import { useEffect, useRef } from 'preact/hooks';
 import { Timeline } from 'vis-timeline';
@@ -22,6 +22,7 @@ const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
  */
 export function timelineItems(events, status, now) {
   const items = [];
+  const live = ['Running', 'Pending', 'Suspended'].includes(status);
   const t = (e, k = 'Timestamp') => (e[k] ? new Date(e[k]) : null);
   let started = null;
   let ended = null;
@@ -50,6 +51,22 @@ export function timelineItems(events, status, now) {
           content: esc(e.FunctionName || e.EventType),
           title: esc(`${e.FunctionName}: ${failed ? `failed: ${e.Reason || ''}` : 'completed'}`),
           className: failed ? 'bar-failed' : 'bar-ok',
+          child: sub ? e.InstanceId : undefined,
+        });
+        break;
+      }
+      case 'TaskScheduled':
+      case 'SubOrchestrationInstanceCreated': {
+        // Still in progress (the API folds finished ones into their completions).
+        const sub = e.EventType.startsWith('Sub');
+        items.push({
+          id: i,
+          group: sub ? 'suborchestrations' : 'activities',
+          start: at,
+          end: live ? now : at,
+          content: esc(e.Name),
+          title: esc(`${e.Name}: in progress`),
+          className: 'bar-pending',
           child: sub ? e.InstanceId : undefined,
         });
         break;
@@ -93,7 +110,6 @@ export function timelineItems(events, status, now) {
     items.push({ id: o.i, group: 'timers', start: o.at, end: new Date(o.fireAt), content: 'timer (pending)', className: 'bar-pending' });
   }
   if (started) {
-    const live = ['Running', 'Pending', 'Suspended'].includes(status);
     items.push({
       id: 'run',
       group: 'orchestration',

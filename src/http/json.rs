@@ -2,7 +2,7 @@
 //! management payload, history events, entity listings), its status names and time
 //! format, and request parameters parsed with messages that name what was wrong.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
@@ -312,8 +312,10 @@ pub(super) struct ManagementUrls {
 
 /// `historyEvents` in the Durable Functions shape: PascalCase fields, `EventType` and
 /// `Timestamp` on each; the scheduling events (`TaskScheduled`,
-/// `SubOrchestrationInstanceCreated`) and episode markers (`OrchestratorStarted`,
-/// `OrchestratorCompleted`) folded away, their name and time moved onto the completion.
+/// `SubOrchestrationInstanceCreated`) folded into their completions (name and time moved
+/// onto them) and the episode markers (`OrchestratorStarted`, `OrchestratorCompleted`)
+/// left out. A scheduling event without a completion yet stays, with its `Name`, as the
+/// extension's `DurableClient` leaves it: it is the work still in progress.
 pub(super) fn history_events(
     events: &[pb::HistoryEvent],
     show_input: bool,
@@ -339,6 +341,17 @@ pub(super) fn history_events(
             _ => {}
         }
     }
+    // Scheduling event ids whose completion is in the history.
+    let finished: HashSet<i32> = events
+        .iter()
+        .filter_map(|e| match &e.event_type {
+            Some(EventType::TaskCompleted(c)) => Some(c.task_scheduled_id),
+            Some(EventType::TaskFailed(f)) => Some(f.task_scheduled_id),
+            Some(EventType::SubOrchestrationInstanceCompleted(c)) => Some(c.task_scheduled_id),
+            Some(EventType::SubOrchestrationInstanceFailed(f)) => Some(f.task_scheduled_id),
+            _ => None,
+        })
+        .collect();
     let mut out = Vec::new();
     for e in events {
         let Some(kind) = &e.event_type else { continue };
@@ -358,10 +371,19 @@ pub(super) fn history_events(
             }
         };
         match kind {
-            EventType::OrchestratorStarted(_)
-            | EventType::OrchestratorCompleted(_)
-            | EventType::TaskScheduled(_)
-            | EventType::SubOrchestrationInstanceCreated(_) => continue,
+            EventType::OrchestratorStarted(_) | EventType::OrchestratorCompleted(_) => continue,
+            EventType::TaskScheduled(_) | EventType::SubOrchestrationInstanceCreated(_)
+                if finished.contains(&e.event_id) =>
+            {
+                continue
+            }
+            EventType::TaskScheduled(t) => {
+                put("Name", Value::String(t.name.clone()));
+            }
+            EventType::SubOrchestrationInstanceCreated(c) => {
+                put("Name", Value::String(c.name.clone()));
+                put("InstanceId", Value::String(c.instance_id.clone()));
+            }
             EventType::ExecutionStarted(s) => {
                 put("FunctionName", Value::String(s.name.clone()));
                 if show_input {

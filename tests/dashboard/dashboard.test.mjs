@@ -35,7 +35,17 @@ const count = (key) => {
   return n;
 };
 
+// `slow` runs until the test lets it finish: work in progress to look at.
+let releaseSlow;
+const slowGate = new Promise((resolve) => {
+  releaseSlow = resolve;
+});
+
 const activities = {
+  slow: async () => {
+    await slowGate;
+    return "done";
+  },
   // Fails twice, then succeeds: three attempts, three bars on the timeline.
   flaky: (_ctx, key) => {
     const n = count(`flaky:${key}`);
@@ -65,6 +75,9 @@ const orchestrators = {
   },
   Dash_Fails: async function* (ctx, key) {
     return yield ctx.callActivity("failsOnce", key);
+  },
+  Dash_Slow: async function* (ctx) {
+    return yield ctx.callActivity("slow");
   },
   Dash_Wait: async function* (ctx) {
     return yield ctx.waitForExternalEvent("go");
@@ -262,6 +275,21 @@ describe("dashboard", () => {
     await page.getByTestId("instance-id").filter({ hasText: `${wf}-child` }).waitFor({ timeout: T });
     await page.getByRole("link", { name: wf, exact: true }).click();
     await page.getByTestId("instance-id").filter({ hasText: new RegExp(`^${wf}$`) }).waitFor({ timeout: T });
+  });
+
+  it("shows work in progress as a dashed bar and a TaskScheduled row, then its completion", async () => {
+    const id = uid("dash-slow");
+    await client.scheduleNewOrchestration("Dash_Slow", null, id);
+    await openInstance(id);
+    const table = page.getByTestId("history-table");
+    await table.getByRole("row").filter({ hasText: "TaskScheduled" }).filter({ hasText: "in progress" })
+      .waitFor({ timeout: T });
+    const timeline = page.getByTestId("timeline");
+    await timeline.locator(".vis-item.bar-pending").filter({ hasText: "slow" }).waitFor({ timeout: T });
+    releaseSlow();
+    await expectStatus("Completed");
+    await timeline.locator(".vis-item.bar-ok").filter({ hasText: "slow" }).waitFor({ timeout: T });
+    assert.equal(await table.getByRole("cell", { name: "TaskScheduled", exact: true }).count(), 0);
   });
 
   it("raises an event with a payload checked in the page; it completes the waiting instance", async () => {
