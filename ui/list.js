@@ -103,7 +103,9 @@ function Bulk({ filter, onDone }) {
 
 export function InstanceList({ params }) {
   const filter = filterOf(params);
-  const key = JSON.stringify(filter);
+  // `#/?top=N` sets the page size (1–1000).
+  const top = Math.min(Math.max(Number(params.get('top')) || PAGE, 1), 1000);
+  const key = JSON.stringify([filter, top]);
   // tokens[i] is the continuation token of page i (page 0 has none).
   const [tokens, setTokens] = useState([undefined]);
   useEffect(() => setTokens([undefined]), [key]);
@@ -111,7 +113,7 @@ export function InstanceList({ params }) {
   const { data, error, reload } = usePolled(async (signal) => {
     const [counts, page] = await Promise.all([
       api.instanceCounts(filter, { signal }),
-      api.listInstances(filter, { token, top: PAGE, signal }),
+      api.listInstances(filter, { token, top, signal }),
     ]);
     return { counts, page };
   }, [key, token]);

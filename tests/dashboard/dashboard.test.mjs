@@ -360,6 +360,19 @@ describe("dashboard", () => {
     const prefix = `${uid("bulk")}-`;
     const ids = [1, 2, 3].map((n) => `${prefix}${n}`);
     for (const id of ids) await client.scheduleNewOrchestration("Dash_Wait", null, id);
+    // Paging (two a page here): newest first, the third on page 2 and back.
+    await page.goto(`${URL}/#/?prefix=${encodeURIComponent(prefix)}&top=2`);
+    await instanceLink(ids[2]).waitFor({ timeout: T });
+    await instanceLink(ids[1]).waitFor({ timeout: T });
+    assert.equal(await instanceLink(ids[0]).count(), 0);
+    await page.getByRole("button", { name: "Older →" }).click();
+    await instanceLink(ids[0]).waitFor({ timeout: T });
+    await page.getByText("Page 2").waitFor();
+    assert.equal(await instanceLink(ids[2]).count(), 0);
+    assert.ok(await page.getByRole("button", { name: "Older →" }).isDisabled());
+    await page.getByRole("button", { name: "← Newer" }).click();
+    await instanceLink(ids[2]).waitFor({ timeout: T });
+
     await page.goto(`${URL}/#/?prefix=${encodeURIComponent(prefix)}`);
     for (const id of ids) await instanceLink(id).waitFor({ timeout: T });
 
