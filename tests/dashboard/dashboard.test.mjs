@@ -334,6 +334,8 @@ describe("dashboard", () => {
     await expectStatus("Failed");
     await page.locator(".failure").getByText("the first call fails").first().waitFor();
     await page.getByText("Stack trace").first().waitFor();
+    // (the stack trace stays folded: it names this machine's paths)
+    await shot("failed-instance");
     await confirm("Rewind…", "Rewind");
     await expectStatus("Completed");
     await page.getByTestId("payload-output").filter({ hasText: "recovered" }).waitFor({ timeout: T });
