@@ -139,12 +139,12 @@ async fn signals_arrive_as_one_v2_batch_and_the_result_sets_the_state() {
     let server = TestServer::start().await;
     signal(&server, "@counter@a", "add", Some("1")).await;
     signal(&server, "@counter@a", "add", Some("2")).await;
-    // Queued before any worker: the entity exists with a backlog but no state.
-    let before = get(&server, "@counter@a").await;
-    assert!(before.exists);
-    let meta = before.entity.unwrap();
-    assert_eq!(meta.backlog_queue_size, 2);
-    assert_eq!(meta.serialized_state, None);
+    // Queued before any worker: no state yet, so it exists only as a transient entity.
+    assert!(!get(&server, "@counter@a").await.exists);
+    let transient = query_all(&server, true).await;
+    assert_eq!(transient.len(), 1);
+    assert_eq!(transient[0].backlog_queue_size, 2);
+    assert_eq!(transient[0].serialized_state, None);
 
     let mut w = open(&server).await;
     let (token, req) = entity_item(&mut w).await;
@@ -376,7 +376,10 @@ async fn an_orchestration_locks_calls_and_its_end_releases_the_lock() {
     let (token, req) = w.orchestration().await;
     assert!(req.new_events.iter().any(|e| matches!(&e.event_type,
         Some(EventType::EntityLockGranted(g)) if g.critical_section_id == "cs-1")));
-    let locked = get(&server, "@lk@b").await.entity.unwrap();
+    // Locked but without state: it does not exist for GetEntity, only as a transient one.
+    assert!(!get(&server, "@lk@b").await.exists);
+    let locked = query_all(&server, true).await;
+    let locked = locked.iter().find(|e| e.instance_id == "@lk@b").unwrap();
     assert_eq!(locked.locked_by.as_deref(), Some("locker"));
 
     // A client signal waits behind the lock; the owner's call runs.
@@ -424,12 +427,168 @@ async fn an_orchestration_locks_calls_and_its_end_releases_the_lock() {
     let (_, held) = entity_item(&mut w).await;
     assert_eq!(operations(&held), vec!["other"]);
     eventually("lock on @lk@b released", || async {
-        get(&server, "@lk@b")
+        query_all(&server, true)
+            .await
+            .iter()
+            .all(|e| e.locked_by.is_none())
+            .then_some(())
+    })
+    .await;
+}
+
+/// Every entity (transient ones too when asked), one page.
+async fn query_all(server: &TestServer, include_transient: bool) -> Vec<pb::EntityMetadata> {
+    within(
+        "query entities",
+        server.client().query_entities(pb::QueryEntitiesRequest {
+            query: Some(pb::EntityQuery {
+                include_transient,
+                include_state: true,
+                ..Default::default()
+            }),
+        }),
+    )
+    .await
+    .unwrap()
+    .into_inner()
+    .entities
+}
+
+#[tokio::test]
+async fn an_entity_exists_once_it_has_state() {
+    let server = TestServer::start().await;
+    let clock = durabletask_sidecar::domain::SystemClock;
+    let later = clock.now() + chrono::Duration::hours(1);
+    within(
+        "delayed signal",
+        server.client().signal_entity(pb::SignalEntityRequest {
+            instance_id: "@later@k".into(),
+            name: "add".into(),
+            scheduled_time: Some(prost_types::Timestamp {
+                seconds: later.timestamp(),
+                nanos: 0,
+            }),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    let got = get(&server, "@later@k").await;
+    assert!(!got.exists, "only a delayed signal waits: {got:?}");
+    assert!(got.entity.is_none());
+    assert!(query_all(&server, false).await.is_empty());
+    let transient = query_all(&server, true).await;
+    assert_eq!(transient.len(), 1, "{transient:?}");
+    assert_eq!(transient[0].backlog_queue_size, 1);
+
+    let mut w = open(&server).await;
+    signal(&server, "@later@k", "set", Some("5")).await;
+    let (token, _) = entity_item(&mut w).await;
+    complete(&w, &token, vec![ok(None)], Some("5"))
+        .await
+        .unwrap();
+    let got = get(&server, "@later@k").await;
+    assert!(got.exists);
+    assert_eq!(got.entity.unwrap().serialized_state.as_deref(), Some("5"));
+}
+
+/// The owner's final commit and the release of its locks become visible together: the
+/// entity still has the owner's call in flight (so it cannot apply the queued release
+/// yet), and GetEntity right after the owner's completion must not name the owner.
+#[tokio::test]
+async fn a_finished_owner_no_longer_holds_its_locks_when_its_end_is_visible() {
+    let server = TestServer::start().await;
+    let mut w = open(&server).await;
+    signal(&server, "@vis@a", "init", None).await;
+    let (token, _) = entity_item(&mut w).await;
+    complete(&w, &token, vec![ok(None)], Some("1"))
+        .await
+        .unwrap();
+
+    within("start", server.start_instance("owner", "Orch", None)).await;
+    let (token, _) = w.orchestration().await;
+    w.complete(
+        &token,
+        "owner",
+        vec![entity_action(
+            0,
+            M::EntityLockRequested(pb::EntityLockRequestedEvent {
+                critical_section_id: "cs-vis".into(),
+                lock_set: vec!["@vis@a".into()],
+                position: 0,
+                parent_instance_id: Some("owner".into()),
+            }),
+        )],
+    )
+    .await
+    .unwrap();
+    let (token, _) = w.orchestration().await;
+    w.complete(
+        &token,
+        "owner",
+        vec![entity_action(
+            1,
+            M::EntityOperationCalled(pb::EntityOperationCalledEvent {
+                request_id: "call-vis".into(),
+                operation: "slow".into(),
+                target_instance_id: Some("@vis@a".into()),
+                ..Default::default()
+            }),
+        )],
+    )
+    .await
+    .unwrap();
+    // The call is in flight and stays unanswered: the entity cannot step until it is.
+    let (held_token, held) = entity_item(&mut w).await;
+    assert_eq!(operations(&held), vec!["slow"]);
+    assert_eq!(
+        get(&server, "@vis@a")
             .await
             .entity
-            // Without state, lock or backlog the entity no longer exists at all.
-            .is_none_or(|e| e.locked_by.is_none())
-            .then_some(())
+            .unwrap()
+            .locked_by
+            .as_deref(),
+        Some("owner")
+    );
+
+    within(
+        "raise",
+        server.client().raise_event(pb::RaiseEventRequest {
+            instance_id: "owner".into(),
+            name: "go".into(),
+            input: None,
+        }),
+    )
+    .await
+    .unwrap();
+    let (token, _) = w.orchestration().await;
+    w.complete(
+        &token,
+        "owner",
+        vec![finish(2, pb::OrchestrationStatus::Completed, None)],
+    )
+    .await
+    .unwrap();
+    let done = within("wait", server.wait_completion("owner")).await;
+    assert_eq!(
+        done.orchestration_status,
+        pb::OrchestrationStatus::Completed as i32
+    );
+    let entity = get(&server, "@vis@a").await.entity.unwrap();
+    assert_eq!(
+        entity.locked_by, None,
+        "the finished owner still holds the lock"
+    );
+    let listed = query_all(&server, false).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].locked_by, None);
+
+    complete(&w, &held_token, vec![ok(None)], Some("2"))
+        .await
+        .unwrap();
+    eventually("the held call's state", || async {
+        let e = get(&server, "@vis@a").await.entity?;
+        (e.serialized_state.as_deref() == Some("2")).then_some(())
     })
     .await;
 }

@@ -70,6 +70,13 @@ pub fn apply(
         now: ctx.now,
     };
     let ending = actions.last().and_then(|a| completion_status(a)).is_some();
+    if let Some(second) = actions.iter().rev().skip(1).find(|a| is_completion(a)) {
+        return Err(EngineError::InvalidAction {
+            id: second.id,
+            reason: "more than one completeOrchestration action in one response".into(),
+        });
+    }
+    let mut opened_now = std::collections::HashSet::new();
 
     for action in actions {
         let id = action.id;
@@ -79,6 +86,18 @@ pub fn apply(
                 reason: "action has no type".into(),
             });
         };
+        // Results come back by task id: two open tasks under one id would make one answer
+        // match both.
+        let starts_task = matches!(
+            kind,
+            Action::ScheduleTask(_) | Action::CreateTimer(_) | Action::CreateSubOrchestration(_)
+        );
+        if starts_task && (state.open_tasks.contains_key(&id) || !opened_now.insert(id)) {
+            return Err(EngineError::InvalidAction {
+                id,
+                reason: format!("task id {id} is already used by an open task of this execution"),
+            });
+        }
         match kind {
             Action::ScheduleTask(task) => {
                 let scheduled = event(
@@ -953,5 +972,54 @@ mod tests {
         assert!(
             matches!(t.status, StatusChange::Terminal { status: RuntimeStatus::Failed, failure: Some(ref f), .. } if f.error_message == "bad")
         );
+    }
+
+    /// Found by tests/engine_properties.rs: the id of an open task reused, or two
+    /// completions, used to be committed, leaving a history where one answer matches two
+    /// tasks. An answered id may be reused (the Python SDK retries under the first id).
+    #[test]
+    fn reused_task_ids_and_second_completions_are_refused() {
+        let past = HistoryBuilder::new("i1", "o")
+            .task_scheduled(0, "a")
+            .build();
+        let new = vec![crate::domain::events::orchestrator_started(at(10))];
+        let timer = || {
+            A::CreateTimer(pb::CreateTimerAction {
+                fire_at: Some(crate::domain::events::to_timestamp(at(20))),
+            })
+        };
+        let reused_from_history = run(&past, &new, vec![action(0, timer())]);
+        assert!(
+            matches!(
+                reused_from_history,
+                Err(EngineError::InvalidAction { id: 0, .. })
+            ),
+            "{reused_from_history:?}"
+        );
+        let reused_in_response = run(&past, &new, vec![action(1, timer()), action(1, timer())]);
+        assert!(matches!(
+            reused_in_response,
+            Err(EngineError::InvalidAction { id: 1, .. })
+        ));
+        let done = || complete(pb::OrchestrationStatus::Completed, None);
+        let two = run(&past, &new, vec![action(1, done()), action(2, done())]);
+        assert!(
+            matches!(two, Err(EngineError::InvalidAction { .. })),
+            "{two:?}"
+        );
+        assert!(run(&past, &new, vec![action(1, timer()), action(2, done())]).is_ok());
+
+        let answered = HistoryBuilder::new("i1", "o")
+            .task_scheduled(0, "a")
+            .task_completed(0, "1")
+            .build();
+        let retry = vec![action(
+            0,
+            A::ScheduleTask(pb::ScheduleTaskAction {
+                name: "a".into(),
+                ..Default::default()
+            }),
+        )];
+        assert!(run(&answered, &new, retry).is_ok());
     }
 }

@@ -22,6 +22,10 @@ pub struct OrchestrationState {
     pub terminated: Option<pb::ExecutionTerminatedEvent>,
     /// Outstanding activities by task id (scheduled, no result yet).
     pub pending_tasks: HashMap<i32, usize>,
+    /// Open tasks of every kind (activities, timers, sub-orchestrations) by task id: results
+    /// are matched by id, so a new task must not take the id of one still open. (An
+    /// answered id may come back: the Python SDK retries a task under its first id.)
+    pub open_tasks: HashMap<i32, usize>,
     /// Entity locks requested by this execution and not yet released: critical section
     /// → the entities still to unlock (PROTOCOL.md §5.4).
     pub open_locks: BTreeMap<String, Vec<String>>,
@@ -56,16 +60,26 @@ impl OrchestrationState {
             }
             EventType::ExecutionCompleted(_) => self.completed = true,
             EventType::ExecutionTerminated(t) => self.terminated = Some(t.clone()),
-            EventType::SubOrchestrationInstanceCreated(c)
-                if !self.children.contains(&c.instance_id) =>
-            {
-                self.children.push(c.instance_id.clone());
+            EventType::SubOrchestrationInstanceCreated(c) => {
+                count_up(&mut self.open_tasks, event.event_id);
+                if !self.children.contains(&c.instance_id) {
+                    self.children.push(c.instance_id.clone());
+                }
             }
             EventType::TaskScheduled(_) => {
-                *self.pending_tasks.entry(event.event_id).or_default() += 1;
+                count_up(&mut self.open_tasks, event.event_id);
+                count_up(&mut self.pending_tasks, event.event_id);
             }
+            EventType::TimerCreated(_) => count_up(&mut self.open_tasks, event.event_id),
             EventType::TaskCompleted(c) => self.task_done(c.task_scheduled_id),
             EventType::TaskFailed(f) => self.task_done(f.task_scheduled_id),
+            EventType::TimerFired(f) => count_down(&mut self.open_tasks, f.timer_id),
+            EventType::SubOrchestrationInstanceCompleted(c) => {
+                count_down(&mut self.open_tasks, c.task_scheduled_id)
+            }
+            EventType::SubOrchestrationInstanceFailed(f) => {
+                count_down(&mut self.open_tasks, f.task_scheduled_id)
+            }
             EventType::EntityLockRequested(r) => {
                 self.open_locks
                     .insert(r.critical_section_id.clone(), r.lock_set.clone());
@@ -77,12 +91,8 @@ impl OrchestrationState {
     }
 
     fn task_done(&mut self, task_id: i32) {
-        if let Some(n) = self.pending_tasks.get_mut(&task_id) {
-            *n -= 1;
-            if *n == 0 {
-                self.pending_tasks.remove(&task_id);
-            }
-        }
+        count_down(&mut self.pending_tasks, task_id);
+        count_down(&mut self.open_tasks, task_id);
     }
 
     /// Records an `EntityUnlockSent`: that entity no longer needs releasing.
@@ -98,6 +108,20 @@ impl OrchestrationState {
     /// The orchestrator name, once started.
     pub fn name(&self) -> Option<&str> {
         self.started.as_ref().map(|s| s.name.as_str())
+    }
+}
+
+fn count_up(counts: &mut HashMap<i32, usize>, id: i32) {
+    *counts.entry(id).or_default() += 1;
+}
+
+/// An answer to a task that is not open (a duplicate or a stray) changes nothing.
+fn count_down(counts: &mut HashMap<i32, usize>, id: i32) {
+    if let Some(n) = counts.get_mut(&id) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(&id);
+        }
     }
 }
 

@@ -36,7 +36,7 @@ pub(super) async fn query_entities(
 ) -> Rpc<pb::QueryEntitiesResponse> {
     let q = req.query.unwrap_or_default();
     let include_state = q.include_state;
-    let page = state.query_entities(entity_query(q)).await?;
+    let page = state.query_entities(entity_query(q)?).await?;
     Ok(Response::new(pb::QueryEntitiesResponse {
         entities: page
             .items

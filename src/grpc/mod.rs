@@ -317,7 +317,7 @@ impl TaskHubSidecarService for Api {
         r: Request<pb::SignalEntityRequest>,
     ) -> Rpc<pb::SignalEntityResponse> {
         self.state
-            .signal_entity(convert::entity_signal(r.into_inner()))
+            .signal_entity(convert::entity_signal(r.into_inner())?)
             .await?;
         Ok(Response::new(pb::SignalEntityResponse {}))
     }

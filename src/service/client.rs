@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use pb::history_event::EventType;
 
-use super::{AppState, Result, ServiceError};
+use super::{validate, AppState, Result, ServiceError};
 use crate::domain::events::event;
 use crate::domain::{
     ExecutionId, InstanceId, InstanceRecord, NewExecution, NewInstance, ReusePolicy, RuntimeStatus,
@@ -17,8 +17,7 @@ use crate::store::{
     CompletedFilter, EnqueueOutcome, InstanceFilter, PurgeFilter, SuspendOutcome, TerminateOutcome,
 };
 
-/// Longest instance id accepted (DTS rejects over 100; we allow more but not unbounded).
-pub const MAX_INSTANCE_ID_LEN: usize = 256;
+pub use super::validate::MAX_INSTANCE_ID_LEN;
 /// Page size when a query or list asks for 0.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest page served.
@@ -127,20 +126,9 @@ pub enum Delivery {
     InstanceEnded,
 }
 
-/// Validates an orchestration instance id from a request.
+/// Validates an orchestration instance id from a request (`instanceId`).
 pub fn instance_id(raw: &str) -> Result<InstanceId> {
-    if raw.is_empty() {
-        return Err(ServiceError::InvalidArgument(
-            "instanceId is required".into(),
-        ));
-    }
-    if raw.len() > MAX_INSTANCE_ID_LEN {
-        return Err(ServiceError::InvalidArgument(format!(
-            "instanceId is {} characters long; the limit is {MAX_INSTANCE_ID_LEN}",
-            raw.len()
-        )));
-    }
-    Ok(InstanceId::new(raw))
+    validate::instance_id("instanceId", raw)
 }
 
 /// Validates an `InstanceBatch` whole, so a malformed id anywhere changes nothing.
@@ -198,8 +186,10 @@ fn cursor(token: Option<&str>) -> Result<Option<(DateTime<Utc>, String)>> {
 }
 
 /// The store filter of `q`'s conditions, without cursor or limit.
-fn instance_filter(q: &InstanceQuery) -> InstanceFilter {
-    InstanceFilter {
+fn instance_filter(q: &InstanceQuery) -> Result<InstanceFilter> {
+    validate::prefix("instanceIdPrefix", q.id_prefix.as_deref())?;
+    validate::prefix("name", q.name.as_deref())?;
+    Ok(InstanceFilter {
         statuses: q.statuses.clone(),
         created_from: q.created_from,
         created_to: q.created_to,
@@ -208,17 +198,13 @@ fn instance_filter(q: &InstanceQuery) -> InstanceFilter {
         newest_first: q.newest_first,
         after: None,
         limit: 0,
-    }
+    })
 }
 
 impl AppState {
     /// `StartInstance` (PROTOCOL.md §3.1).
     pub async fn start_instance(&self, req: StartRequest) -> Result<InstanceId> {
-        if req.name.is_empty() {
-            return Err(ServiceError::InvalidArgument(
-                "name (the orchestrator name) is required".into(),
-            ));
-        }
+        validate::name("name", "the orchestrator name", &req.name)?;
         let id = if req.instance_id.is_empty() {
             InstanceId::generate()
         } else {
@@ -322,11 +308,7 @@ impl AppState {
         input: Option<String>,
     ) -> Result<Delivery> {
         let id = instance_id(id)?;
-        if name.is_empty() {
-            return Err(ServiceError::InvalidArgument(
-                "event name is required".into(),
-            ));
-        }
+        validate::name("name", "the event name", name)?;
         let now = self.clock().now();
         let e = event(
             -1,
@@ -465,7 +447,7 @@ impl AppState {
         let filter = InstanceFilter {
             after: cursor(q.continuation_token.as_deref())?,
             limit: limit + 1,
-            ..instance_filter(q)
+            ..instance_filter(q)?
         };
         let mut items = self.store().query_instances(&filter).await?;
         let next = if items.len() > limit as usize {
@@ -482,7 +464,7 @@ impl AppState {
     /// How many instances match `q` (its paging fields ignored), per status: one entry
     /// per status of `RuntimeStatus::ALL`, zeros included.
     pub async fn count_instances(&self, q: &InstanceQuery) -> Result<Vec<(RuntimeStatus, u64)>> {
-        Ok(self.store().count_instances(&instance_filter(q)).await?)
+        Ok(self.store().count_instances(&instance_filter(q)?).await?)
     }
 
     /// `ListInstanceIds` (PROTOCOL.md §3.10).

@@ -5,8 +5,7 @@ use chrono::{DateTime, Utc};
 use pb::history_event::EventType;
 
 use super::client::{page_size, Page};
-use super::{AppState, Result, ServiceError};
-use crate::domain::entity::validate_entity_id;
+use super::{validate, AppState, Result};
 use crate::domain::events::{event, to_timestamp};
 use crate::domain::{EntityFilter, EntityRecord, InstanceId};
 use crate::proto as pb;
@@ -15,8 +14,18 @@ use crate::proto as pb;
 const CLEAN_PAGE: u32 = 500;
 
 fn entity_id(raw: &str) -> Result<InstanceId> {
-    validate_entity_id(raw).map_err(ServiceError::InvalidArgument)?;
-    Ok(InstanceId::new(raw))
+    validate::entity_id("instanceId", raw)
+}
+
+/// An entity query's or clean's continuation token: the last entity id of a page.
+fn entity_token(raw: Option<String>) -> Result<Option<String>> {
+    match raw.filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(t) => {
+            validate::entity_id("continuationToken", &t)?;
+            Ok(Some(t))
+        }
+    }
 }
 
 /// A `QueryEntities` request in domain terms.
@@ -66,11 +75,7 @@ impl AppState {
     /// `SignalEntity`: queue the operation, visible at `scheduledTime` if later.
     pub async fn signal_entity(&self, req: EntitySignal) -> Result<()> {
         let id = entity_id(&req.entity_id)?;
-        if req.operation.is_empty() {
-            return Err(ServiceError::InvalidArgument(
-                "name (the operation name) is required".into(),
-            ));
-        }
+        validate::name("name", "the operation name", &req.operation)?;
         let now = self.clock().now();
         let visible_at = req.scheduled_time.filter(|at| *at > now).unwrap_or(now);
         let signal = event(
@@ -91,22 +96,28 @@ impl AppState {
         Ok(())
     }
 
-    /// `GetEntity`: `None` when the entity does not exist in the DurableTask.Core sense
-    /// (no state, no lock, no backlog).
+    /// `GetEntity`: `None` until the entity has state (the Durable Task Scheduler's rule:
+    /// an entity with only a lock or a queued signal does not exist yet, and a client
+    /// reading its state would get nothing).
     pub async fn get_entity(&self, id: &str) -> Result<Option<EntityRecord>> {
         let id = entity_id(id)?;
-        Ok(self.store().entity(&id).await?.filter(EntityRecord::exists))
+        Ok(self
+            .store()
+            .entity(&id)
+            .await?
+            .filter(|r| r.state.is_some()))
     }
 
     /// `QueryEntities`, ordered by id; the token is the last id of the page.
     pub async fn query_entities(&self, q: EntityQuery) -> Result<Page<EntityRecord>> {
         let limit = page_size(q.page_size);
+        validate::prefix("instanceIdStartsWith", q.prefix.as_deref())?;
         let filter = EntityFilter {
             id_prefix: q.prefix.filter(|p| !p.is_empty()),
             modified_from: q.modified_from,
             modified_to: q.modified_to,
             include_transient: q.include_transient,
-            after: q.token.filter(|t| !t.is_empty()),
+            after: entity_token(q.token)?,
             limit,
         };
         let items = self.store().query_entities(&filter).await?;
@@ -126,7 +137,7 @@ impl AppState {
         let outcome = self
             .store()
             .clean_entities(
-                token.filter(|t| !t.is_empty()),
+                entity_token(token)?,
                 CLEAN_PAGE,
                 remove_empty,
                 release_orphans,

@@ -17,6 +17,7 @@ pub mod entities;
 mod error;
 mod rewind;
 mod terminations;
+pub mod validate;
 pub mod workers;
 
 pub use error::ServiceError;

@@ -413,7 +413,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         now: DateTime<Utc>,
     ) -> Result<()>;
 
-    /// The entity record with its backlog, or `None`.
+    /// The entity record with its backlog, or `None`, as readers see it: a lock whose
+    /// owner has ended is reported released (in the same snapshot as the owner's end).
     async fn entity(&self, id: &InstanceId) -> Result<Option<EntityRecord>>;
 
     /// Claims the entity for this owner and reads what a step needs; `None` for unknown
@@ -438,7 +439,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Gives up an entity claim without committing.
     async fn release_entity(&self, id: &InstanceId, lease: Lease) -> Result<()>;
 
-    /// One page of entities, ordered by id.
+    /// One page of entities, ordered by id, their locks as [`Store::entity`] reports them.
     async fn query_entities(&self, filter: &EntityFilter) -> Result<Vec<EntityRecord>>;
 
     /// One page of `CleanEntityStorage` after entity id `after`.

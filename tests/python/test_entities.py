@@ -109,8 +109,8 @@ def ent_worker(start_worker):
 
 
 def state_of(hub, eid: entities.EntityInstanceId):
-    # An entity with only queued operations exists without state; the SDK then reports
-    # the absent state as "".
+    # An entity without state (only queued operations or a lock) does not exist yet:
+    # GetEntity answers none.
     meta = hub.get_entity(eid)
     raw = None if meta is None else meta.get_state()
     return json.loads(raw) if raw else None

@@ -39,6 +39,19 @@ const RECORD_COLUMNS: &str = "e.instance_id, e.state, e.locked_by, e.critical_se
      (SELECT COUNT(*) FROM entity_inbox x WHERE x.hub = e.hub AND x.instance_id = e.instance_id) \
        AS backlog";
 
+/// [`RECORD_COLUMNS`] as readers see them: a lock whose owner has ended is reported
+/// released in the same snapshot as the owner's end. (The owner's final commit queues the
+/// release; the entity applies it on its next step, which a reader must not have to wait
+/// for.)
+const READ_COLUMNS: &str = "e.instance_id, e.state, \
+     CASE WHEN EXISTS (SELECT 1 FROM instances o WHERE o.hub = e.hub \
+       AND o.instance_id = e.locked_by \
+       AND o.status NOT IN ('COMPLETED', 'FAILED', 'TERMINATED', 'CANCELED')) \
+       THEN e.locked_by END AS locked_by, \
+     e.critical_section, e.last_modified_at, e.version, \
+     (SELECT COUNT(*) FROM entity_inbox x WHERE x.hub = e.hub AND x.instance_id = e.instance_id) \
+       AS backlog";
+
 /// The entity record with its backlog, or `None`.
 pub(super) async fn record(
     conn: &mut PgConnection,
@@ -46,7 +59,7 @@ pub(super) async fn record(
     id: &InstanceId,
 ) -> R<Option<EntityRecord>> {
     let sql_text =
-        format!("SELECT {RECORD_COLUMNS} FROM entities e WHERE e.hub = $1 AND e.instance_id = $2");
+        format!("SELECT {READ_COLUMNS} FROM entities e WHERE e.hub = $1 AND e.instance_id = $2");
     let row = sqlx::query(&sql_text)
         .bind(hub)
         .bind(id.as_str())
@@ -284,7 +297,7 @@ pub(super) async fn query(
     filter: &EntityFilter,
 ) -> R<Vec<EntityRecord>> {
     let mut q = QueryBuilder::new(format!(
-        "SELECT {RECORD_COLUMNS} FROM entities e WHERE e.hub = "
+        "SELECT {READ_COLUMNS} FROM entities e WHERE e.hub = "
     ));
     q.push_bind(hub.to_owned());
     if let Some(prefix) = &filter.id_prefix {

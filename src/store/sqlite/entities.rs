@@ -123,12 +123,23 @@ const RECORD_COLUMNS: &str = "e.instance_id, e.state, e.locked_by, e.critical_se
      e.last_modified_at, e.version, \
      (SELECT COUNT(*) FROM entity_inbox x WHERE x.instance_id = e.instance_id) AS backlog";
 
+/// [`RECORD_COLUMNS`] as readers see them: a lock whose owner has ended is reported
+/// released in the same snapshot as the owner's end. (The owner's final commit queues the
+/// release; the entity applies it on its next step, which a reader must not have to wait
+/// for.)
+const READ_COLUMNS: &str = "e.instance_id, e.state, \
+     CASE WHEN EXISTS (SELECT 1 FROM instances o WHERE o.instance_id = e.locked_by \
+       AND o.status NOT IN ('COMPLETED', 'FAILED', 'TERMINATED', 'CANCELED')) \
+       THEN e.locked_by END AS locked_by, \
+     e.critical_section, e.last_modified_at, e.version, \
+     (SELECT COUNT(*) FROM entity_inbox x WHERE x.instance_id = e.instance_id) AS backlog";
+
 /// The entity record with its backlog, or `None`.
 pub(super) async fn record(
     conn: &mut SqliteConnection,
     id: &InstanceId,
 ) -> Result<Option<EntityRecord>> {
-    let sql = format!("SELECT {RECORD_COLUMNS} FROM entities e WHERE e.instance_id = ?");
+    let sql = format!("SELECT {READ_COLUMNS} FROM entities e WHERE e.instance_id = ?");
     sqlx::query(&sql)
         .bind(id.as_str())
         .fetch_optional(&mut *conn)
@@ -299,7 +310,7 @@ pub(super) async fn query(
     filter: &EntityFilter,
 ) -> Result<Vec<EntityRecord>> {
     let sql = format!(
-        "SELECT {RECORD_COLUMNS} FROM entities e \
+        "SELECT {READ_COLUMNS} FROM entities e \
          WHERE (? IS NULL OR substr(e.instance_id, 1, length(?)) = ?) \
            AND (? IS NULL OR e.last_modified_at >= ?) \
            AND (? IS NULL OR e.last_modified_at < ?) \
