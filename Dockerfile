@@ -24,6 +24,8 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY migrations ./migrations
 COPY src ./src
+# The dashboard's files, embedded in the binary (src/http/ui.rs).
+COPY ui ./ui
 # Cache mounts keep the registry and target dir across builds, so only our crate recompiles.
 # Symbols stay for readable backtraces; DWARF debug info (profile.release.debug) is dropped.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -1094,3 +1094,191 @@ async fn every_documented_route_is_served() {
         assert_ne!(r.body["error"], "NoRoute", "{method} {template}");
     }
 }
+
+/// The fields the dashboard adds to Durable Functions' shapes: a failed instance's
+/// `failureDetails` (stack trace, inner failure), a child's `parentInstanceId`, the
+/// child's `InstanceId` on the parent's sub-orchestration event, and an entity listing's
+/// `lockedBy`, `backlogQueueSize` and `keyPrefix` filter; and the scheduling events of
+/// work in progress, which the history keeps as the extension does.
+#[tokio::test]
+async fn dashboard_fields_failure_details_parent_and_child_and_entity_keys() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server).await;
+    let orchestrator = |req: &pb::OrchestratorRequest| -> Vec<pb::OrchestratorAction> {
+        let name = all_events(req)
+            .find_map(|e| match &e.event_type {
+                Some(EventType::ExecutionStarted(s)) => Some(s.name.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let child_failed = all_events(req).find_map(|e| match &e.event_type {
+            Some(EventType::SubOrchestrationInstanceFailed(f)) => f.failure_details.clone(),
+            _ => None,
+        });
+        let failed = |details: pb::TaskFailureDetails| {
+            vec![act(
+                1,
+                A::CompleteOrchestration(pb::CompleteOrchestrationAction {
+                    orchestration_status: S::Failed as i32,
+                    failure_details: Some(details),
+                    ..Default::default()
+                }),
+            )]
+        };
+        match (name.as_str(), child_failed) {
+            ("Kid", _) => failed(pb::TaskFailureDetails {
+                error_type: "Outer".into(),
+                error_message: "kid gave up".into(),
+                stack_trace: Some("at kid (kid.js:1)".into()),
+                inner_failure: Some(Box::new(pb::TaskFailureDetails {
+                    error_type: "Inner".into(),
+                    error_message: "the cause".into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+            (_, Some(details)) => failed(details),
+            (_, None)
+                if all_events(req).any(|e| {
+                    matches!(
+                        e.event_type,
+                        Some(EventType::SubOrchestrationInstanceCreated(_))
+                    )
+                }) =>
+            {
+                vec![]
+            }
+            (_, None) => vec![act(
+                0,
+                A::CreateSubOrchestration(pb::CreateSubOrchestrationAction {
+                    instance_id: "h-dash-kid".into(),
+                    name: "Kid".into(),
+                    ..Default::default()
+                }),
+            )],
+        }
+    };
+    let worker = ScriptedWorker::start(server.client(), orchestrator, greet).await;
+    api.start("Parent", "h-dash-parent", json!(null), "").await;
+    let parent = eventually("the parent to fail", || async {
+        let r = api.status("h-dash-parent", "showHistory=true").await;
+        (r.body["runtimeStatus"] == "Failed").then_some(r)
+    })
+    .await;
+    let kid = api.status("h-dash-kid", "").await;
+    assert_eq!(kid.body["parentInstanceId"], "h-dash-parent");
+    assert_eq!(
+        kid.body["failureDetails"],
+        json!({
+            "errorType": "Outer",
+            "errorMessage": "kid gave up",
+            "stackTrace": "at kid (kid.js:1)",
+            "innerFailure": {"errorType": "Inner", "errorMessage": "the cause"}
+        })
+    );
+    assert!(parent.body.get("parentInstanceId").is_none());
+    let sub = parent.body["historyEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["EventType"] == "SubOrchestrationInstanceFailed")
+        .unwrap();
+    assert_eq!(sub["InstanceId"], "h-dash-kid");
+    assert_eq!(sub["FunctionName"], "Kid");
+    assert_eq!(sub["FailureDetails"]["StackTrace"], "at kid (kid.js:1)");
+    assert_eq!(sub["FailureDetails"]["InnerFailure"]["ErrorType"], "Inner");
+    worker.stop().await;
+
+    // Entities: queued signals count as backlog; nobody holds a lock; keys by prefix.
+    let one = format!("{B}/entities/{{entityName}}/{{entityKey}}");
+    for key in ["ab1", "ab2", "b"] {
+        let r = api
+            .call(
+                "POST",
+                &one,
+                Req {
+                    params: &[("entityName", "Counter"), ("entityKey", key)],
+                    query: "op=add",
+                    json: Some(json!(1)),
+                    ..Req::default()
+                },
+            )
+            .await;
+        assert_eq!(r.status, 202);
+    }
+    let named = format!("{B}/entities/{{entityName}}");
+    let keys = |r: &Reply| -> Vec<String> {
+        r.body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["entityId"]["key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Signalled but never run: listed only once they have state, so run them first.
+    let mut w = WorkStream::open(server.client(), pb::GetWorkItemsRequest::default()).await;
+    for _ in 0..3 {
+        let item = w.next_where(is_entity).await;
+        within(
+            "complete entity",
+            w.client
+                .clone()
+                .complete_entity_task(pb::EntityBatchResult {
+                    results: vec![pb::OperationResult {
+                        result_type: Some(pb::operation_result::ResultType::Success(
+                            pb::OperationResultSuccess::default(),
+                        )),
+                    }],
+                    entity_state: Some("1".into()),
+                    completion_token: item.completion_token,
+                    ..Default::default()
+                }),
+        )
+        .await
+        .unwrap();
+    }
+    let all = eventually("three counters listed", || async {
+        let r = api.get(&named, &[("entityName", "counter")], "").await;
+        (r.body.as_array().map(Vec::len) == Some(3)).then_some(r)
+    })
+    .await;
+    assert_eq!(all.body[0]["lockedBy"], Value::Null);
+    assert_eq!(all.body[0]["backlogQueueSize"], 0);
+    let ab = api
+        .get(&named, &[("entityName", "counter")], "keyPrefix=ab")
+        .await;
+    assert_eq!(keys(&ab), ["ab1", "ab2"]);
+    let none = api
+        .get(&named, &[("entityName", "counter")], "keyPrefix=c")
+        .await;
+    assert_eq!(keys(&none), Vec::<String>::new());
+
+    // Work in progress: scheduling events without a completion stay in the history.
+    api.start("Slow", "h-dash-slow", json!(null), "").await;
+    let (token, _) = w.orchestration().await;
+    let actions = vec![
+        schedule(0, "slow", None),
+        act(
+            1,
+            A::CreateSubOrchestration(pb::CreateSubOrchestrationAction {
+                instance_id: "h-dash-slow-kid".into(),
+                name: "Kid".into(),
+                ..Default::default()
+            }),
+        ),
+    ];
+    w.complete(&token, "h-dash-slow", actions).await.unwrap();
+    let r = api.status("h-dash-slow", "showHistory=true").await;
+    let pending: Vec<&Value> = r.body["historyEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["EventType"] != "ExecutionStarted")
+        .collect();
+    assert_eq!(pending.len(), 2, "{pending:?}");
+    assert_eq!(pending[0]["EventType"], "TaskScheduled");
+    assert_eq!(pending[0]["Name"], "slow");
+    assert_eq!(pending[1]["EventType"], "SubOrchestrationInstanceCreated");
+    assert_eq!(pending[1]["Name"], "Kid");
+    assert_eq!(pending[1]["InstanceId"], "h-dash-slow-kid");
+}

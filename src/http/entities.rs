@@ -102,7 +102,7 @@ pub(super) async fn list_all(
     list(&door, None, &params, &headers).await
 }
 
-/// `GET entities/{entityName}`.
+/// `GET entities/{entityName}[?keyPrefix=]` (`keyPrefix` is a sidecar addition).
 pub(super) async fn list_named(
     State(door): State<Door>,
     Segments(name): Segments<String>,
@@ -121,9 +121,14 @@ async fn list(
     let token = json::continuation(headers)?;
     let fetch_state = params.flag("fetchState", false)?;
     let query = EntityQuery {
-        // `@name@` selects one entity name; `@` every entity.
+        // `@name@` selects one entity name (`@name@keyPrefix` the keys starting so);
+        // `@` every entity.
         prefix: Some(match name {
-            Some(n) => format!("@{}@", n.to_lowercase()),
+            Some(n) => format!(
+                "@{}@{}",
+                n.to_lowercase(),
+                params.get("keyPrefix").unwrap_or_default()
+            ),
             None => "@".into(),
         }),
         modified_from: params.time("lastOperationTimeFrom")?,

@@ -2,7 +2,7 @@
 //! management payload, history events, entity listings), its status names and time
 //! format, and request parameters parsed with messages that name what was wrong.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
@@ -255,8 +255,18 @@ pub(super) fn status_object(
         "createdTime": time_seconds(r.created_at),
         "lastUpdatedTime": time_seconds(r.last_updated_at),
     });
-    if let (Some(events), Some(map)) = (history, o.as_object_mut()) {
-        map.insert("historyEvents".into(), Value::Array(events));
+    if let Some(map) = o.as_object_mut() {
+        // Not in Durable Functions' status object: the dashboard links a child to its
+        // parent and shows a failure's type, stack and inner failure.
+        if let Some(parent) = &r.parent_instance_id {
+            map.insert("parentInstanceId".into(), parent.as_str().into());
+        }
+        if let Some(f) = &r.failure {
+            map.insert("failureDetails".into(), failure(f, false));
+        }
+        if let Some(events) = history {
+            map.insert("historyEvents".into(), Value::Array(events));
+        }
     }
     o
 }
@@ -302,14 +312,17 @@ pub(super) struct ManagementUrls {
 
 /// `historyEvents` in the Durable Functions shape: PascalCase fields, `EventType` and
 /// `Timestamp` on each; the scheduling events (`TaskScheduled`,
-/// `SubOrchestrationInstanceCreated`) and episode markers (`OrchestratorStarted`,
-/// `OrchestratorCompleted`) folded away, their name and time moved onto the completion.
+/// `SubOrchestrationInstanceCreated`) folded into their completions (name and time moved
+/// onto them) and the episode markers (`OrchestratorStarted`, `OrchestratorCompleted`)
+/// left out. A scheduling event without a completion yet stays, with its `Name`, as the
+/// extension's `DurableClient` leaves it: it is the work still in progress.
 pub(super) fn history_events(
     events: &[pb::HistoryEvent],
     show_input: bool,
     show_output: bool,
 ) -> Vec<Value> {
-    let mut scheduled: HashMap<i32, (String, Option<String>)> = HashMap::new();
+    // Scheduling event id -> (name, time, child instance id for sub-orchestrations).
+    let mut scheduled: HashMap<i32, (String, Option<String>, Option<String>)> = HashMap::new();
     for e in events {
         let at = e
             .timestamp
@@ -317,14 +330,28 @@ pub(super) fn history_events(
             .map(|t| time_precise(from_timestamp(t)));
         match &e.event_type {
             Some(EventType::TaskScheduled(t)) => {
-                scheduled.insert(e.event_id, (t.name.clone(), at));
+                scheduled.insert(e.event_id, (t.name.clone(), at, None));
             }
             Some(EventType::SubOrchestrationInstanceCreated(s)) => {
-                scheduled.insert(e.event_id, (s.name.clone(), at));
+                scheduled.insert(
+                    e.event_id,
+                    (s.name.clone(), at, Some(s.instance_id.clone())),
+                );
             }
             _ => {}
         }
     }
+    // Scheduling event ids whose completion is in the history.
+    let finished: HashSet<i32> = events
+        .iter()
+        .filter_map(|e| match &e.event_type {
+            Some(EventType::TaskCompleted(c)) => Some(c.task_scheduled_id),
+            Some(EventType::TaskFailed(f)) => Some(f.task_scheduled_id),
+            Some(EventType::SubOrchestrationInstanceCompleted(c)) => Some(c.task_scheduled_id),
+            Some(EventType::SubOrchestrationInstanceFailed(f)) => Some(f.task_scheduled_id),
+            _ => None,
+        })
+        .collect();
     let mut out = Vec::new();
     for e in events {
         let Some(kind) = &e.event_type else { continue };
@@ -333,18 +360,30 @@ pub(super) fn history_events(
             o.insert(k.into(), v);
         };
         let origin = |id: i32, put: &mut dyn FnMut(&str, Value)| {
-            if let Some((name, at)) = scheduled.get(&id) {
+            if let Some((name, at, child)) = scheduled.get(&id) {
                 put("FunctionName", Value::String(name.clone()));
                 if let Some(at) = at {
                     put("ScheduledTime", Value::String(at.clone()));
                 }
+                if let Some(child) = child {
+                    put("InstanceId", Value::String(child.clone()));
+                }
             }
         };
         match kind {
-            EventType::OrchestratorStarted(_)
-            | EventType::OrchestratorCompleted(_)
-            | EventType::TaskScheduled(_)
-            | EventType::SubOrchestrationInstanceCreated(_) => continue,
+            EventType::OrchestratorStarted(_) | EventType::OrchestratorCompleted(_) => continue,
+            EventType::TaskScheduled(_) | EventType::SubOrchestrationInstanceCreated(_)
+                if finished.contains(&e.event_id) =>
+            {
+                continue
+            }
+            EventType::TaskScheduled(t) => {
+                put("Name", Value::String(t.name.clone()));
+            }
+            EventType::SubOrchestrationInstanceCreated(c) => {
+                put("Name", Value::String(c.name.clone()));
+                put("InstanceId", Value::String(c.instance_id.clone()));
+            }
             EventType::ExecutionStarted(s) => {
                 put("FunctionName", Value::String(s.name.clone()));
                 if show_input {
@@ -359,7 +398,7 @@ pub(super) fn history_events(
                     put("Result", payload(c.result.as_deref()));
                 }
                 if let Some(f) = &c.failure_details {
-                    put("FailureDetails", failure(f));
+                    put("FailureDetails", failure(f, true));
                 }
             }
             EventType::ExecutionTerminated(t) => {
@@ -375,7 +414,7 @@ pub(super) fn history_events(
                 origin(f.task_scheduled_id, &mut put);
                 if let Some(d) = &f.failure_details {
                     put("Reason", Value::String(d.error_message.clone()));
-                    put("FailureDetails", failure(d));
+                    put("FailureDetails", failure(d, true));
                 }
             }
             EventType::SubOrchestrationInstanceCompleted(c) => {
@@ -388,7 +427,7 @@ pub(super) fn history_events(
                 origin(f.task_scheduled_id, &mut put);
                 if let Some(d) = &f.failure_details {
                     put("Reason", Value::String(d.error_message.clone()));
-                    put("FailureDetails", failure(d));
+                    put("FailureDetails", failure(d, true));
                 }
             }
             EventType::TimerCreated(t) => {
@@ -435,8 +474,24 @@ pub(super) fn history_events(
     out
 }
 
-fn failure(f: &pb::TaskFailureDetails) -> Value {
-    json!({ "ErrorType": f.error_type, "ErrorMessage": f.error_message })
+/// Failure details with their stack trace and inner failure (recursively): PascalCase in
+/// history events, camelCase in the status object, as the surrounding fields.
+fn failure(f: &pb::TaskFailureDetails, pascal: bool) -> Value {
+    let names = if pascal {
+        ["ErrorType", "ErrorMessage", "StackTrace", "InnerFailure"]
+    } else {
+        ["errorType", "errorMessage", "stackTrace", "innerFailure"]
+    };
+    let mut o = Map::new();
+    o.insert(names[0].into(), f.error_type.clone().into());
+    o.insert(names[1].into(), f.error_message.clone().into());
+    if let Some(stack) = f.stack_trace.as_deref().filter(|s| !s.is_empty()) {
+        o.insert(names[2].into(), stack.into());
+    }
+    if let Some(inner) = &f.inner_failure {
+        o.insert(names[3].into(), failure(inner, pascal));
+    }
+    Value::Object(o)
 }
 
 /// `@name@key` from the route: names are case-insensitive and kept lower-case (as
@@ -456,6 +511,10 @@ pub(super) fn entity_entry(r: &EntityRecord, fetch_state: bool) -> Value {
     let mut o = json!({
         "entityId": { "name": name, "key": key },
         "lastOperationTime": time_precise(r.last_modified),
+        // Not in Durable Functions' listing: who holds the lock and how many operations
+        // wait, for the dashboard.
+        "lockedBy": r.lock.as_ref().map(|l| l.owner.as_str()),
+        "backlogQueueSize": r.backlog,
     });
     if let (true, Some(map)) = (fetch_state, o.as_object_mut()) {
         map.insert("state".into(), payload(r.state.as_deref()));

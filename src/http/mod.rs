@@ -21,6 +21,7 @@ mod error;
 mod instances;
 mod json;
 mod scrape;
+mod ui;
 
 /// Where every Durable Functions route lives.
 pub const BASE_PATH: &str = "/runtime/webhooks/durabletask";
@@ -167,8 +168,11 @@ fn router(state: AppState, options: &HttpOptions, local_addr: Option<SocketAddr>
     Router::new()
         .nest(BASE_PATH, base)
         .route("/openapi.json", get(admin::openapi))
-        // Not a Durable Functions route, so not in ROUTES or the OpenAPI document.
+        // Neither the metrics nor the dashboard are Durable Functions routes, so neither
+        // is in ROUTES or the OpenAPI document.
         .route_service(scrape::PATH, scrape::service(state.clone()))
+        .route("/", get(ui::index))
+        .route("/ui/{*path}", get(ui::asset))
         .fallback(error::no_route)
         .layer(axum::middleware::from_fn(trace))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
