@@ -12,6 +12,7 @@ pub mod domain;
 pub mod engine;
 pub mod grpc;
 pub mod http;
+pub mod otel;
 pub mod proto;
 pub mod server;
 pub mod service;

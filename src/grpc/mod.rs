@@ -85,6 +85,7 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(crate::otel::rpc_layer())
         .layer(limits::layer())
         .add_service(health_service)
         .add_service(reflection_v1)
