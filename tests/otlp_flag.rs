@@ -1,6 +1,8 @@
 //! `--otlp-endpoint` validation, through the real binary: a bad value stops the server
 //! before it binds, with a message naming the flag and what is wrong.
 
+#![allow(clippy::unwrap_used)]
+
 use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_durabletask-sidecar");
