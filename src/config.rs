@@ -65,6 +65,13 @@ pub struct Config {
     #[arg(long, env = "DURABLETASK_LOG_LEVEL")]
     pub log_level: Option<String>,
 
+    /// OTLP collector to export traces to, over HTTP/protobuf: a base URL such as
+    /// `http://localhost:4318` (`/v1/traces` is appended). When unset, the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is used; with neither, no spans are exported.
+    /// `OTEL_SERVICE_NAME` names the service (default `durabletask-sidecar`).
+    #[arg(long, env = "DURABLETASK_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Log output format (always written to stderr).
     #[arg(long, env = "DURABLETASK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

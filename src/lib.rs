@@ -14,6 +14,7 @@ pub mod engine;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod otel;
 pub mod proto;
 pub mod server;
 pub mod service;

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use durabletask_sidecar::config::Config;
-use durabletask_sidecar::{cli, server, telemetry};
+use durabletask_sidecar::{cli, otel, server, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -30,6 +30,9 @@ async fn main() -> ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     telemetry::init(config.log_level.as_deref(), config.log_format)?;
+    if let Some(url) = otel::install(config.otlp_endpoint.as_deref())? {
+        tracing::info!(%url, "exporting traces over OTLP/HTTP");
+    }
     let addr = config.socket_addr()?;
     let http_addr = config.http_socket_addr()?;
     let options = config.server_options()?;
@@ -44,9 +47,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
-    server::run(options, server::Listeners { grpc, http }, shutdown)
+    let result = server::run(options, server::Listeners { grpc, http }, shutdown)
         .await
-        .context("server failed")
+        .context("server failed");
+    // The exporter's last batch: flushing blocks, so not on a runtime thread.
+    if let Err(err) = tokio::task::spawn_blocking(otel::shutdown).await {
+        tracing::warn!(error = %err, "span export shutdown ended abnormally");
+    }
+    result
 }
 
 async fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {

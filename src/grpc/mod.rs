@@ -88,6 +88,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         // Outermost, so the metrics see the status code `limits` rewrote.
         .layer(metered::MeteredLayer)
+        .layer(crate::otel::rpc_layer())
         .layer(limits::layer())
         .add_service(health_service)
         .add_service(reflection_v1)

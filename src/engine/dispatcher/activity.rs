@@ -358,6 +358,7 @@ impl Engine {
             }
         };
         let now = self.clock.now();
+        let traced_failure = crate::otel::enabled().then(|| response.failure_details.clone());
         let kind = match response.failure_details {
             Some(failure) => EventType::TaskFailed(pb::TaskFailedEvent {
                 task_scheduled_id: response.task_id,
@@ -383,9 +384,20 @@ impl Engine {
                 return Err(err.into());
             }
         };
-        let released = {
+        let (released, span) = {
             let mut st = self.lock();
             let state = st.activities.forget(aid);
+            let span = match (&state, &traced_failure, &outcome) {
+                (Some(s), Some(failure), ActivityOutcome::Delivered(_)) => {
+                    crate::otel::spans::activity_span(
+                        s.item.instance_id.as_str(),
+                        &s.item.scheduled,
+                        failure.as_ref(),
+                        now,
+                    )
+                }
+                _ => None,
+            };
             if let Some(state) = &state {
                 for t in &state.tokens {
                     st.recent.insert(*t);
@@ -394,8 +406,11 @@ impl Engine {
             if let ActivityOutcome::Delivered(instance) = &outcome {
                 st.mark_ready(instance.clone());
             }
-            state.and_then(|s| s.dispatched.map(|(_, r)| r))
+            (state.and_then(|s| s.dispatched.map(|(_, r)| r)), span)
         };
+        if let Some(span) = span {
+            crate::otel::export(vec![span]);
+        }
         if let Some(r) = released {
             self.release(r);
         }

@@ -359,6 +359,9 @@ impl Engine {
             }
         };
         let lease = episode.lease;
+        let trace = crate::otel::enabled().then(|| {
+            crate::otel::EpisodeTrace::capture(&episode.record, &episode.past, &episode.new_events)
+        });
         drop(episode);
         match self.store.commit_orchestration(&transition, lease).await {
             Ok(outcome) => {
@@ -366,6 +369,9 @@ impl Engine {
                     .work
                     .completed
                     .inc(MetricKind::Orchestration);
+                if let Some(trace) = trace {
+                    crate::otel::export(trace.spans(&transition, self.clock.now()));
+                }
                 let has_visible_inbox = outcome.has_visible_inbox;
                 self.lock().committed(&transition, outcome, now);
                 self.finish_flight(&id, flight_token, Some(has_visible_inbox), now);
