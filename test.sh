@@ -2,31 +2,37 @@
 # Runs every check CI runs, in order, stopping at the first failure:
 #   1. a throwaway PostgreSQL server (tests/postgres/start.sh; stopped on exit) whose admin
 #      URL is exported as DURABLETASK_TEST_POSTGRES, unless that is already set
-#   2. rustfmt  3. clippy (warnings are errors)
-#   4. Rust unit + integration tests; the store conformance suite runs on SQLite
-#      (tests/store_sqlite.rs) and on PostgreSQL (tests/store_postgres.rs)
-#   5. the server integration suites (tests/*.rs on TestServer) again, on PostgreSQL
+#   2. rustfmt  3. clippy (warnings are errors)  4. clippy without the default `otlp`
+#      feature (the build that leaves OpenTelemetry out must keep compiling)
+#   5. Rust unit + integration tests (engine property tests included); the store
+#      conformance suite runs on SQLite (tests/store_sqlite.rs) and on PostgreSQL
+#      (tests/store_postgres.rs)
+#   6. the server integration suites (tests/*.rs on TestServer) again, on PostgreSQL
 #      (DURABLETASK_TEST_BACKEND=postgres: a fresh database per server)
-#   6. a seconds-long smoke run of the load generator against the debug sidecar
-#   7.-14. end-to-end tests against the debug binary built by step 4 (a release build
+#   7. a seconds-long smoke run of the load generator against the debug sidecar
+#   8.-18. end-to-end tests against the debug binary built by step 5 (a release build
 #      would double CI's compile time and tests no behaviour the debug one lacks):
 #      Microsoft's Python SDK on SQLite, then on PostgreSQL (tests/python), three sidecars
 #      on one PostgreSQL database with one killed and one paused (tests/multinode), Dapr's
-#      (tests/dapr), a schemathesis run of the HTTP API against /openapi.json
-#      (tests/schemathesis), JavaScript (tests/js), Java (tests/java), Go (tests/go)
+#      (tests/dapr), one OpenTelemetry trace across the Python SDK and the sidecar
+#      (tests/tracing), a schemathesis run of the HTTP API against /openapi.json
+#      (tests/schemathesis), JavaScript (tests/js), the dashboard's vendored libraries
+#      against a fresh npm fetch (ui/vendor.sh --check) and the dashboard in Chromium
+#      (tests/dashboard), Java (tests/java), Go (tests/go)
 # Needs: the Rust toolchain (rust-toolchain.toml pins it), a C compiler (bundled SQLite),
 # PostgreSQL (apt-get install postgresql: initdb, pg_ctl, psql), python3 with venv, and for
-# the SDK suites Node, a JDK + Maven, Go (.ci/run installs what a Debian machine lacks).
+# the SDK suites Node, a JDK + Maven, Go, and Chromium for the dashboard (.ci/run installs
+# what a Debian machine lacks).
 # Each SDK suite installs its pinned SDK (tests/python/run.sh creates .venv-e2e,
 # tests/dapr/run.sh .venv-dapr, ...).
-# SKIP_E2E=1 skips steps 7-14 (no Python/network needed).
+# SKIP_E2E=1 skips steps 8-18 (no Python/network needed).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
 
 step_no=0
-steps=14
+steps=18
 step_name=""
 started=$SECONDS
 pg_dir=""
@@ -65,6 +71,10 @@ cargo fmt --all -- --check
 
 section "cargo clippy"
 cargo clippy --locked --all-targets --all-features -- -D warnings
+
+section "cargo clippy --no-default-features (no OpenTelemetry)"
+# clippy only checks: the debug binary the end-to-end steps use keeps the feature.
+cargo clippy --locked --all-targets --no-default-features -- -D warnings
 
 section "cargo test (unit + integration; store conformance on SQLite and PostgreSQL)"
 # Not --all-targets: that would also run the load generator, which needs a sidecar.
@@ -115,8 +125,12 @@ e2e "Python SDK end-to-end tests (PostgreSQL)" "$root/tests/python/run.sh" \
 # Three sidecars on one database, one killed and one paused past its lease.
 e2e "Multi-node failover on PostgreSQL (Python SDK workers)" "$root/tests/multinode/run.sh"
 e2e "Dapr Python SDK end-to-end tests" "$root/tests/dapr/run.sh"
+e2e "Tracing: one trace across the Python SDK and the sidecar (OTLP)" "$root/tests/tracing/run.sh"
 e2e "HTTP API property-based run (schemathesis against /openapi.json)" "$root/tests/schemathesis/run.sh"
 e2e "JavaScript SDK end-to-end tests" "$root/tests/js/run.sh"
+section "Dashboard libraries equal a fresh npm fetch"
+if [ "${SKIP_E2E:-0}" = "1" ]; then echo "skipped (SKIP_E2E=1)"; else bash "$root/ui/vendor.sh" --check; fi
+e2e "Dashboard in Chromium (Playwright, JS SDK worker)" "$root/tests/dashboard/run.sh"
 e2e "Java SDK end-to-end tests" "$root/tests/java/run.sh"
 e2e "Go SDK end-to-end tests" "$root/tests/go/run.sh"
 
