@@ -351,6 +351,32 @@ fn entity_action(id: i32, m: M) -> pb::OrchestratorAction {
     }
 }
 
+/// `owner`'s request to lock `set` in critical section `section`.
+fn lock_action(id: i32, owner: &str, section: &str, set: &[&str]) -> pb::OrchestratorAction {
+    entity_action(
+        id,
+        M::EntityLockRequested(pb::EntityLockRequestedEvent {
+            critical_section_id: section.into(),
+            lock_set: set.iter().map(|e| e.to_string()).collect(),
+            position: 0,
+            parent_instance_id: Some(owner.into()),
+        }),
+    )
+}
+
+/// A call of `operation` on `entity`, answered to `request_id`.
+fn call_action(id: i32, request_id: &str, operation: &str, entity: &str) -> pb::OrchestratorAction {
+    entity_action(
+        id,
+        M::EntityOperationCalled(pb::EntityOperationCalledEvent {
+            request_id: request_id.into(),
+            operation: operation.into(),
+            target_instance_id: Some(entity.into()),
+            ..Default::default()
+        }),
+    )
+}
+
 #[tokio::test]
 async fn an_orchestration_locks_calls_and_its_end_releases_the_lock() {
     let server = TestServer::start().await;
@@ -360,15 +386,7 @@ async fn an_orchestration_locks_calls_and_its_end_releases_the_lock() {
     w.complete(
         &token,
         "locker",
-        vec![entity_action(
-            0,
-            M::EntityLockRequested(pb::EntityLockRequestedEvent {
-                critical_section_id: "cs-1".into(),
-                lock_set: vec!["@lk@a".into(), "@lk@b".into()],
-                position: 0,
-                parent_instance_id: Some("locker".into()),
-            }),
-        )],
+        vec![lock_action(0, "locker", "cs-1", &["@lk@a", "@lk@b"])],
     )
     .await
     .unwrap();
@@ -387,15 +405,7 @@ async fn an_orchestration_locks_calls_and_its_end_releases_the_lock() {
     w.complete(
         &token,
         "locker",
-        vec![entity_action(
-            1,
-            M::EntityOperationCalled(pb::EntityOperationCalledEvent {
-                request_id: "call-1".into(),
-                operation: "get".into(),
-                target_instance_id: Some("@lk@a".into()),
-                ..Default::default()
-            }),
-        )],
+        vec![call_action(1, "call-1", "get", "@lk@a")],
     )
     .await
     .unwrap();
@@ -510,15 +520,7 @@ async fn a_finished_owner_no_longer_holds_its_locks_when_its_end_is_visible() {
     w.complete(
         &token,
         "owner",
-        vec![entity_action(
-            0,
-            M::EntityLockRequested(pb::EntityLockRequestedEvent {
-                critical_section_id: "cs-vis".into(),
-                lock_set: vec!["@vis@a".into()],
-                position: 0,
-                parent_instance_id: Some("owner".into()),
-            }),
-        )],
+        vec![lock_action(0, "owner", "cs-vis", &["@vis@a"])],
     )
     .await
     .unwrap();
@@ -526,15 +528,7 @@ async fn a_finished_owner_no_longer_holds_its_locks_when_its_end_is_visible() {
     w.complete(
         &token,
         "owner",
-        vec![entity_action(
-            1,
-            M::EntityOperationCalled(pb::EntityOperationCalledEvent {
-                request_id: "call-vis".into(),
-                operation: "slow".into(),
-                target_instance_id: Some("@vis@a".into()),
-                ..Default::default()
-            }),
-        )],
+        vec![call_action(1, "call-vis", "slow", "@vis@a")],
     )
     .await
     .unwrap();

@@ -1,29 +1,38 @@
 //! Reading many instances at once and deleting them: `query_instances`, `list_completed`,
 //! `purge_instance`, `purge_where`.
 
-use durabletask_sidecar::domain::{ReusePolicy, RuntimeStatus};
-use durabletask_sidecar::store::{CompletedFilter, InstanceFilter, PurgeFilter};
+use durabletask_sidecar::domain::{InstanceRecord, NewInstance, ReusePolicy, RuntimeStatus};
+use durabletask_sidecar::store::{CompletedFilter, InstanceFilter, PurgeFilter, Store};
 
 use super::{at, complete, id, new_instance, start_running, StoreFactory};
 
-pub async fn query_instances_pages_by_keyset(mut f: impl StoreFactory) {
-    let store = f.fresh().await;
-    for (i, name) in ["q3", "q1", "q2", "x1", "Q4"].iter().enumerate() {
-        // q1 and q2 share a creation time: the id breaks the tie.
-        let created = at(if *name == "q2" { 1 } else { i as i64 });
+/// Creates `instances` and one entity (which no query may return), then completes
+/// `completed` at time 10.
+async fn seed(store: &dyn Store, instances: Vec<NewInstance>, completed: &str) {
+    let entity = new_instance("@ent@key", at(0));
+    for new in instances.into_iter().chain([entity]) {
         store
-            .create_instance(new_instance(name, created), ReusePolicy::ReplaceTerminal)
+            .create_instance(new, ReusePolicy::ReplaceTerminal)
             .await
             .unwrap();
     }
-    store
-        .create_instance(
-            new_instance("@ent@key", at(0)),
-            ReusePolicy::ReplaceTerminal,
-        )
-        .await
-        .unwrap();
-    complete(&*store, "q3", at(10)).await;
+    complete(store, completed, at(10)).await;
+}
+
+fn ids(page: &[InstanceRecord]) -> Vec<&str> {
+    page.iter().map(|r| r.instance_id.as_str()).collect()
+}
+
+pub async fn query_instances_pages_by_keyset(mut f: impl StoreFactory) {
+    let store = f.fresh().await;
+    let instances = ["q3", "q1", "q2", "x1", "Q4"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            // q1 and q2 share a creation time: the id breaks the tie.
+            new_instance(name, at(if *name == "q2" { 1 } else { i as i64 }))
+        });
+    seed(&*store, instances.collect(), "q3").await;
 
     let mut filter = InstanceFilter {
         id_prefix: Some("q".into()),
@@ -31,14 +40,12 @@ pub async fn query_instances_pages_by_keyset(mut f: impl StoreFactory) {
         ..Default::default()
     };
     let page = store.query_instances(&filter).await.unwrap();
-    let ids: Vec<_> = page.iter().map(|r| r.instance_id.as_str()).collect();
-    assert_eq!(ids, ["q3", "q1"]);
+    assert_eq!(ids(&page), ["q3", "q1"]);
     let last = page.last().unwrap();
     filter.after = Some((last.created_at, last.instance_id.as_str().to_string()));
     let page = store.query_instances(&filter).await.unwrap();
-    let ids: Vec<_> = page.iter().map(|r| r.instance_id.as_str()).collect();
     assert_eq!(
-        ids,
+        ids(&page),
         ["q2"],
         "case-sensitive prefix; keyset skips what was seen"
     );
@@ -70,24 +77,17 @@ pub async fn query_instances_pages_by_keyset(mut f: impl StoreFactory) {
 
 pub async fn query_newest_first_by_name_and_count_per_status(mut f: impl StoreFactory) {
     let store = f.fresh().await;
-    for (i, id_text) in ["n1", "n2", "n3", "other"].iter().enumerate() {
-        let mut new = new_instance(id_text, at(i as i64));
-        if *id_text == "other" {
-            new.name = "another".into();
-        }
-        store
-            .create_instance(new, ReusePolicy::ReplaceTerminal)
-            .await
-            .unwrap();
-    }
-    store
-        .create_instance(
-            new_instance("@ent@key", at(0)),
-            ReusePolicy::ReplaceTerminal,
-        )
-        .await
-        .unwrap();
-    complete(&*store, "n2", at(10)).await;
+    let instances = ["n1", "n2", "n3", "other"]
+        .iter()
+        .enumerate()
+        .map(|(i, id_text)| {
+            let mut new = new_instance(id_text, at(i as i64));
+            if *id_text == "other" {
+                new.name = "another".into();
+            }
+            new
+        });
+    seed(&*store, instances.collect(), "n2").await;
 
     let mut filter = InstanceFilter {
         name: Some("orch".into()),
@@ -96,13 +96,15 @@ pub async fn query_newest_first_by_name_and_count_per_status(mut f: impl StoreFa
         ..Default::default()
     };
     let page = store.query_instances(&filter).await.unwrap();
-    let ids: Vec<_> = page.iter().map(|r| r.instance_id.as_str()).collect();
-    assert_eq!(ids, ["n3", "n2"], "newest first, other names left out");
+    assert_eq!(
+        ids(&page),
+        ["n3", "n2"],
+        "newest first, other names left out"
+    );
     let last = page.last().unwrap();
     filter.after = Some((last.created_at, last.instance_id.as_str().to_string()));
     let page = store.query_instances(&filter).await.unwrap();
-    let ids: Vec<_> = page.iter().map(|r| r.instance_id.as_str()).collect();
-    assert_eq!(ids, ["n1"], "the cursor continues downwards");
+    assert_eq!(ids(&page), ["n1"], "the cursor continues downwards");
 
     let count = |filter: InstanceFilter| {
         let store = &store;

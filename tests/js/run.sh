@@ -30,62 +30,9 @@ fi
 echo "== npm ci"
 npm ci --no-audit --no-fund --engine-strict=false --loglevel=error
 
-TMP="$(mktemp -d -t dts-js-e2e.XXXXXX)"
-DB="$TMP/sidecar.sqlite"
-LOG="$TMP/sidecar.log"
-SIDECAR_PID=""
-
-cleanup() {
-  local rc=$?
-  if [[ -n "$SIDECAR_PID" ]] && kill -0 "$SIDECAR_PID" 2>/dev/null; then
-    kill "$SIDECAR_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$SIDECAR_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$SIDECAR_PID" 2>/dev/null || true
-    wait "$SIDECAR_PID" 2>/dev/null || true
-  fi
-  if [[ $rc -ne 0 && -s "$LOG" ]]; then
-    echo "== sidecar log (last 100 lines)" >&2
-    tail -n 100 "$LOG" >&2 || true
-  fi
-  if [[ "${KEEP_DB:-0}" == "1" ]]; then
-    echo "run.sh: kept $TMP" >&2
-  else
-    rm -rf "$TMP"
-  fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# --port 0 works but the chosen port is not printed, so pick a free one ourselves
-# (and retry a few times in case another process grabs it in between).
-free_port() {
-  node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
-}
-
-port_open() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-for attempt in 1 2 3; do
-  PORT="$(free_port)"
-  echo "== starting sidecar on 127.0.0.1:$PORT (db $DB)"
-  "$SIDECAR_BIN" --port "$PORT" --http-port 0 --db "$DB" --log-level warn >>"$LOG" 2>&1 &
-  SIDECAR_PID=$!
-  for _ in $(seq 1 100); do
-    if port_open "$PORT"; then break; fi
-    kill -0 "$SIDECAR_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$SIDECAR_PID" 2>/dev/null && port_open "$PORT"; then
-    break
-  fi
-  echo "run.sh: sidecar did not come up (attempt $attempt)" >&2
-  kill "$SIDECAR_PID" 2>/dev/null || true
-  wait "$SIDECAR_PID" 2>/dev/null || true
-  SIDECAR_PID=""
-  if [[ $attempt == 3 ]]; then exit 1; fi
-done
+# shellcheck source=../lib/sidecar.sh
+source "$HERE/../lib/sidecar.sh"
+sidecar_start
 
 export DTS_ADDR="localhost:$PORT"
 
@@ -103,7 +50,7 @@ node --test --test-concurrency=1 --test-reporter=spec --test-timeout=90000 "${FI
 RC=$?
 set -e
 
-if ! kill -0 "$SIDECAR_PID" 2>/dev/null; then
+if ! sidecar_alive; then
   echo "run.sh: the sidecar exited during the tests" >&2
   RC=1
 fi
