@@ -2,12 +2,14 @@
 
 use serde_json::json;
 
-use super::connect::{client, CliError};
+use super::connect::{client, CliError, Client};
 use super::output::{self, Printer};
 use super::{CleanEntities, Exit, GetEntity, ListEntities, Payload, SignalEntity};
 use crate::proto as pb;
 
-/// `get-entity`: the entity with its state.
+/// `get-entity`: the entity with its state. One without state yet (only queued operations
+/// or a lock) does not exist for `GetEntity`, but an operator looking at a stuck backlog
+/// wants to see it, so it is looked up among the transient entities too.
 pub(super) async fn get_entity(args: GetEntity) -> Result<Exit, CliError> {
     let mut c = client(&args.client.addr).await?;
     let r = c
@@ -19,19 +21,41 @@ pub(super) async fn get_entity(args: GetEntity) -> Result<Exit, CliError> {
         .map_err(|s| CliError::rpc("GetEntity", s))?
         .into_inner();
     let entity = match r.entity {
-        Some(e) if r.exists => e,
-        _ => {
-            return Err(CliError::NotFound(format!(
-                "no entity with id '{}'",
-                args.id
-            )))
-        }
+        Some(e) if r.exists => Some(e),
+        _ => transient_entity(&mut c, &args.id).await?,
+    };
+    let Some(entity) = entity else {
+        return Err(CliError::NotFound(format!(
+            "no entity with id '{}'",
+            args.id
+        )));
     };
     Printer::new(args.client.output).one(
         &output::entity_json(&entity, true),
         &output::entity_text(&entity),
     )?;
     Ok(Exit::Success)
+}
+
+/// The entity `id` if it exists without state (QueryEntities with transient entities).
+async fn transient_entity(
+    c: &mut Client,
+    id: &str,
+) -> Result<Option<pb::EntityMetadata>, CliError> {
+    let page = c
+        .query_entities(pb::QueryEntitiesRequest {
+            query: Some(pb::EntityQuery {
+                instance_id_starts_with: Some(id.to_owned()),
+                include_state: true,
+                include_transient: true,
+                page_size: Some(1),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map_err(|s| CliError::rpc("QueryEntities", s))?
+        .into_inner();
+    Ok(page.entities.into_iter().find(|e| e.instance_id == id))
 }
 
 /// `list-entities`: one page; the continuation token, if any, leads to the next.
