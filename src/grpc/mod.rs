@@ -19,6 +19,7 @@ mod client_api;
 mod convert;
 mod dapr;
 mod entity_api;
+pub mod fuzzing;
 mod limits;
 mod metered;
 mod status;

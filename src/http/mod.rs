@@ -18,6 +18,7 @@ use crate::service::AppState;
 mod admin;
 mod entities;
 mod error;
+pub mod fuzzing;
 mod instances;
 mod json;
 mod scrape;
