@@ -81,16 +81,26 @@ impl Security {
         // Taken now, not when the task first runs, so a change made in between counts.
         let tokens_seen = self.auth.as_ref().map(|a| tls::stamp(a.path()));
         let tls_seen = self.tls.as_ref().map(|t| stamps(&t.files().paths()));
+        // Installed before returning, so a SIGHUP sent once the server answers is caught
+        // (its default action would end the process).
+        let hangup = hangup_signal();
         let this = self.clone();
         tokio::spawn(async move {
-            this.watch(poll, tls_seen.unwrap_or_default(), tokens_seen, shutdown)
-                .await
+            this.watch(
+                poll,
+                hangup,
+                tls_seen.unwrap_or_default(),
+                tokens_seen,
+                shutdown,
+            )
+            .await
         });
     }
 
     async fn watch(
         self,
         poll: Duration,
+        mut hangup: Hangup,
         mut tls_seen: Stamps,
         mut tokens_seen: Option<Option<(SystemTime, u64)>>,
         shutdown: CancellationToken,
@@ -104,7 +114,6 @@ impl Security {
         };
         let tls_files: Vec<PathBuf> = self.tls.as_ref().map(tls_paths).unwrap_or_default();
         let tls_refs: Vec<&Path> = tls_files.iter().map(PathBuf::as_path).collect();
-        let mut hangup = hangup_signal();
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

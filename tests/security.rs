@@ -780,3 +780,43 @@ async fn a_changed_tokens_file_is_picked_up() {
         "the removed token still works"
     );
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sighup_reloads_the_tokens_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.txt");
+    write_atomically(&path, &format!("read {READ}\n"));
+    // Polling effectively off: only the signal can bring the change in.
+    let server = TestServer::start_with(ServerOptions {
+        security: SecurityOptions {
+            tokens_file: Some(path.clone()),
+            poll: Duration::from_secs(3600),
+            ..SecurityOptions::default()
+        },
+        ..ServerOptions::default()
+    })
+    .await;
+    let mut c = server.client();
+    // Answered: the server, and its SIGHUP handler, are installed.
+    c.hello(with_token((), Some(READ))).await.unwrap();
+    let new = "after-sighup-0123456789";
+    write_atomically(&path, &format!("read {new}\n"));
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while c
+        .hello(with_token((), Some(new)))
+        .await
+        .is_err_and(|s| s.code() == Code::Unauthenticated)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the tokens"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
