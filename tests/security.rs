@@ -759,7 +759,8 @@ async fn a_changed_tokens_file_is_picked_up() {
     // A first answer: the server (and its file watcher) is running.
     c.hello(with_token((), Some(READ))).await.unwrap();
     let new = "fresh-token-0123456789";
-    write_atomically(&path, &format!("read {new}\n"));
+    // A new token, the client token demoted to `read`, the others gone.
+    write_atomically(&path, &format!("read {new}\nread {CLIENT}\n"));
     let deadline = Instant::now() + Duration::from_secs(15);
     // Any answer but UNAUTHENTICATED (the instance does not exist) means the token works.
     while c
