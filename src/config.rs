@@ -14,10 +14,12 @@ use clap::{Parser, ValueEnum};
 use crate::engine::EngineConfig;
 use crate::grpc::GrpcOptions;
 use crate::http::HttpOptions;
+use crate::security::SecurityOptions;
 use crate::server::ServerOptions;
 use crate::service::ServiceOptions;
 use crate::store::postgres::PostgresOptions;
 use crate::store::{StoreUrl, StoreUrlError};
+use crate::tls::TlsFiles;
 
 /// Default value of `--db`.
 pub const DEFAULT_DB: &str = "./durabletask.sqlite";
@@ -107,6 +109,26 @@ pub struct Config {
     /// server's `max_connections`.
     #[arg(long, env = "DURABLETASK_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+
+    /// PEM certificate chain to serve TLS with on both ports (needs --tls-key). Reloaded
+    /// on SIGHUP and when the file changes.
+    #[arg(long, env = "DURABLETASK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "DURABLETASK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// PEM CA bundle: clients must present a certificate signed by it (mutual TLS;
+    /// needs --tls-cert).
+    #[arg(long, env = "DURABLETASK_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
+    /// Bearer tokens, one `ROLE TOKEN [HUBS]` per line (roles: admin, worker, client,
+    /// read); every call except health checks then needs `authorization: Bearer TOKEN`.
+    /// Reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "DURABLETASK_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<std::path::PathBuf>,
 }
 
 /// `--http-port`: a port, or `off`.
@@ -207,6 +229,24 @@ impl Config {
             })
     }
 
+    /// The TLS and token files (read, and checked, when the server starts).
+    pub fn security_options(&self) -> SecurityOptions {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            // clap's `requires` makes the flags come in pairs.
+            _ => None,
+        };
+        SecurityOptions {
+            tls,
+            tokens_file: self.auth_tokens_file.clone(),
+            ..SecurityOptions::default()
+        }
+    }
+
     /// Validates everything except the listen address into `ServerOptions`.
     pub fn server_options(&self) -> Result<ServerOptions, ConfigError> {
         let store: StoreUrl = self.db.parse()?;
@@ -245,6 +285,7 @@ impl Config {
                 max_connections: self.db_max_connections,
                 ..PostgresOptions::default()
             },
+            security: self.security_options(),
             engine: EngineConfig {
                 // Renew three times per lease, so one missed renewal loses nothing; sweep
                 // four times, so a dead sidecar's work moves within 1.25 leases.
@@ -396,6 +437,34 @@ mod tests {
                 .http
                 .max_body_bytes,
             3 * 1024 * 1024
+        );
+    }
+
+    #[test]
+    fn tls_and_token_flags() {
+        let c = parse(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+            "--auth-tokens-file",
+            "t.txt",
+        ]);
+        let s = c.server_options().unwrap().security;
+        let tls = s.tls.unwrap();
+        assert_eq!(tls.cert, std::path::PathBuf::from("c.pem"));
+        assert_eq!(tls.key, std::path::PathBuf::from("k.pem"));
+        assert_eq!(tls.client_ca, Some("ca.pem".into()));
+        assert_eq!(s.tokens_file, Some("t.txt".into()));
+        assert_eq!(
+            parse_err(&["--tls-cert", "c.pem"]).kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            parse_err(&["--tls-client-ca", "ca.pem"]).kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
         );
     }
 

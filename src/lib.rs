@@ -7,6 +7,7 @@
 //! leaf every layer records into; the HTTP door serves it.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
@@ -16,7 +17,9 @@ pub mod http;
 pub mod metrics;
 pub mod otel;
 pub mod proto;
+pub mod security;
 pub mod server;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

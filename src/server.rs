@@ -12,6 +12,7 @@ use crate::domain::SystemClock;
 use crate::engine::EngineConfig;
 use crate::grpc::{GrpcOptions, ServeError};
 use crate::http::HttpOptions;
+use crate::security::{Security, SecurityError, SecurityOptions};
 use crate::service::{AppState, ServiceOptions};
 use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
@@ -33,6 +34,8 @@ pub struct ServerOptions {
     pub grpc: GrpcOptions,
     /// HTTP door options.
     pub http: HttpOptions,
+    /// TLS and bearer tokens for both doors.
+    pub security: SecurityOptions,
 }
 
 /// The bound sockets the doors serve on.
@@ -60,6 +63,7 @@ impl Default for ServerOptions {
             engine: EngineConfig::default(),
             grpc: GrpcOptions::default(),
             http: HttpOptions::default(),
+            security: SecurityOptions::default(),
         }
     }
 }
@@ -73,6 +77,9 @@ pub enum ServerError {
     /// The gRPC door failed.
     #[error(transparent)]
     Grpc(#[from] ServeError),
+    /// A TLS or tokens file is unusable (the message names it).
+    #[error(transparent)]
+    Security(#[from] SecurityError),
     /// The HTTP door failed.
     #[error("HTTP server error: {0}")]
     Http(#[from] std::io::Error),
@@ -108,6 +115,8 @@ pub async fn run(
         http,
     } = listeners.into();
     let addr: Option<SocketAddr> = listener.local_addr().ok();
+    // Before the store: a bad certificate or tokens file fails fast and touches nothing.
+    let security = Security::load(&options.security)?;
     let store = open_store(&options.store, &options).await?;
     let state = match AppState::new(
         Arc::clone(&store),
@@ -124,20 +133,34 @@ pub async fn run(
             return Err(err.into());
         }
     };
-    tracing::info!(addr = ?addr, db = %options.store, "durabletask-sidecar listening");
+    security.spawn_watcher(options.security.poll, shutdown.clone());
+    tracing::info!(
+        addr = ?addr,
+        db = %options.store,
+        tls = security.tls.is_some(),
+        tokens = security.auth.is_some(),
+        "durabletask-sidecar listening"
+    );
     let engine_task = tokio::spawn(Arc::clone(state.engine()).run(shutdown.child_token()));
     let http_task = http.map(|http| {
         let (state, options, stop) = (state.clone(), options.http.clone(), shutdown.clone());
+        let security = security.clone();
         tokio::spawn(async move {
-            let result = crate::http::serve(state, &options, http, stop.clone()).await;
+            let result = crate::http::serve(state, &options, http, &security, stop.clone()).await;
             // A failed HTTP door takes the server down, as a failed gRPC door does.
             stop.cancel();
             result
         })
     });
-    let mut result = crate::grpc::serve(state.clone(), &options.grpc, listener, shutdown.clone())
-        .await
-        .map_err(ServerError::from);
+    let mut result = crate::grpc::serve(
+        state.clone(),
+        &options.grpc,
+        listener,
+        &security,
+        shutdown.clone(),
+    )
+    .await
+    .map_err(ServerError::from);
     shutdown.cancel();
     if let Some(task) = http_task {
         match task.await {

@@ -23,11 +23,55 @@ function query(params) {
   return s ? `?${s}` : '';
 }
 
-async function request(method, path, { params = {}, body, token, signal } = {}) {
+// With `--auth-tokens-file` every API call needs `Authorization: Bearer <token>`. The
+// token lives in sessionStorage (gone when the tab closes) and is asked for on a 401.
+const AUTH_KEY = 'durabletask-sidecar.token';
+let askToken = null;
+let asking = null;
+
+function storedToken() {
+  try { return sessionStorage.getItem(AUTH_KEY); } catch { return null; }
+}
+
+/** Remembers (or, given nothing, forgets) the bearer token for this tab. */
+export function setAuthToken(value) {
+  try {
+    if (value) sessionStorage.setItem(AUTH_KEY, value);
+    else sessionStorage.removeItem(AUTH_KEY);
+  } catch { /* storage disabled: the token is asked for again */ }
+}
+
+/**
+ * `ask(message)` answers a promise of the token the user typed (null: cancelled); it is
+ * called once however many requests got a 401 at the same time.
+ */
+export function onUnauthorized(ask) { askToken = ask; }
+
+async function request(method, path, opts = {}) {
+  for (;;) {
+    const res = await send(method, path, opts);
+    if (res.status !== 401 || !askToken) return finish(method, path, res);
+    const body = await res.clone().json().catch(() => null);
+    if (!asking) {
+      asking = askToken((body && body.message) || 'This sidecar needs a token.')
+        .finally(() => { asking = null; });
+    }
+    const entered = await asking;
+    if (!entered) return finish(method, path, res);
+    setAuthToken(entered);
+  }
+}
+
+function send(method, path, { params = {}, body, token, signal } = {}) {
   const headers = {};
   if (token) headers[TOKEN] = token;
+  const auth = storedToken();
+  if (auth) headers.authorization = `Bearer ${auth}`;
   if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(BASE + path + query(params), { method, headers, body, signal });
+  return fetch(BASE + path + query(params), { method, headers, body, signal });
+}
+
+async function finish(method, path, res) {
   const text = await res.text();
   let data = null;
   if (text) {

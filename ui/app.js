@@ -1,7 +1,9 @@
 // The dashboard's entry: header, navigation and the view the URL fragment names.
 
 import { render } from 'preact';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { html, useRoute } from './util.js';
+import { onUnauthorized } from './api.js';
 import { InstanceList } from './list.js';
 import { InstancePage } from './instance.js';
 import { EntityList, EntityPage } from './entities.js';
@@ -18,6 +20,36 @@ function View({ route }) {
   return html`<${InstanceList} params=${route.params} />`;
 }
 
+/** Asks for a bearer token when the API answers 401 (the server has --auth-tokens-file). */
+function TokenPrompt() {
+  const [ask, setAsk] = useState(null);
+  const dialog = useRef(null);
+  const input = useRef(null);
+  useEffect(() => onUnauthorized((message) => new Promise((resolve) => setAsk({ message, resolve }))), []);
+  useEffect(() => {
+    if (ask && dialog.current && !dialog.current.open) dialog.current.showModal();
+  }, [ask]);
+  if (!ask) return null;
+  const done = (value) => {
+    dialog.current.close();
+    setAsk(null);
+    ask.resolve(value);
+  };
+  return html`<dialog ref=${dialog} aria-labelledby="token-title" onCancel=${() => done(null)}>
+    <form method="dialog" onSubmit=${(e) => { e.preventDefault(); done(input.current.value.trim() || null); }}>
+      <h2 id="token-title">Access token</h2>
+      <p>${ask.message}</p>
+      <label>Bearer token (kept for this tab only)
+        <input ref=${input} type="password" name="token" autocomplete="off" required />
+      </label>
+      <div class="buttons">
+        <button type="button" onClick=${() => done(null)}>Cancel</button>
+        <button type="submit">Use token</button>
+      </div>
+    </form>
+  </dialog>`;
+}
+
 function App() {
   const route = useRoute();
   const onEntities = route.path.startsWith('/entities');
@@ -29,7 +61,8 @@ function App() {
         <a href="/openapi.json">API</a>
       </nav>
     </header>
-    <main><${View} route=${route} /></main>`;
+    <main><${View} route=${route} /></main>
+    <${TokenPrompt} />`;
 }
 
 const root = document.getElementById('app');

@@ -22,6 +22,7 @@ mod entity_api;
 pub mod fuzzing;
 mod limits;
 mod metered;
+mod secure;
 mod status;
 mod worker_api;
 
@@ -56,6 +57,7 @@ pub async fn serve(
     state: AppState,
     options: &GrpcOptions,
     listener: TcpListener,
+    security: &crate::security::Security,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let descriptors = dapr::descriptor_set().map_err(ServeError::Reflection)?;
@@ -82,26 +84,43 @@ pub async fn serve(
     // Serves the Dapr fork's paths too (src/grpc/dapr), then delegates to `upstream`.
     let api = dapr::DaprCompat::new(upstream, api, options.max_message_bytes);
     let stop = shutdown.clone();
-    // Nagle's algorithm holds small writes (a completion ack, a work item) until the
-    // peer's delayed ACK: tens of milliseconds per step at low concurrency.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let result = tonic::transport::Server::builder()
+    let stopped = async move {
+        stop.cancelled().await;
+        health
+            .set_not_serving::<TaskHubSidecarServiceServer<Api>>()
+            .await;
+    };
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         // Outermost, so the metrics see the status code `limits` rewrote.
         .layer(metered::MeteredLayer)
         .layer(crate::otel::rpc_layer())
         .layer(limits::layer())
+        // Innermost: refusals are counted and traced like any other status.
+        .layer(crate::auth::layer::AuthLayer::new(
+            security.auth.clone(),
+            crate::auth::layer::Door::Grpc,
+            secure::refuse,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(api)
-        .serve_with_incoming_shutdown(incoming, async move {
-            stop.cancelled().await;
-            health
-                .set_not_serving::<TaskHubSidecarServiceServer<Api>>()
-                .await;
-        })
-        .await;
+        .add_service(api);
+    let result = match &security.tls {
+        Some(tls) => {
+            let incoming =
+                crate::tls::incoming(listener, tls.clone(), crate::tls::Door::Grpc, shutdown);
+            router
+                .serve_with_incoming_shutdown(incoming.into_stream(), stopped)
+                .await
+        }
+        None => {
+            // Nagle's algorithm holds small writes (a completion ack, a work item) until the
+            // peer's delayed ACK: tens of milliseconds per step at low concurrency.
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            router.serve_with_incoming_shutdown(incoming, stopped).await
+        }
+    };
     result.map_err(ServeError::from)
 }
 

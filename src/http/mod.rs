@@ -22,6 +22,7 @@ pub mod fuzzing;
 mod instances;
 mod json;
 mod scrape;
+mod secure;
 mod ui;
 
 /// Where every Durable Functions route lives.
@@ -55,14 +56,28 @@ pub async fn serve(
     state: AppState,
     options: &HttpOptions,
     listener: TcpListener,
+    security: &crate::security::Security,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let local_addr = listener.local_addr().ok();
-    tracing::info!(addr = ?local_addr, "HTTP API listening");
-    let app = router(state, options, local_addr);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    tracing::info!(addr = ?local_addr, tls = security.tls.is_some(), "HTTP API listening");
+    let app = router(state, options, local_addr, security.auth.clone());
+    let stop = shutdown.clone();
+    let stopped = async move { stop.cancelled().await };
+    match &security.tls {
+        Some(tls) => {
+            let incoming =
+                crate::tls::incoming(listener, tls.clone(), crate::tls::Door::Http, shutdown);
+            axum::serve(secure::TlsListener(incoming), app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+    }
 }
 
 /// Every route of the door, method and path as the OpenAPI document spells them
@@ -129,7 +144,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
 ];
 
-fn router(state: AppState, options: &HttpOptions, local_addr: Option<SocketAddr>) -> Router {
+fn router(
+    state: AppState,
+    options: &HttpOptions,
+    local_addr: Option<SocketAddr>,
+    auth: Option<crate::auth::Authenticator>,
+) -> Router {
     let base = Router::new()
         .route("/orchestrators/{function_name}", post(instances::start))
         .route(
@@ -175,6 +195,12 @@ fn router(state: AppState, options: &HttpOptions, local_addr: Option<SocketAddr>
         .route("/", get(ui::index))
         .route("/ui/{*path}", get(ui::asset))
         .fallback(error::no_route)
+        // Inside `trace`, so refusals are logged and counted like other answers.
+        .layer(crate::auth::layer::AuthLayer::new(
+            auth,
+            crate::auth::layer::Door::Http,
+            secure::refuse,
+        ))
         .layer(axum::middleware::from_fn(trace))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .with_state(Door { state, local_addr })

@@ -38,9 +38,9 @@ export DTS_ADDR="localhost:$PORT"
 export DASHBOARD_URL="http://127.0.0.1:$HTTP_PORT"
 export SCREENSHOT_DIR="$HERE/../../docs/screenshots"
 
-echo "== node --test dashboard.test.mjs"
+echo "== node --test dashboard.test.mjs auth.test.mjs"
 set +e
-node --test --test-concurrency=1 --test-reporter=spec --test-timeout=120000 dashboard.test.mjs
+node --test --test-concurrency=1 --test-reporter=spec --test-timeout=120000 dashboard.test.mjs auth.test.mjs
 RC=$?
 set -e
 if ! sidecar_alive; then
