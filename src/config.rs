@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::domain::TaskHubName;
 use crate::engine::EngineConfig;
 use crate::grpc::GrpcOptions;
 use crate::http::HttpOptions;
 use crate::security::SecurityOptions;
 use crate::server::ServerOptions;
-use crate::service::ServiceOptions;
+use crate::service::{HubPolicy, ServiceOptions};
 use crate::store::postgres::PostgresOptions;
 use crate::store::{StoreUrl, StoreUrlError};
 use crate::tls::TlsFiles;
@@ -124,6 +125,18 @@ pub struct Config {
     #[arg(long, env = "DURABLETASK_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<std::path::PathBuf>,
 
+    /// Serve only these task hubs (comma-separated, e.g. `orders,billing`; add `default`
+    /// to keep serving calls that name no hub). A call naming another gets NOT_FOUND.
+    /// Without it, any valid hub name is served, its state created on first use.
+    #[arg(long, env = "DURABLETASK_TASK_HUBS", value_delimiter = ',')]
+    pub task_hubs: Vec<String>,
+
+    /// Most task hubs served at once when they are created on first use (>= 1); a call
+    /// naming one more new hub gets RESOURCE_EXHAUSTED. Hubs that already hold state are
+    /// always served.
+    #[arg(long, env = "DURABLETASK_MAX_TASK_HUBS", default_value_t = 100)]
+    pub max_task_hubs: usize,
+
     /// Bearer tokens, one `ROLE TOKEN [HUBS]` per line (roles: admin, worker, client,
     /// read); every call except health checks then needs `authorization: Bearer TOKEN`.
     /// Reloaded on SIGHUP and when the file changes.
@@ -190,6 +203,12 @@ pub enum ConfigError {
     /// `--db-max-connections` is outside 1..=1000.
     #[error("--db-max-connections must be between 1 and 1000, got {0}")]
     DbConnections(u32),
+    /// A `--task-hubs` name is not a valid task hub name.
+    #[error("--task-hubs: {0}")]
+    TaskHubs(String),
+    /// `--max-task-hubs` is 0.
+    #[error("--max-task-hubs must be at least 1")]
+    MaxTaskHubs,
 }
 
 impl Config {
@@ -266,6 +285,22 @@ impl Config {
         if !(1..=1000).contains(&self.db_max_connections) {
             return Err(ConfigError::DbConnections(self.db_max_connections));
         }
+        let only = if self.task_hubs.is_empty() {
+            None
+        } else {
+            let names = self
+                .task_hubs
+                .iter()
+                .map(|raw| TaskHubName::parse(raw.trim()));
+            Some(
+                names
+                    .collect::<Result<_, _>>()
+                    .map_err(ConfigError::TaskHubs)?,
+            )
+        };
+        if self.max_task_hubs == 0 {
+            return Err(ConfigError::MaxTaskHubs);
+        }
         // 2048 MiB = 2^31 bytes: fits `usize` on every 64-bit target we build for.
         let max_message_bytes = usize::try_from(u64::from(self.max_message_size_mb) * 1024 * 1024)
             .map_err(|_| ConfigError::MessageSize(self.max_message_size_mb))?;
@@ -284,6 +319,10 @@ impl Config {
                 lease,
                 max_connections: self.db_max_connections,
                 ..PostgresOptions::default()
+            },
+            hubs: HubPolicy {
+                only,
+                max_open: self.max_task_hubs,
             },
             security: self.security_options(),
             engine: EngineConfig {

@@ -1,4 +1,5 @@
-//! Wiring: opens the store the URL names, builds the engine and the worker hub, serves gRPC
+//! Wiring: opens the task hubs of the database the URL names (each with its store, engine
+//! and worker streams), serves gRPC
 //! and (when it has a listener) the HTTP API until the shutdown token fires, then drains. Used by `main.rs` and by the integration
 //! tests. The only module that knows every layer's options; no layer imports it.
 
@@ -13,10 +14,10 @@ use crate::engine::EngineConfig;
 use crate::grpc::{GrpcOptions, ServeError};
 use crate::http::HttpOptions;
 use crate::security::{Security, SecurityError, SecurityOptions};
-use crate::service::{AppState, ServiceOptions};
+use crate::service::{HubPolicy, ServiceOptions, TaskHubs};
 use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
-use crate::store::{Store, StoreError, StoreUrl};
+use crate::store::{HubStores, Store, StoreError, StoreUrl};
 
 /// Everything the server needs, already validated (built from `config::Config`), one
 /// part per layer.
@@ -28,6 +29,8 @@ pub struct ServerOptions {
     pub postgres: PostgresOptions,
     /// Use-case options.
     pub service: ServiceOptions,
+    /// Which task hubs are served.
+    pub hubs: HubPolicy,
     /// Dispatcher tuning.
     pub engine: EngineConfig,
     /// gRPC door options.
@@ -60,6 +63,7 @@ impl Default for ServerOptions {
             store: StoreUrl::SqliteFile("durabletask.sqlite".into()),
             postgres: PostgresOptions::default(),
             service: ServiceOptions::default(),
+            hubs: HubPolicy::default(),
             engine: EngineConfig::default(),
             grpc: GrpcOptions::default(),
             http: HttpOptions::default(),
@@ -117,43 +121,42 @@ pub async fn run(
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     // Before the store: a bad certificate or tokens file fails fast and touches nothing.
     let security = Security::load(&options.security)?;
-    let store = open_store(&options.store, &options).await?;
-    let state = match AppState::new(
-        Arc::clone(&store),
+    let stores = HubStores::connect(&options.store, options.postgres.clone()).await?;
+    let hubs = TaskHubs::open(
+        stores,
+        options.hubs.clone(),
         Arc::new(SystemClock),
-        &options.service,
+        options.service.clone(),
         options.engine.clone(),
         shutdown.child_token(),
     )
-    .await
-    {
-        Ok(state) => state,
-        Err(err) => {
-            store.close().await;
-            return Err(err.into());
-        }
-    };
+    .await?;
     security.spawn_watcher(options.security.poll, shutdown.clone());
+    let served: Vec<String> = hubs
+        .list()
+        .iter()
+        .map(|(name, _)| name.to_string())
+        .collect();
     tracing::info!(
         addr = ?addr,
         db = %options.store,
+        task_hubs = %served.join(","),
         tls = security.tls.is_some(),
         tokens = security.auth.is_some(),
         "durabletask-sidecar listening"
     );
-    let engine_task = tokio::spawn(Arc::clone(state.engine()).run(shutdown.child_token()));
     let http_task = http.map(|http| {
-        let (state, options, stop) = (state.clone(), options.http.clone(), shutdown.clone());
+        let (hubs, options, stop) = (hubs.clone(), options.http.clone(), shutdown.clone());
         let security = security.clone();
         tokio::spawn(async move {
-            let result = crate::http::serve(state, &options, http, &security, stop.clone()).await;
+            let result = crate::http::serve(hubs, &options, http, &security, stop.clone()).await;
             // A failed HTTP door takes the server down, as a failed gRPC door does.
             stop.cancel();
             result
         })
     });
     let mut result = crate::grpc::serve(
-        state.clone(),
+        hubs.clone(),
         &options.grpc,
         listener,
         &security,
@@ -172,11 +175,7 @@ pub async fn run(
             Err(err) => tracing::error!(error = %err, "HTTP door task ended abnormally"),
         }
     }
-    if let Err(err) = engine_task.await {
-        tracing::error!(error = %err, "dispatcher task ended abnormally");
-    }
-    state.close().await;
-    store.close().await;
+    hubs.close().await;
     tracing::info!("durabletask-sidecar stopped");
     result
 }

@@ -13,7 +13,6 @@ use durabletask_sidecar::grpc::GrpcOptions;
 use durabletask_sidecar::proto as pb;
 use durabletask_sidecar::server::ServerOptions;
 use pb::history_event::EventType;
-use pb::task_hub_sidecar_service_client::TaskHubSidecarServiceClient;
 use tonic::Code;
 
 const MIB: usize = 1024 * 1024;
@@ -25,7 +24,7 @@ async fn big_client(server: &TestServer) -> Client {
         .connect()
         .await
         .unwrap();
-    TaskHubSidecarServiceClient::new(channel)
+    client_of(channel)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX)
 }

@@ -162,7 +162,9 @@ impl SecureServer {
             .tls_config(tls)?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10));
-        Ok(Client::new(within("TLS connect", channel.connect()).await?))
+        Ok(common::client_of(
+            within("TLS connect", channel.connect()).await?,
+        ))
     }
 
     fn https(&self, path: &str) -> String {
@@ -244,7 +246,7 @@ async fn plaintext_clients_against_the_tls_ports_fail_cleanly() {
             .timeout(Duration::from_secs(10));
         match channel.connect().await {
             Err(e) => Err(e.to_string()),
-            Ok(ch) => Client::new(ch)
+            Ok(ch) => common::client_of(ch)
                 .hello(())
                 .await
                 .map(|_| ())
@@ -490,7 +492,7 @@ async fn token_server(dir: &Path) -> (TestServer, PathBuf) {
     write_atomically(
         &path,
         &format!(
-            "# roles\nadmin {ADMIN}\nworker {WORKER}\nclient {CLIENT} hub-a,hub-b\n\nread {READ} # reads\n"
+            "# roles\nadmin {ADMIN}\nworker {WORKER}\nclient {CLIENT} default,hub-a\n\nread {READ} # reads\n"
         ),
     );
     let server = TestServer::start_with(ServerOptions {
@@ -569,6 +571,16 @@ async fn grpc_calls_need_a_known_token_whose_role_covers_them() {
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    // Its third field limits it to `default` and `hub-a`.
+    let on_hub = |hub: &str| {
+        let mut r = with_token(get_req("a"), Some(CLIENT));
+        r.metadata_mut().insert("taskhub", hub.parse().unwrap());
+        r
+    };
+    c.get_instance(on_hub("Hub-A")).await.unwrap();
+    let s = c.get_instance(on_hub("hub-b")).await.unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    assert!(s.message().contains("task hub 'hub-b'"), "{s:?}");
 
     // read: reads only.
     c.get_instance(with_token(get_req("a"), Some(READ)))
@@ -724,6 +736,14 @@ async fn http_routes_need_a_known_token_whose_role_covers_them() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    let r = send(
+        Method::GET,
+        format!("{base}/instances?taskHub=hub-b"),
+        Some(CLIENT),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 403, "a hub outside the token's list");
     let r = send(Method::GET, format!("{base}/instances"), Some(WORKER))
         .await
         .unwrap();

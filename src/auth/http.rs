@@ -10,6 +10,8 @@ pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"durabletask-sidecar\"";
 pub fn status(denied: &super::Denied) -> http::StatusCode {
     match denied {
         super::Denied::Missing | super::Denied::Unknown => http::StatusCode::UNAUTHORIZED,
-        super::Denied::Forbidden { .. } => http::StatusCode::FORBIDDEN,
+        super::Denied::Forbidden { .. } | super::Denied::OtherHub { .. } => {
+            http::StatusCode::FORBIDDEN
+        }
     }
 }

@@ -122,7 +122,14 @@ where
             .headers()
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes());
-        match auth.check(header, need, name) {
+        let hub = match self.layer.door {
+            Door::Grpc => req
+                .headers()
+                .get(crate::grpc::TASK_HUB_METADATA)
+                .and_then(|v| v.to_str().ok()),
+            Door::Http => req.uri().query().and_then(http_task_hub),
+        };
+        match auth.check(header, need, hub, name) {
             Ok(_) => Either::Right(self.inner.call(req)),
             Err(denied) => {
                 // The reason only: the token itself is never logged.
@@ -131,4 +138,13 @@ where
             }
         }
     }
+}
+
+/// The `taskHub` query parameter (any case, as the HTTP door reads it), percent-decoding
+/// left out: a valid hub name has nothing to decode.
+fn http_task_hub(query: &str) -> Option<&str> {
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        name.eq_ignore_ascii_case("taskhub").then_some(value)
+    })
 }

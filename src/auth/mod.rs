@@ -12,6 +12,8 @@ use std::sync::{Arc, RwLock};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::domain::{TaskHubName, DEFAULT_TASK_HUB};
+
 pub mod http;
 pub mod layer;
 pub mod rpc;
@@ -67,9 +69,8 @@ impl std::fmt::Display for Role {
 struct Entry {
     digest: [u8; 32],
     role: Role,
-    /// The task hubs the token is limited to (empty: all). Parsed and kept, not enforced
-    /// until task hubs exist.
-    hubs: Vec<String>,
+    /// The task hubs the token is limited to (empty: all), canonical names.
+    hubs: Vec<TaskHubName>,
 }
 
 /// A parsed tokens file.
@@ -172,11 +173,9 @@ impl TokenTable {
             let hubs = match hubs {
                 None => Vec::new(),
                 Some(list) => {
-                    let hubs: Vec<String> = list.split(',').map(str::to_owned).collect();
-                    if hubs.iter().any(String::is_empty) {
-                        return Err(bad(format!("empty task hub name in {list:?}")));
-                    }
-                    hubs
+                    let hubs = list.split(',').map(TaskHubName::parse);
+                    hubs.collect::<Result<Vec<_>, _>>()
+                        .map_err(|reason| bad(format!("in {list:?}: {reason}")))?
                 }
             };
             let digest = digest(token.as_bytes());
@@ -195,18 +194,22 @@ impl TokenTable {
 
     /// The role of `token`, if it is listed. Every digest is compared, in constant time.
     pub fn role_of(&self, token: &[u8]) -> Option<Role> {
+        self.entry(token).map(|e| e.role)
+    }
+
+    fn entry(&self, token: &[u8]) -> Option<&Entry> {
         let presented = digest(token);
         let mut found = None;
         for entry in &self.entries {
             if bool::from(entry.digest.ct_eq(&presented)) {
-                found = Some(entry.role);
+                found = Some(entry);
             }
         }
         found
     }
 
     /// The task hubs `token` is limited to (empty: all); `None` when it is not listed.
-    pub fn hubs_of(&self, token: &[u8]) -> Option<&[String]> {
+    pub fn hubs_of(&self, token: &[u8]) -> Option<&[TaskHubName]> {
         let presented = digest(token);
         self.entries
             .iter()
@@ -239,6 +242,11 @@ pub enum Denied {
         /// The RPC or route, as the caller named it.
         call: String,
     },
+    /// A known token limited to task hubs that do not include the one called.
+    OtherHub {
+        /// The hub the call named, as it named it.
+        hub: String,
+    },
 }
 
 impl Denied {
@@ -251,6 +259,9 @@ impl Denied {
             Denied::Unknown => "the bearer token is not known".into(),
             Denied::Forbidden { role, call } => {
                 format!("role `{role}` may not call {call}")
+            }
+            Denied::OtherHub { hub } => {
+                format!("the bearer token may not use task hub '{hub}'")
             }
         }
     }
@@ -300,23 +311,42 @@ impl Authenticator {
     }
 
     /// Decides a call: `authorization` is the header's value (if any), `need` what the
-    /// call requires, `call` its name for the refusal message.
+    /// call requires, `hub` the task hub it names (`None`: the default hub), `call` its
+    /// name for the refusal message.
     pub fn check(
         &self,
         authorization: Option<&[u8]>,
         need: Need,
+        hub: Option<&str>,
         call: impl FnOnce() -> String,
     ) -> Result<Option<Role>, Denied> {
         if need == Need::Open {
             return Ok(None);
         }
         let token = authorization.and_then(bearer).ok_or(Denied::Missing)?;
-        let role = self.current().role_of(token).ok_or(Denied::Unknown)?;
-        if need.allows(role) {
-            Ok(Some(role))
-        } else {
-            Err(Denied::Forbidden { role, call: call() })
+        let table = self.current();
+        let entry = table.entry(token).ok_or(Denied::Unknown)?;
+        if !need.allows(entry.role) {
+            return Err(Denied::Forbidden {
+                role: entry.role,
+                call: call(),
+            });
         }
+        if !entry.hubs.is_empty() {
+            let raw = hub.map(str::trim).filter(|h| !h.is_empty());
+            // An invalid name is let through to the door, which says what is wrong with it.
+            let allowed = match raw.map(TaskHubName::parse) {
+                None => entry.hubs.iter().any(TaskHubName::is_default),
+                Some(Ok(name)) => entry.hubs.contains(&name),
+                Some(Err(_)) => true,
+            };
+            if !allowed {
+                return Err(Denied::OtherHub {
+                    hub: raw.unwrap_or(DEFAULT_TASK_HUB).to_owned(),
+                });
+            }
+        }
+        Ok(Some(entry.role))
     }
 }
 
@@ -358,7 +388,12 @@ read   rrrrrrrrrrrrrrrrrrrr
         assert_eq!(t.role_of(b"xxxxxxxxxxxxxxxxxxxx"), None);
         assert_eq!(
             t.hubs_of(b"cccccccccccccccccccc"),
-            Some(&["hub-a".to_owned(), "hub-b".to_owned()][..])
+            Some(
+                &[
+                    TaskHubName::parse("hub-a").unwrap(),
+                    TaskHubName::parse("hub-b").unwrap()
+                ][..]
+            )
         );
         assert_eq!(t.hubs_of(b"aaaaaaaaaaaaaaaaaaaa"), Some(&[][..]));
         assert!(!format!("{t:?}").contains("aaaa"));
@@ -374,7 +409,11 @@ read   rrrrrrrrrrrrrrrrrrrr
                 "line 1: expected `ROLE TOKEN [HUBS]`, got 1 fields",
             ),
             ("read aaaaaaaaaaaaaaaaaaaa a b", "got 4 fields"),
-            ("read aaaaaaaaaaaaaaaaaaaa a,,b", "empty task hub name"),
+            (
+                "read aaaaaaaaaaaaaaaaaaaa a,,b",
+                "task hub name must not be empty",
+            ),
+            ("read aaaaaaaaaaaaaaaaaaaa a.b", "contains '.'"),
             (
                 "read aaaaaaaaaaaaaaaaaaaa\nadmin aaaaaaaaaaaaaaaaaaaa",
                 "line 2: the same token appears on an earlier line",
@@ -389,6 +428,38 @@ read   rrrrrrrrrrrrrrrrrrrr
             assert!(err.contains("t.txt"), "{err}");
             assert!(!err.contains("aaaaaaaaaaaaaaaa"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_token_limited_to_hubs_may_use_those_only() {
+        let auth = Authenticator {
+            path: PathBuf::from("tokens"),
+            table: Arc::new(RwLock::new(Arc::new(table()))),
+        };
+        let header = b"Bearer cccccccccccccccccccc";
+        let check = |hub| auth.check(Some(header), Need::Client, hub, || "StartInstance".into());
+        assert_eq!(check(Some("hub-a")), Ok(Some(Role::Client)));
+        assert_eq!(check(Some("HUB-B")), Ok(Some(Role::Client)));
+        assert_eq!(
+            check(Some("hub-c")),
+            Err(Denied::OtherHub {
+                hub: "hub-c".into()
+            })
+        );
+        assert_eq!(
+            check(None),
+            Err(Denied::OtherHub {
+                hub: "default".into()
+            })
+        );
+        // Unlimited tokens reach every hub.
+        let admin = auth.check(
+            Some(b"Bearer aaaaaaaaaaaaaaaaaaaa"),
+            Need::Client,
+            Some("anything"),
+            || "StartInstance".into(),
+        );
+        assert_eq!(admin, Ok(Some(Role::Admin)));
     }
 
     #[test]

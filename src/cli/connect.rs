@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -9,11 +11,30 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use super::output::Printer;
-use super::{Exit, Health};
+use super::{ClientArgs, Exit, Health};
+use crate::domain::TaskHubName;
 use crate::proto::task_hub_sidecar_service_client::TaskHubSidecarServiceClient;
 
-/// The generated `TaskHubSidecarService` client.
-pub(super) type Client = TaskHubSidecarServiceClient<Channel>;
+/// The generated `TaskHubSidecarService` client, naming the task hub on every call.
+pub(super) type Client = TaskHubSidecarServiceClient<InterceptedService<Channel, HubHeader>>;
+
+/// Adds `taskhub` metadata (`--task-hub-name`) to every call.
+#[derive(Debug, Clone)]
+pub(super) struct HubHeader(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for HubHeader {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(hub) = &self.0 {
+            request
+                .metadata_mut()
+                .insert(crate::grpc::TASK_HUB_METADATA, hub.clone());
+        }
+        Ok(request)
+    }
+}
 
 /// How long to try to open the connection before reporting the server unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -53,6 +74,9 @@ pub enum CliError {
     /// The server says the instance or entity does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// `--task-hub-name` is not a task hub name.
+    #[error("--task-hub-name: {0}")]
+    TaskHub(String),
     /// A payload argument could not be read or is not JSON.
     #[error("{0}")]
     Input(String),
@@ -115,11 +139,23 @@ pub(super) async fn channel(addr: &str) -> Result<Channel, CliError> {
         })
 }
 
-/// A `TaskHubSidecarService` client for `addr`.
-pub(super) async fn client(addr: &str) -> Result<Client, CliError> {
-    Ok(Client::new(channel(addr).await?)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+/// A `TaskHubSidecarService` client for `--addr` and `--task-hub-name`.
+pub(super) async fn client(args: &ClientArgs) -> Result<Client, CliError> {
+    let hub = match &args.task_hub_name {
+        None => None,
+        Some(raw) => {
+            let name = TaskHubName::parse(raw.trim()).map_err(CliError::TaskHub)?;
+            Some(
+                MetadataValue::try_from(name.as_str())
+                    .map_err(|err| CliError::TaskHub(err.to_string()))?,
+            )
+        }
+    };
+    Ok(
+        TaskHubSidecarServiceClient::with_interceptor(channel(&args.addr).await?, HubHeader(hub))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
 }
 
 /// The last error in `err`'s source chain: transport errors wrap the useful part

@@ -11,7 +11,7 @@ use crate::proto as pb;
 /// or a lock) does not exist for `GetEntity`, but an operator looking at a stuck backlog
 /// wants to see it, so it is looked up among the transient entities too.
 pub(super) async fn get_entity(args: GetEntity) -> Result<Exit, CliError> {
-    let mut c = client(&args.client.addr).await?;
+    let mut c = client(&args.client).await?;
     let r = c
         .get_entity(pb::GetEntityRequest {
             instance_id: args.id.clone(),
@@ -60,7 +60,7 @@ async fn transient_entity(
 
 /// `list-entities`: one page; the continuation token, if any, leads to the next.
 pub(super) async fn list_entities(args: ListEntities) -> Result<Exit, CliError> {
-    let mut c = client(&args.client.addr).await?;
+    let mut c = client(&args.client).await?;
     // Entity ids are `@name@key`: let `counter` mean the ids that start with `@counter`.
     let prefix = args.id_prefix.as_ref().map(|p| {
         if p.starts_with('@') {
@@ -115,7 +115,7 @@ pub(super) async fn list_entities(args: ListEntities) -> Result<Exit, CliError> 
 /// `signal-entity`: queues the operation; the entity runs it when a worker takes it.
 pub(super) async fn signal_entity(args: SignalEntity) -> Result<Exit, CliError> {
     let input = Payload::resolve_opt(args.input.as_ref(), "--input")?;
-    let mut c = client(&args.client.addr).await?;
+    let mut c = client(&args.client).await?;
     // A request id made here, as SDK clients make theirs (the sanctioned id source is the
     // server's domain layer, which this door does not use).
     #[allow(clippy::disallowed_methods)]
@@ -138,7 +138,7 @@ pub(super) async fn signal_entity(args: SignalEntity) -> Result<Exit, CliError> 
 
 /// `clean-entities`: runs `CleanEntityStorage` page after page until the server is done.
 pub(super) async fn clean_entities(args: CleanEntities) -> Result<Exit, CliError> {
-    let mut c = client(&args.client.addr).await?;
+    let mut c = client(&args.client).await?;
     let (mut removed, mut released) = (0_i64, 0_i64);
     let mut token = None;
     loop {

@@ -25,7 +25,7 @@ const TYPE_WIDTH: usize = 33;
 
 /// `get-history`.
 pub(super) async fn get_history(args: GetHistory) -> Result<Exit, CliError> {
-    let mut c = client(&args.client.addr).await?;
+    let mut c = client(&args.client).await?;
     let printer = Printer::new(args.client.output);
     if !args.follow {
         let events = history(&mut c, &args.id).await?;

@@ -20,7 +20,7 @@ const WAIT_SLICE: Duration = Duration::from_secs(60);
 /// `start-new`.
 pub(super) async fn start_new(args: StartNew) -> Result<Exit, CliError> {
     let input = Payload::resolve_opt(args.input.as_ref(), "--input")?;
-    let mut c = client(&args.client.addr).await?;
+    let mut c = client(&args.client).await?;
     let id = c
         .start_instance(pb::CreateInstanceRequest {
             instance_id: args.id.unwrap_or_default(),
@@ -65,7 +65,7 @@ fn not_found(id: &str) -> CliError {
 
 /// `get-runtime-status`.
 pub(super) async fn get_runtime_status(args: GetRuntimeStatus) -> Result<Exit, CliError> {
-    let mut c = client(&args.client.addr).await?;
+    let mut c = client(&args.client).await?;
     let show = Show {
         input: args.show_input,
         output: args.show_output,
@@ -80,7 +80,7 @@ pub(super) async fn get_runtime_status(args: GetRuntimeStatus) -> Result<Exit, C
 
 /// `get-instances`: one page; the continuation token, if any, leads to the next.
 pub(super) async fn get_instances(args: GetInstances) -> Result<Exit, CliError> {
-    let mut c = client(&args.client.addr).await?;
+    let mut c = client(&args.client).await?;
     let page = c
         .query_instances(pb::QueryInstancesRequest {
             query: Some(pb::InstanceQuery {
@@ -141,7 +141,7 @@ fn statuses(filter: &InstanceFilter) -> Vec<i32> {
 /// `raise-event`.
 pub(super) async fn raise_event(args: RaiseEvent) -> Result<Exit, CliError> {
     let input = Payload::resolve_opt(args.event_data.as_ref(), "--event-data")?;
-    let mut c = client(&args.client.addr).await?;
+    let mut c = client(&args.client).await?;
     c.raise_event(pb::RaiseEventRequest {
         instance_id: args.id.clone(),
         name: args.event_name.clone(),
@@ -182,7 +182,7 @@ pub(super) async fn resume(args: WithReason) -> Result<Exit, CliError> {
 }
 
 async fn control(what: Control, args: WithReason) -> Result<Exit, CliError> {
-    let mut c = client(&args.client.addr).await?;
+    let mut c = client(&args.client).await?;
     let id = args.id.clone();
     let reason = args.reason.clone();
     let (rpc, result, done) = match what {
@@ -239,7 +239,7 @@ async fn control(what: Control, args: WithReason) -> Result<Exit, CliError> {
 
 /// `restart`.
 pub(super) async fn restart(args: Restart) -> Result<Exit, CliError> {
-    let mut c = client(&args.client.addr).await?;
+    let mut c = client(&args.client).await?;
     let new_id = c
         .restart_instance(pb::RestartInstanceRequest {
             instance_id: args.id.clone(),
@@ -259,7 +259,7 @@ pub(super) async fn restart(args: Restart) -> Result<Exit, CliError> {
 /// `wait`: blocks until the instance ends (woken by the server's commit, not by polling),
 /// prints its final status and turns it into the exit status.
 pub(super) async fn wait(args: Wait) -> Result<Exit, CliError> {
-    let mut c = client(&args.client.addr).await?;
+    let mut c = client(&args.client).await?;
     let printer = Printer::new(args.client.output);
     let show = Show {
         input: false,
@@ -325,7 +325,7 @@ pub(super) fn slice_over(status: &tonic::Status) -> bool {
 /// `purge-history`: one instance by `--id`, or every ended instance the filters match, in
 /// rounds of `--round` (a second), with progress on stderr.
 pub(super) async fn purge_history(args: PurgeHistory) -> Result<Exit, CliError> {
-    let mut c = client(&args.client.addr).await?;
+    let mut c = client(&args.client).await?;
     let printer = Printer::new(args.client.output);
     let deleted = match &args.id {
         Some(id) => {
@@ -403,7 +403,7 @@ async fn purge_where(
 
 /// `delete-task-hub`.
 pub(super) async fn delete_task_hub(args: Plain) -> Result<Exit, CliError> {
-    let mut c = client(&args.client.addr).await?;
+    let mut c = client(&args.client).await?;
     c.delete_task_hub(pb::DeleteTaskHubRequest {})
         .await
         .map_err(|s| CliError::rpc("DeleteTaskHub", s))?;

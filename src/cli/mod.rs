@@ -56,6 +56,10 @@ pub struct ClientArgs {
     #[arg(long, env = "DURABLETASK_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: String,
 
+    /// Task hub to act on (sent as `taskhub` metadata); default: the `default` hub.
+    #[arg(long, env = "DURABLETASK_TASK_HUB")]
+    pub task_hub_name: Option<String>,
+
     /// Output format: a readable table, or JSON for scripts (field names are stable).
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,

@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod entity;
 pub mod events;
+pub mod hub;
 pub mod ids;
 pub mod instance;
 pub mod rewind;
@@ -18,6 +19,7 @@ pub mod transition;
 
 pub use clock::{Clock, SystemClock};
 pub use entity::{Change, EntityFilter, EntityLock, EntityRecord, EntityTransition};
+pub use hub::{TaskHubName, DEFAULT_TASK_HUB};
 pub use ids::{ExecutionId, InstanceId};
 pub use instance::{InstanceRecord, NewExecution, NewInstance, ReusePolicy};
 pub use rewind::{ParentRelink, RewindPlan, RewoundExecution};

@@ -51,7 +51,7 @@ pub type Outcome = (i32, String);
 /// (tonic refuses it before any of our code runs).
 pub async fn call(state: &AppState, method: usize, body: &[u8]) -> Option<Outcome> {
     let api = Api {
-        state: state.clone(),
+        hubs: crate::service::TaskHubs::single(state.clone()),
     };
     macro_rules! unary {
         ($rpc:ident, $message:ty) => {{

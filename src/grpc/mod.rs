@@ -12,7 +12,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::proto as pb;
-use crate::service::AppState;
+use crate::service::{AppState, TaskHubs};
 use pb::task_hub_sidecar_service_server::{TaskHubSidecarService, TaskHubSidecarServiceServer};
 
 mod client_api;
@@ -54,7 +54,7 @@ pub enum ServeError {
 
 /// Serves until `shutdown` fires.
 pub async fn serve(
-    state: AppState,
+    hubs: TaskHubs,
     options: &GrpcOptions,
     listener: TcpListener,
     security: &crate::security::Security,
@@ -77,7 +77,7 @@ pub async fn serve(
         .set_serving::<TaskHubSidecarServiceServer<Api>>()
         .await;
 
-    let api = Api { state };
+    let api = Api { hubs };
     let upstream = TaskHubSidecarServiceServer::new(api.clone())
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);
@@ -127,7 +127,24 @@ pub async fn serve(
 /// The `TaskHubSidecarService` implementation.
 #[derive(Debug, Clone)]
 pub struct Api {
-    state: AppState,
+    hubs: TaskHubs,
+}
+
+/// The call metadata naming the task hub (sent by the Durable Task Scheduler SDK
+/// providers on every call); absent means the default hub.
+pub const TASK_HUB_METADATA: &str = "taskhub";
+
+impl Api {
+    /// The state of the task hub `r` names.
+    async fn hub<T>(&self, r: &Request<T>) -> Result<AppState, Status> {
+        let name = match r.metadata().get(TASK_HUB_METADATA) {
+            None => None,
+            Some(value) => Some(value.to_str().map_err(|_| {
+                Status::invalid_argument("the taskhub metadata must be printable ASCII")
+            })?),
+        };
+        Ok(self.hubs.get(name).await?)
+    }
 }
 
 type Rpc<T> = Result<Response<T>, Status>;
@@ -159,22 +176,25 @@ impl TaskHubSidecarService for Api {
         &self,
         r: Request<pb::CreateInstanceRequest>,
     ) -> Rpc<pb::CreateInstanceResponse> {
-        client_api::start_instance(&self.state, r.into_inner()).await
+        let state = self.hub(&r).await?;
+        client_api::start_instance(&state, r.into_inner()).await
     }
 
     async fn get_instance(
         &self,
         r: Request<pb::GetInstanceRequest>,
     ) -> Rpc<pb::GetInstanceResponse> {
-        client_api::get_instance(&self.state, r.into_inner()).await
+        let state = self.hub(&r).await?;
+        client_api::get_instance(&state, r.into_inner()).await
     }
 
     async fn rewind_instance(
         &self,
         r: Request<pb::RewindInstanceRequest>,
     ) -> Rpc<pb::RewindInstanceResponse> {
+        let state = self.hub(&r).await?;
         let r = r.into_inner();
-        self.state.rewind_instance(&r.instance_id, r.reason).await?;
+        state.rewind_instance(&r.instance_id, r.reason).await?;
         Ok(Response::new(pb::RewindInstanceResponse {}))
     }
 
@@ -182,16 +202,18 @@ impl TaskHubSidecarService for Api {
         &self,
         r: Request<pb::RestartInstanceRequest>,
     ) -> Rpc<pb::RestartInstanceResponse> {
-        client_api::restart_instance(&self.state, r.into_inner()).await
+        let state = self.hub(&r).await?;
+        client_api::restart_instance(&state, r.into_inner()).await
     }
 
     async fn wait_for_instance_start(
         &self,
         r: Request<pb::GetInstanceRequest>,
     ) -> Rpc<pb::GetInstanceResponse> {
+        let state = self.hub(&r).await?;
         let limit = deadline(&r);
         client_api::wait(
-            &self.state,
+            &state,
             r.into_inner(),
             crate::service::client::WaitFor::Start,
             limit,
@@ -203,9 +225,10 @@ impl TaskHubSidecarService for Api {
         &self,
         r: Request<pb::GetInstanceRequest>,
     ) -> Rpc<pb::GetInstanceResponse> {
+        let state = self.hub(&r).await?;
         let limit = deadline(&r);
         client_api::wait(
-            &self.state,
+            &state,
             r.into_inner(),
             crate::service::client::WaitFor::Completion,
             limit,
@@ -214,10 +237,9 @@ impl TaskHubSidecarService for Api {
     }
 
     async fn raise_event(&self, r: Request<pb::RaiseEventRequest>) -> Rpc<pb::RaiseEventResponse> {
+        let state = self.hub(&r).await?;
         let r = r.into_inner();
-        self.state
-            .raise_event(&r.instance_id, &r.name, r.input)
-            .await?;
+        state.raise_event(&r.instance_id, &r.name, r.input).await?;
         Ok(Response::new(pb::RaiseEventResponse {}))
     }
 
@@ -225,26 +247,25 @@ impl TaskHubSidecarService for Api {
         &self,
         r: Request<pb::TerminateRequest>,
     ) -> Rpc<pb::TerminateResponse> {
+        let state = self.hub(&r).await?;
         let r = r.into_inner();
-        self.state
+        state
             .terminate_instance(&r.instance_id, r.output, r.recursive)
             .await?;
         Ok(Response::new(pb::TerminateResponse {}))
     }
 
     async fn suspend_instance(&self, r: Request<pb::SuspendRequest>) -> Rpc<pb::SuspendResponse> {
+        let state = self.hub(&r).await?;
         let r = r.into_inner();
-        self.state
-            .set_suspended(&r.instance_id, true, r.reason)
-            .await?;
+        state.set_suspended(&r.instance_id, true, r.reason).await?;
         Ok(Response::new(pb::SuspendResponse {}))
     }
 
     async fn resume_instance(&self, r: Request<pb::ResumeRequest>) -> Rpc<pb::ResumeResponse> {
+        let state = self.hub(&r).await?;
         let r = r.into_inner();
-        self.state
-            .set_suspended(&r.instance_id, false, r.reason)
-            .await?;
+        state.set_suspended(&r.instance_id, false, r.reason).await?;
         Ok(Response::new(pb::ResumeResponse {}))
     }
 
@@ -252,15 +273,17 @@ impl TaskHubSidecarService for Api {
         &self,
         r: Request<pb::QueryInstancesRequest>,
     ) -> Rpc<pb::QueryInstancesResponse> {
-        client_api::query_instances(&self.state, r.into_inner()).await
+        let state = self.hub(&r).await?;
+        client_api::query_instances(&state, r.into_inner()).await
     }
 
     async fn list_instance_ids(
         &self,
         r: Request<pb::ListInstanceIdsRequest>,
     ) -> Rpc<pb::ListInstanceIdsResponse> {
+        let state = self.hub(&r).await?;
         let query = convert::completed_query(&r.into_inner())?;
-        let page = self.state.list_instance_ids(&query).await?;
+        let page = state.list_instance_ids(&query).await?;
         Ok(Response::new(pb::ListInstanceIdsResponse {
             instance_ids: page.items.into_iter().map(|i| i.into_string()).collect(),
             last_instance_key: page.next,
@@ -271,7 +294,8 @@ impl TaskHubSidecarService for Api {
         &self,
         r: Request<pb::PurgeInstancesRequest>,
     ) -> Rpc<pb::PurgeInstancesResponse> {
-        client_api::purge_instances(&self.state, r.into_inner()).await
+        let state = self.hub(&r).await?;
+        client_api::purge_instances(&state, r.into_inner()).await
     }
 
     type GetWorkItemsStream = BoxStream<pb::WorkItem>;
@@ -280,14 +304,16 @@ impl TaskHubSidecarService for Api {
         &self,
         r: Request<pb::GetWorkItemsRequest>,
     ) -> Rpc<Self::GetWorkItemsStream> {
-        worker_api::get_work_items(&self.state, r.into_inner())
+        let state = self.hub(&r).await?;
+        worker_api::get_work_items(&state, r.into_inner())
     }
 
     async fn complete_activity_task(
         &self,
         r: Request<pb::ActivityResponse>,
     ) -> Rpc<pb::CompleteTaskResponse> {
-        self.state.complete_activity_task(r.into_inner()).await?;
+        let state = self.hub(&r).await?;
+        state.complete_activity_task(r.into_inner()).await?;
         Ok(Response::new(pb::CompleteTaskResponse {}))
     }
 
@@ -295,9 +321,8 @@ impl TaskHubSidecarService for Api {
         &self,
         r: Request<pb::OrchestratorResponse>,
     ) -> Rpc<pb::CompleteTaskResponse> {
-        self.state
-            .complete_orchestrator_task(r.into_inner())
-            .await?;
+        let state = self.hub(&r).await?;
+        state.complete_orchestrator_task(r.into_inner()).await?;
         Ok(Response::new(pb::CompleteTaskResponse {}))
     }
 
@@ -305,7 +330,8 @@ impl TaskHubSidecarService for Api {
         &self,
         r: Request<pb::EntityBatchResult>,
     ) -> Rpc<pb::CompleteTaskResponse> {
-        self.state.complete_entity_task(r.into_inner()).await?;
+        let state = self.hub(&r).await?;
+        state.complete_entity_task(r.into_inner()).await?;
         Ok(Response::new(pb::CompleteTaskResponse {}))
     }
 
@@ -315,14 +341,16 @@ impl TaskHubSidecarService for Api {
         &self,
         r: Request<pb::StreamInstanceHistoryRequest>,
     ) -> Rpc<Self::StreamInstanceHistoryStream> {
-        worker_api::stream_instance_history(&self.state, r.into_inner()).await
+        let state = self.hub(&r).await?;
+        worker_api::stream_instance_history(&state, r.into_inner()).await
     }
 
     async fn create_task_hub(
         &self,
         r: Request<pb::CreateTaskHubRequest>,
     ) -> Rpc<pb::CreateTaskHubResponse> {
-        self.state
+        let state = self.hub(&r).await?;
+        state
             .reset_task_hub(r.into_inner().recreate_if_exists)
             .await?;
         Ok(Response::new(pb::CreateTaskHubResponse {}))
@@ -330,9 +358,10 @@ impl TaskHubSidecarService for Api {
 
     async fn delete_task_hub(
         &self,
-        _: Request<pb::DeleteTaskHubRequest>,
+        r: Request<pb::DeleteTaskHubRequest>,
     ) -> Rpc<pb::DeleteTaskHubResponse> {
-        self.state.reset_task_hub(true).await?;
+        let state = self.hub(&r).await?;
+        state.reset_task_hub(true).await?;
         Ok(Response::new(pb::DeleteTaskHubResponse {}))
     }
 
@@ -340,36 +369,40 @@ impl TaskHubSidecarService for Api {
         &self,
         r: Request<pb::SignalEntityRequest>,
     ) -> Rpc<pb::SignalEntityResponse> {
-        self.state
+        let state = self.hub(&r).await?;
+        state
             .signal_entity(convert::entity_signal(r.into_inner())?)
             .await?;
         Ok(Response::new(pb::SignalEntityResponse {}))
     }
 
     async fn get_entity(&self, r: Request<pb::GetEntityRequest>) -> Rpc<pb::GetEntityResponse> {
-        entity_api::get_entity(&self.state, r.into_inner()).await
+        let state = self.hub(&r).await?;
+        entity_api::get_entity(&state, r.into_inner()).await
     }
 
     async fn query_entities(
         &self,
         r: Request<pb::QueryEntitiesRequest>,
     ) -> Rpc<pb::QueryEntitiesResponse> {
-        entity_api::query_entities(&self.state, r.into_inner()).await
+        let state = self.hub(&r).await?;
+        entity_api::query_entities(&state, r.into_inner()).await
     }
 
     async fn clean_entity_storage(
         &self,
         r: Request<pb::CleanEntityStorageRequest>,
     ) -> Rpc<pb::CleanEntityStorageResponse> {
-        entity_api::clean_entity_storage(&self.state, r.into_inner()).await
+        let state = self.hub(&r).await?;
+        entity_api::clean_entity_storage(&state, r.into_inner()).await
     }
 
     async fn abandon_task_activity_work_item(
         &self,
         r: Request<pb::AbandonActivityTaskRequest>,
     ) -> Rpc<pb::AbandonActivityTaskResponse> {
-        self.state
-            .abandon_activity(&r.into_inner().completion_token);
+        let state = self.hub(&r).await?;
+        state.abandon_activity(&r.into_inner().completion_token);
         Ok(Response::new(pb::AbandonActivityTaskResponse {}))
     }
 
@@ -377,8 +410,8 @@ impl TaskHubSidecarService for Api {
         &self,
         r: Request<pb::AbandonOrchestrationTaskRequest>,
     ) -> Rpc<pb::AbandonOrchestrationTaskResponse> {
-        self.state
-            .abandon_orchestration(&r.into_inner().completion_token);
+        let state = self.hub(&r).await?;
+        state.abandon_orchestration(&r.into_inner().completion_token);
         Ok(Response::new(pb::AbandonOrchestrationTaskResponse {}))
     }
 
@@ -386,7 +419,8 @@ impl TaskHubSidecarService for Api {
         &self,
         r: Request<pb::AbandonEntityTaskRequest>,
     ) -> Rpc<pb::AbandonEntityTaskResponse> {
-        self.state.abandon_entity(&r.into_inner().completion_token);
+        let state = self.hub(&r).await?;
+        state.abandon_entity(&r.into_inner().completion_token);
         Ok(Response::new(pb::AbandonEntityTaskResponse {}))
     }
 
@@ -394,14 +428,14 @@ impl TaskHubSidecarService for Api {
         &self,
         r: Request<pb::SkipGracefulOrchestrationTerminationsRequest>,
     ) -> Rpc<pb::SkipGracefulOrchestrationTerminationsResponse> {
+        let state = self.hub(&r).await?;
         let req = r.into_inner();
         let Some(batch) = req.instance_batch else {
             return Err(Status::invalid_argument(
                 "SkipGracefulOrchestrationTerminationsRequest needs instanceBatch",
             ));
         };
-        let unterminated = self
-            .state
+        let unterminated = state
             .skip_graceful_terminations(&batch.instance_ids, req.reason)
             .await?;
         Ok(Response::new(

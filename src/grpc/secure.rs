@@ -8,7 +8,9 @@ use crate::auth::Denied;
 pub(super) fn refuse(denied: &Denied) -> http::Response<tonic::body::Body> {
     let status = match denied {
         Denied::Missing | Denied::Unknown => Status::unauthenticated(denied.message()),
-        Denied::Forbidden { .. } => Status::permission_denied(denied.message()),
+        Denied::Forbidden { .. } | Denied::OtherHub { .. } => {
+            Status::permission_denied(denied.message())
+        }
     };
     status.into_http()
 }

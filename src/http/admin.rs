@@ -1,6 +1,5 @@
 //! The task hub admin route and the OpenAPI document.
 
-use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -20,7 +19,7 @@ pub(super) async fn openapi() -> Response {
 /// `DELETE taskhub`: deletes every instance, entity and queued message (the task hub is
 /// then empty and ready for use again). 412 when the sidecar runs with
 /// `--disable-task-hub-admin`.
-pub(super) async fn delete_task_hub(State(door): State<Door>) -> ApiResult {
+pub(super) async fn delete_task_hub(door: Door) -> ApiResult {
     door.state.reset_task_hub(true).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -1,7 +1,6 @@
 //! Entity routes: signal, get state, list (all or one entity name).
 
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +17,7 @@ use crate::service::entities::{EntityQuery, EntitySignal};
 /// `POST entities/{entityName}/{entityKey}?op=`: body = operation input. JSON content is
 /// checked; other content is passed as a JSON string, as Durable Functions does.
 pub(super) async fn signal(
-    State(door): State<Door>,
+    door: Door,
     Segments((name, key)): Segments<(String, String)>,
     params: Params,
     headers: HeaderMap,
@@ -31,7 +30,7 @@ pub(super) async fn signal(
 /// `DELETE entities/{entityName}/{entityKey}`: signals the `delete` operation (Durable
 /// Functions' shorthand; class-based .NET entities delete their state on it).
 pub(super) async fn delete(
-    State(door): State<Door>,
+    door: Door,
     Segments((name, key)): Segments<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
@@ -81,7 +80,7 @@ async fn send(
 /// `GET entities/{entityName}/{entityKey}`: the entity's state as the body; 404 when it
 /// has none.
 pub(super) async fn get(
-    State(door): State<Door>,
+    door: Door,
     Segments((name, key)): Segments<(String, String)>,
 ) -> ApiResult {
     let id = json::entity_id(&name, &key);
@@ -94,17 +93,13 @@ pub(super) async fn get(
 }
 
 /// `GET entities`.
-pub(super) async fn list_all(
-    State(door): State<Door>,
-    params: Params,
-    headers: HeaderMap,
-) -> ApiResult {
+pub(super) async fn list_all(door: Door, params: Params, headers: HeaderMap) -> ApiResult {
     list(&door, None, &params, &headers).await
 }
 
 /// `GET entities/{entityName}[?keyPrefix=]` (`keyPrefix` is a sidecar addition).
 pub(super) async fn list_named(
-    State(door): State<Door>,
+    door: Door,
     Segments(name): Segments<String>,
     params: Params,
     headers: HeaderMap,

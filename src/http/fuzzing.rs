@@ -19,7 +19,12 @@ impl FuzzDoor {
     /// The router `serve` would run, with default options.
     pub fn new(state: AppState) -> Self {
         Self {
-            router: super::router(state, &super::HttpOptions::default(), None, None),
+            router: super::router(
+                crate::service::TaskHubs::single(state),
+                &super::HttpOptions::default(),
+                None,
+                None,
+            ),
         }
     }
 

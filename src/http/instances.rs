@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, OriginalUri, State};
+use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::header::{CONTENT_TYPE, HOST, LOCATION, RETRY_AFTER};
 use axum::http::request::Parts;
 use axum::http::uri::Authority;
@@ -66,7 +66,7 @@ fn unknown(id: &str) -> ApiError {
 
 /// `POST orchestrators/{functionName}`.
 pub(super) async fn start(
-    State(door): State<Door>,
+    door: Door,
     Segments(function_name): Segments<String>,
     params: Params,
     headers: HeaderMap,
@@ -77,7 +77,7 @@ pub(super) async fn start(
 
 /// `POST orchestrators/{functionName}/{instanceId}`.
 pub(super) async fn start_with_id(
-    State(door): State<Door>,
+    door: Door,
     Segments((function_name, instance_id)): Segments<(String, String)>,
     params: Params,
     headers: HeaderMap,
@@ -169,11 +169,12 @@ async fn check_status_or_wait(door: &Door, headers: &HeaderMap, id: &str, wait: 
                 )
             }
             Ok(Some(r)) if r.status.is_terminal() => {
-                let location = format!(
-                    "{}{BASE_PATH}/instances/{}",
-                    origin(door, headers),
-                    json::path_segment(id)
-                );
+                let location = json::management_urls(
+                    &format!("{}{BASE_PATH}", origin(door, headers)),
+                    id,
+                    door.task_hub.as_deref(),
+                )
+                .status;
                 return status_response(door, wait.show, r, location).await;
             }
             Ok(_) | Err(ServiceError::DeadlineExceeded(_)) => {}
@@ -184,7 +185,11 @@ async fn check_status_or_wait(door: &Door, headers: &HeaderMap, id: &str, wait: 
 }
 
 fn check_status(door: &Door, headers: &HeaderMap, id: &str) -> Response {
-    let urls = json::management_urls(&format!("{}{BASE_PATH}", origin(door, headers)), id);
+    let urls = json::management_urls(
+        &format!("{}{BASE_PATH}", origin(door, headers)),
+        id,
+        door.task_hub.as_deref(),
+    );
     let mut response = (StatusCode::ACCEPTED, Json(urls.payload)).into_response();
     let h = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&urls.status) {
@@ -240,7 +245,7 @@ async fn status_response(
 
 /// `GET instances/{instanceId}`.
 pub(super) async fn status(
-    State(door): State<Door>,
+    door: Door,
     Segments(id): Segments<String>,
     params: Params,
     headers: HeaderMap,
@@ -260,11 +265,7 @@ pub(super) async fn status(
 }
 
 /// `GET instances`: filters, `top`, and paging through `x-ms-continuation-token`.
-pub(super) async fn list(
-    State(door): State<Door>,
-    params: Params,
-    headers: HeaderMap,
-) -> ApiResult {
+pub(super) async fn list(door: Door, params: Params, headers: HeaderMap) -> ApiResult {
     let query = InstanceQuery {
         page_size: params.count("top")?.unwrap_or(0),
         continuation_token: json::continuation(&headers)?,
@@ -282,7 +283,7 @@ pub(super) async fn list(
 
 /// `GET instanceCounts?…`: how many instances the list's filters match, per status (an
 /// extension of this server; the dashboard's status counts and bulk-action previews).
-pub(super) async fn counts(State(door): State<Door>, params: Params) -> ApiResult {
+pub(super) async fn counts(door: Door, params: Params) -> ApiResult {
     let counts = door
         .state
         .count_instances(&json::instance_query(&params)?)
@@ -303,13 +304,13 @@ fn deleted(n: u32) -> Response {
 }
 
 /// `DELETE instances/{instanceId}`: 200 `{"instancesDeleted": 1}`, 404 unknown, 412 live.
-pub(super) async fn purge(State(door): State<Door>, Segments(id): Segments<String>) -> ApiResult {
+pub(super) async fn purge(door: Door, Segments(id): Segments<String>) -> ApiResult {
     Ok(deleted(door.state.purge_finished_instance(&id).await?))
 }
 
 /// `DELETE instances?createdTimeFrom=…[&createdTimeTo=…][&runtimeStatus=…]`: 404 when
 /// nothing matched.
-pub(super) async fn purge_where(State(door): State<Door>, params: Params) -> ApiResult {
+pub(super) async fn purge_where(door: Door, params: Params) -> ApiResult {
     let Some(created_from) = params.time("createdTimeFrom")? else {
         return Err(invalid(
             "query parameter 'createdTimeFrom' is required to purge by filter (Durable Functions requires it too)",
@@ -336,7 +337,7 @@ fn accepted_or_gone(delivery: Delivery, id: &str) -> Response {
 
 /// `POST instances/{instanceId}/raiseEvent/{eventName}`: body = event data (JSON).
 pub(super) async fn raise_event(
-    State(door): State<Door>,
+    door: Door,
     Segments((id, event_name)): Segments<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
@@ -361,7 +362,7 @@ pub(super) async fn raise_event(
 
 /// `POST instances/{instanceId}/terminate?reason=`: the reason becomes the output.
 pub(super) async fn terminate(
-    State(door): State<Door>,
+    door: Door,
     Segments(id): Segments<String>,
     params: Params,
 ) -> ApiResult {
@@ -373,7 +374,7 @@ pub(super) async fn terminate(
 
 /// `POST instances/{instanceId}/suspend?reason=`.
 pub(super) async fn suspend(
-    State(door): State<Door>,
+    door: Door,
     Segments(id): Segments<String>,
     params: Params,
 ) -> ApiResult {
@@ -382,7 +383,7 @@ pub(super) async fn suspend(
 
 /// `POST instances/{instanceId}/resume?reason=`.
 pub(super) async fn resume(
-    State(door): State<Door>,
+    door: Door,
     Segments(id): Segments<String>,
     params: Params,
 ) -> ApiResult {
@@ -398,7 +399,7 @@ async fn set_suspended(door: &Door, id: &str, params: &Params, suspend: bool) ->
 
 /// `POST instances/{instanceId}/rewind?reason=`: 412 unless Failed.
 pub(super) async fn rewind(
-    State(door): State<Door>,
+    door: Door,
     Segments(id): Segments<String>,
     params: Params,
 ) -> ApiResult {
@@ -411,7 +412,7 @@ pub(super) async fn rewind(
 /// payload of the new execution (a new id unless told otherwise, as Durable Functions'
 /// `RestartAsync` defaults), with wait-or-check-status like start.
 pub(super) async fn restart(
-    State(door): State<Door>,
+    door: Door,
     Segments(id): Segments<String>,
     params: Params,
     headers: HeaderMap,

@@ -285,20 +285,30 @@ pub(super) fn path_segment(raw: &str) -> String {
 }
 
 /// The management URLs of one instance, absolute, under `base` (`http://host/...`).
-pub(super) fn management_urls(base: &str, id: &str) -> ManagementUrls {
+pub(super) fn management_urls(base: &str, id: &str, task_hub: Option<&str>) -> ManagementUrls {
     let instance = format!("{base}/instances/{}", path_segment(id));
+    // A non-default hub is named in every URL, as Durable Functions does.
+    let url = |path: &str, query: Option<&str>| {
+        let hub = task_hub.map(|hub| format!("taskHub={}", path_segment(hub)));
+        let query: Vec<&str> = query.into_iter().chain(hub.as_deref()).collect();
+        if query.is_empty() {
+            format!("{instance}{path}")
+        } else {
+            format!("{instance}{path}?{}", query.join("&"))
+        }
+    };
     ManagementUrls {
-        status: instance.clone(),
+        status: url("", None),
         payload: json!({
             "id": id,
-            "statusQueryGetUri": instance,
-            "sendEventPostUri": format!("{instance}/raiseEvent/{{eventName}}"),
-            "terminatePostUri": format!("{instance}/terminate?reason={{text}}"),
-            "purgeHistoryDeleteUri": instance,
-            "rewindPostUri": format!("{instance}/rewind?reason={{text}}"),
-            "suspendPostUri": format!("{instance}/suspend?reason={{text}}"),
-            "resumePostUri": format!("{instance}/resume?reason={{text}}"),
-            "restartPostUri": format!("{instance}/restart"),
+            "statusQueryGetUri": url("", None),
+            "sendEventPostUri": url("/raiseEvent/{eventName}", None),
+            "terminatePostUri": url("/terminate", Some("reason={text}")),
+            "purgeHistoryDeleteUri": url("", None),
+            "rewindPostUri": url("/rewind", Some("reason={text}")),
+            "suspendPostUri": url("/suspend", Some("reason={text}")),
+            "resumePostUri": url("/resume", Some("reason={text}")),
+            "restartPostUri": url("/restart", None),
         }),
     }
 }

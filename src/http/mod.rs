@@ -7,13 +7,15 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::service::AppState;
+use crate::domain::DEFAULT_TASK_HUB;
+use crate::service::{AppState, TaskHubs};
 
 mod admin;
 mod entities;
@@ -43,17 +45,53 @@ impl Default for HttpOptions {
     }
 }
 
-/// Shared by the handlers: the use cases and where the door listens (the fallback for
+/// The router's state: the task hubs and where the door listens (the fallback for
 /// management URLs when a request carries no `Host` header).
+#[derive(Debug, Clone)]
+struct Server {
+    hubs: TaskHubs,
+    local_addr: Option<SocketAddr>,
+}
+
+/// What a handler works on: the task hub the request names (`taskHub` query parameter,
+/// as in Durable Functions; absent: the default hub) and where the door listens.
 #[derive(Debug, Clone)]
 struct Door {
     state: AppState,
+    /// The hub as the request named it, repeated in the management URLs it returns;
+    /// `None` for the default hub.
+    task_hub: Option<String>,
     local_addr: Option<SocketAddr>,
+}
+
+/// The query parameter naming the task hub.
+const TASK_HUB_PARAM: &str = "taskHub";
+
+impl FromRequestParts<Server> for Door {
+    type Rejection = error::ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        server: &Server,
+    ) -> Result<Self, Self::Rejection> {
+        let params = json::Params::from_request_parts(parts, server).await?;
+        let task_hub = params
+            .get(TASK_HUB_PARAM)
+            .map(str::trim)
+            .filter(|hub| !hub.is_empty())
+            .map(str::to_owned);
+        let state = server.hubs.get(task_hub.as_deref()).await?;
+        Ok(Self {
+            state,
+            task_hub: task_hub.filter(|hub| !hub.eq_ignore_ascii_case(DEFAULT_TASK_HUB)),
+            local_addr: server.local_addr,
+        })
+    }
 }
 
 /// Serves the HTTP API on `listener` until `shutdown` fires; requests in flight finish.
 pub async fn serve(
-    state: AppState,
+    hubs: TaskHubs,
     options: &HttpOptions,
     listener: TcpListener,
     security: &crate::security::Security,
@@ -61,7 +99,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let local_addr = listener.local_addr().ok();
     tracing::info!(addr = ?local_addr, tls = security.tls.is_some(), "HTTP API listening");
-    let app = router(state, options, local_addr, security.auth.clone());
+    let app = router(hubs, options, local_addr, security.auth.clone());
     let stop = shutdown.clone();
     let stopped = async move { stop.cancelled().await };
     match &security.tls {
@@ -145,7 +183,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 fn router(
-    state: AppState,
+    hubs: TaskHubs,
     options: &HttpOptions,
     local_addr: Option<SocketAddr>,
     auth: Option<crate::auth::Authenticator>,
@@ -191,7 +229,7 @@ fn router(
         .route("/openapi.json", get(admin::openapi))
         // Neither the metrics nor the dashboard are Durable Functions routes, so neither
         // is in ROUTES or the OpenAPI document.
-        .route_service(scrape::PATH, scrape::service(state.clone()))
+        .route_service(scrape::PATH, scrape::service(hubs.clone()))
         .route("/", get(ui::index))
         .route("/ui/{*path}", get(ui::asset))
         .fallback(error::no_route)
@@ -203,7 +241,7 @@ fn router(
         ))
         .layer(axum::middleware::from_fn(trace))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
-        .with_state(Door { state, local_addr })
+        .with_state(Server { hubs, local_addr })
 }
 
 /// One span per request (the HTTP twin of the gRPC `rpc` span), and its status at debug.

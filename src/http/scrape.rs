@@ -16,7 +16,7 @@ use axum::routing::{get, MethodRouter};
 use super::json::status_name;
 use crate::metrics;
 use crate::service::client::InstanceQuery;
-use crate::service::AppState;
+use crate::service::{AppState, TaskHubs};
 
 /// The path Prometheus scrapes.
 pub(super) const PATH: &str = "/metrics";
@@ -24,59 +24,65 @@ pub(super) const PATH: &str = "/metrics";
 /// How long instance counts are reused before the store is asked again.
 const COUNTS_TTL: Duration = Duration::from_secs(5);
 
-/// Instance counts per status label, and when they were read.
-type Counts = Option<(Instant, Vec<(&'static str, u64)>)>;
+/// Instance counts per status label, and when they were read, per task hub.
+type Counts = std::collections::HashMap<String, (Instant, Vec<(&'static str, u64)>)>;
 
 #[derive(Debug, Clone)]
 struct Scrape {
-    state: AppState,
-    /// A tokio mutex, held across the store query on purpose: concurrent scrapes wait
+    hubs: TaskHubs,
+    /// A tokio mutex, held across the store queries on purpose: concurrent scrapes wait
     /// for the one query instead of each sending their own.
     counts: Arc<tokio::sync::Mutex<Counts>>,
 }
 
 /// The `/metrics` endpoint, with its own state so the rest of the router is untouched.
-pub(super) fn service(state: AppState) -> MethodRouter {
+pub(super) fn service(hubs: TaskHubs) -> MethodRouter {
     get(scrape).with_state(Scrape {
-        state,
+        hubs,
         counts: Arc::default(),
     })
 }
 
 async fn scrape(State(scrape): State<Scrape>) -> impl IntoResponse {
-    let mut snapshot = scrape.state.metrics_snapshot();
-    snapshot.instances = instance_counts(&scrape).await;
+    let mut snapshots = Vec::new();
+    let mut cached = scrape.counts.lock().await;
+    for (name, state) in scrape.hubs.list() {
+        let mut snapshot = state.metrics_snapshot(name.as_str());
+        snapshot.instances = instance_counts(&state, name.as_str(), &mut cached).await;
+        snapshots.push(snapshot);
+    }
+    drop(cached);
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        metrics::render(&snapshot),
+        metrics::render(&snapshots),
     )
 }
 
-/// The cached counts, read again from the store once they are older than the TTL. On a
-/// store error the last counts stay (stale beats a gap in the graph), or none are shown.
-async fn instance_counts(scrape: &Scrape) -> Option<Vec<(&'static str, u64)>> {
-    let mut cached = scrape.counts.lock().await;
-    if let Some((read_at, counts)) = cached.as_ref() {
+/// The cached counts of `hub`, read again from the store once they are older than the
+/// TTL. On a store error the last counts stay (stale beats a gap in the graph), or none
+/// are shown.
+async fn instance_counts(
+    state: &AppState,
+    hub: &str,
+    cached: &mut Counts,
+) -> Option<Vec<(&'static str, u64)>> {
+    if let Some((read_at, counts)) = cached.get(hub) {
         if read_at.elapsed() < COUNTS_TTL {
             return Some(counts.clone());
         }
     }
-    match scrape
-        .state
-        .count_instances(&InstanceQuery::default())
-        .await
-    {
+    match state.count_instances(&InstanceQuery::default()).await {
         Ok(counts) => {
             let counts: Vec<_> = counts
                 .into_iter()
                 .map(|(status, n)| (status_name(status), n))
                 .collect();
-            *cached = Some((Instant::now(), counts.clone()));
+            cached.insert(hub.to_owned(), (Instant::now(), counts.clone()));
             Some(counts)
         }
         Err(err) => {
-            tracing::warn!(error = %err, "metrics: could not count instances");
-            cached.as_ref().map(|(_, counts)| counts.clone())
+            tracing::warn!(error = %err, task_hub = hub, "metrics: could not count instances");
+            cached.get(hub).map(|(_, counts)| counts.clone())
         }
     }
 }

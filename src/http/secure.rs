@@ -14,7 +14,7 @@ pub(super) fn refuse(denied: &Denied) -> Response {
     let status = auth::http::status(denied);
     let code = match denied {
         Denied::Missing | Denied::Unknown => "Unauthorized",
-        Denied::Forbidden { .. } => "Forbidden",
+        Denied::Forbidden { .. } | Denied::OtherHub { .. } => "Forbidden",
     };
     let mut response = super::error::error_body(status, code, &denied.message());
     if status == axum::http::StatusCode::UNAUTHORIZED {

@@ -17,8 +17,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 mod rpc;
@@ -128,6 +128,8 @@ pub struct Backlog {
 /// What a scrape samples from the server being scraped.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
+    /// The task hub these figures are of.
+    pub task_hub: String,
     /// Connected `GetWorkItems` streams.
     pub worker_streams: usize,
     /// Ready backlog, indexed like [`WorkKind::ALL`].
@@ -152,7 +154,7 @@ pub struct Metrics {
     pub timer_lateness: Histogram,
     /// How long an entity lock request waited before the entity granted it.
     pub entity_lock_wait: Histogram,
-    worker_streams: IntGauge,
+    worker_streams: IntGaugeVec,
     backlog_items: IntGaugeVec,
     backlog_age: prometheus::GaugeVec,
     instances: IntGaugeVec,
@@ -265,9 +267,12 @@ impl Metrics {
         let http = HttpMetrics::new(&registry);
         let worker_streams = register(
             &registry,
-            IntGauge::new(
-                "durabletask_worker_streams",
-                "Connected GetWorkItems worker streams.",
+            IntGaugeVec::new(
+                Opts::new(
+                    "durabletask_worker_streams",
+                    "Connected GetWorkItems worker streams, by task hub.",
+                ),
+                &["task_hub"],
             ),
         );
         let backlog_items = register(
@@ -275,9 +280,9 @@ impl Metrics {
             IntGaugeVec::new(
                 Opts::new(
                     "durabletask_backlog_items",
-                    "Work ready to run but not yet sent to a worker.",
+                    "Work ready to run but not yet sent to a worker, by task hub.",
                 ),
-                &["kind"],
+                &["task_hub", "kind"],
             ),
         );
         let backlog_age = register(
@@ -285,9 +290,9 @@ impl Metrics {
             prometheus::GaugeVec::new(
                 Opts::new(
                     "durabletask_backlog_oldest_age_seconds",
-                    "How long the oldest ready work item has waited for a worker (0 when none waits).",
+                    "How long the oldest ready work item of a task hub has waited for a worker (0 when none waits).",
                 ),
-                &["kind"],
+                &["task_hub", "kind"],
             ),
         );
         let instances = register(
@@ -295,9 +300,9 @@ impl Metrics {
             IntGaugeVec::new(
                 Opts::new(
                     "durabletask_instances",
-                    "Orchestration instances in the store, by runtime status (sampled at most every few seconds).",
+                    "Orchestration instances in the store, by task hub and runtime status (sampled at most every few seconds).",
                 ),
-                &["status"],
+                &["task_hub", "status"],
             ),
         );
         Self {
@@ -316,25 +321,29 @@ impl Metrics {
     }
 }
 
-/// Sets the scrape-time gauges from `snapshot` and renders every metric in the Prometheus
+/// Sets the scrape-time gauges from one snapshot per task hub and renders every metric in the Prometheus
 /// text format (version 0.0.4).
-pub fn render(snapshot: &Snapshot) -> String {
+pub fn render(snapshots: &[Snapshot]) -> String {
     let m = get();
-    m.worker_streams
-        .set(i64::try_from(snapshot.worker_streams).unwrap_or(i64::MAX));
-    for (kind, backlog) in WorkKind::ALL.iter().zip(&snapshot.backlog) {
-        m.backlog_items
-            .with_label_values(&[kind.label()])
-            .set(i64::try_from(backlog.items).unwrap_or(i64::MAX));
-        m.backlog_age
-            .with_label_values(&[kind.label()])
-            .set(backlog.oldest.as_secs_f64());
-    }
-    if let Some(instances) = &snapshot.instances {
-        for (status, n) in instances {
-            m.instances
-                .with_label_values(&[*status])
-                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+    for snapshot in snapshots {
+        let hub = snapshot.task_hub.as_str();
+        m.worker_streams
+            .with_label_values(&[hub])
+            .set(i64::try_from(snapshot.worker_streams).unwrap_or(i64::MAX));
+        for (kind, backlog) in WorkKind::ALL.iter().zip(&snapshot.backlog) {
+            m.backlog_items
+                .with_label_values(&[hub, kind.label()])
+                .set(i64::try_from(backlog.items).unwrap_or(i64::MAX));
+            m.backlog_age
+                .with_label_values(&[hub, kind.label()])
+                .set(backlog.oldest.as_secs_f64());
+        }
+        if let Some(instances) = &snapshot.instances {
+            for (status, n) in instances {
+                m.instances
+                    .with_label_values(&[hub, *status])
+                    .set(i64::try_from(*n).unwrap_or(i64::MAX));
+            }
         }
     }
     let mut out = Vec::new();

@@ -7,8 +7,9 @@ use crate::metrics::Snapshot;
 impl AppState {
     /// The per-server gauges of a metrics scrape (instance counts are the door's to add:
     /// they read the store, so the door caches them).
-    pub fn metrics_snapshot(&self) -> Snapshot {
+    pub fn metrics_snapshot(&self, task_hub: &str) -> Snapshot {
         Snapshot {
+            task_hub: task_hub.to_owned(),
             worker_streams: self.inner.hub.stream_count(),
             backlog: self.engine().backlog(),
             instances: None,

@@ -15,6 +15,7 @@ use crate::store::{Store, StoreError};
 pub mod client;
 pub mod entities;
 mod error;
+pub mod hubs;
 mod metrics;
 mod rewind;
 mod terminations;
@@ -22,6 +23,7 @@ pub mod validate;
 pub mod workers;
 
 pub use error::ServiceError;
+pub use hubs::{HubPolicy, TaskHubs};
 pub use workers::WorkerHub;
 
 /// `Result` with [`ServiceError`].

@@ -19,11 +19,13 @@ use crate::domain::{
 use crate::proto as pb;
 
 mod codec;
+mod hubs;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
 mod url;
 
+pub use hubs::HubStores;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use url::{StoreUrl, StoreUrlError};

@@ -21,9 +21,35 @@ use pb::task_hub_sidecar_service_client::TaskHubSidecarServiceClient;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::transport::Channel;
 
-pub type Client = TaskHubSidecarServiceClient<Channel>;
+/// A client that names a task hub on every call (`taskhub` metadata) or, by default, none.
+pub type Client = TaskHubSidecarServiceClient<InterceptedService<Channel, HubHeader>>;
+
+/// Sends `taskhub: <hub>` with every call when set.
+#[derive(Debug, Clone, Default)]
+pub struct HubHeader(Option<String>);
+
+impl Interceptor for HubHeader {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(hub) = &self.0 {
+            req.metadata_mut()
+                .insert("taskhub", hub.parse().expect("ASCII hub name"));
+        }
+        Ok(req)
+    }
+}
+
+/// A client over `channel` that names no task hub.
+pub fn client_of(channel: Channel) -> Client {
+    TaskHubSidecarServiceClient::with_interceptor(channel, HubHeader::default())
+}
+
+/// A client over `channel` that names task hub `hub` on every call.
+pub fn hub_client_of(channel: Channel, hub: &str) -> Client {
+    TaskHubSidecarServiceClient::with_interceptor(channel, HubHeader(Some(hub.to_owned())))
+}
 
 /// Every await on the server goes through this, so a bug fails instead of hanging.
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
@@ -125,9 +151,15 @@ impl TestServer {
                 .await
                 .expect("server failed");
         });
-        let client = within("connect", Client::connect(format!("http://{addr}")))
-            .await
-            .unwrap();
+        let channel = within(
+            "connect",
+            Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect(),
+        )
+        .await
+        .unwrap();
+        let client = client_of(channel);
         Self {
             addr,
             http_addr,
@@ -162,6 +194,19 @@ impl TestServer {
 
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// A client of this server that names task hub `hub` on every call.
+    pub async fn hub_client(&self, hub: &str) -> Client {
+        let channel = within(
+            "connect",
+            Channel::from_shared(format!("http://{}", self.addr))
+                .unwrap()
+                .connect(),
+        )
+        .await
+        .unwrap();
+        hub_client_of(channel, hub)
     }
 
     pub async fn start_instance(&self, id: &str, name: &str, input: Option<&str>) -> String {

@@ -10,6 +10,7 @@ use super::wire;
 use crate::grpc::{Api, BoxStream, Rpc};
 use crate::proto::{self as pb, dapr};
 use crate::service::client::{InstanceQuery, MAX_PAGE_SIZE};
+use crate::service::AppState;
 use pb::task_hub_sidecar_service_server::TaskHubSidecarService;
 
 /// Decodes the body of `req` as `M`, keeping its metadata.
@@ -28,6 +29,7 @@ pub(super) async fn complete(
     if !fork_only && !wire::is_fork_response(req.get_ref()) {
         return api.complete_orchestrator_task(decoded(req)?).await;
     }
+    let state = api.hub(&req).await?;
     let (metadata, extensions, body) = req.into_parts();
     let response: dapr::WorkflowResponse = decode(&body)?;
     tracing::debug!(
@@ -45,7 +47,7 @@ pub(super) async fn complete(
                 token = %completion_token,
                 "worker has no orchestrator of this workflow's version; work item handed back"
             );
-            api.state.abandon_orchestration(&completion_token);
+            state.abandon_orchestration(&completion_token);
             Ok(Response::new(pb::CompleteTaskResponse {}))
         }
     }
@@ -65,6 +67,7 @@ pub(super) async fn purge_instances(
     let Some(force) = wire::purge_force(req.get_ref()) else {
         return api.purge_instances(decoded(req)?).await;
     };
+    let state = api.hub(&req).await?;
     let (metadata, extensions, body) = req.into_parts();
     let fork: dapr::PurgeInstancesRequest = decode(&body)?;
     use dapr::purge_instances_request::Request as Fork;
@@ -72,7 +75,7 @@ pub(super) async fn purge_instances(
     let request = match fork.request {
         Some(Fork::InstanceId(id)) => {
             if force {
-                refuse_live(&api, &id).await?;
+                refuse_live(&state, &id).await?;
             }
             Some(Target::InstanceId(id))
         }
@@ -91,8 +94,8 @@ pub(super) async fn purge_instances(
 
 /// A forced purge (Dapr: delete whatever the instance's state) of a live instance is
 /// refused: only terminal instances can be purged here.
-async fn refuse_live(api: &Api, id: &str) -> Result<(), Status> {
-    match api.state.get_instance(id).await? {
+async fn refuse_live(state: &AppState, id: &str) -> Result<(), Status> {
+    match state.get_instance(id).await? {
         Some(record) if !record.status.is_terminal() => Err(Status::failed_precondition(format!(
             "instance '{id}' is {}: this sidecar purges terminal instances only, even with \
              force; terminate it first",
@@ -108,6 +111,7 @@ pub(super) async fn list_instance_ids(
     api: Api,
     req: Request<Bytes>,
 ) -> Rpc<dapr::ListInstanceIDsResponse> {
+    let state = api.hub(&req).await?;
     let req: dapr::ListInstanceIDsRequest = decoded(req)?.into_inner();
     let page_size = req.page_size.filter(|n| *n > 0);
     let mut query = InstanceQuery {
@@ -117,7 +121,7 @@ pub(super) async fn list_instance_ids(
     };
     let mut instance_ids = Vec::new();
     loop {
-        let page = api.state.query_instances(&query).await?;
+        let page = state.query_instances(&query).await?;
         instance_ids.extend(page.items.into_iter().map(|r| r.instance_id.into_string()));
         match page.next {
             Some(next) if page_size.is_none() => query.continuation_token = Some(next),
@@ -133,8 +137,9 @@ pub(super) async fn list_instance_ids(
 
 /// `GetInstanceHistory`: the current execution's committed history.
 pub(super) async fn get_instance_history(api: Api, req: Request<Bytes>) -> Rpc<History> {
+    let state = api.hub(&req).await?;
     let req: dapr::GetInstanceHistoryRequest = decoded(req)?.into_inner();
-    let events = api.state.instance_history(&req.instance_id, None).await?;
+    let events = state.instance_history(&req.instance_id, None).await?;
     Ok(Response::new(History(events)))
 }
 

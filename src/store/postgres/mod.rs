@@ -57,8 +57,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 /// Root instances purged per transaction by `purge_where`.
 const PURGE_BATCH: u32 = 100;
 
-/// The task hub every row belongs to until hubs are selected per request.
-const DEFAULT_HUB: &str = "default";
+/// The task hub of [`PostgresStore::open_with`].
+const DEFAULT_HUB: &str = crate::domain::DEFAULT_TASK_HUB;
 
 /// Tuning of [`PostgresStore::open_with`]. `Default` suits production.
 #[derive(Debug, Clone)]
@@ -113,9 +113,10 @@ struct Feed {
 #[derive(Debug)]
 pub struct PostgresStore {
     pool: PgPool,
-    /// Claims, releases and renewals: committed without waiting for the WAL flush (see
-    /// `open_with`).
+    /// Claims, releases and renewals (see `PostgresPools`).
     lease_pool: PgPool,
+    /// Owns `pool` and `lease_pool`, shared with the other hubs' stores.
+    pools: Arc<PostgresPools>,
     /// One connection for LISTEN, so the feed never starves calls (or waits for them).
     listen_pool: PgPool,
     /// Sends what committed writes changed to other processes (`notify`).
@@ -140,14 +141,23 @@ struct Held {
     entities: HashSet<InstanceId>,
 }
 
-impl PostgresStore {
-    /// Connects to `url` with default [`PostgresOptions`]. See [`PostgresStore::open_with`].
-    pub async fn open(url: &str) -> Result<Self> {
-        Self::open_with(url, PostgresOptions::default()).await
-    }
+/// What the stores of one database's task hubs share: the call and lease pools (each hub
+/// has its own LISTEN and NOTIFY connection). Closed when the last of its stores closes.
+#[derive(Debug)]
+pub struct PostgresPools {
+    pool: PgPool,
+    /// Claims, releases and renewals: committed without waiting for the WAL flush (see
+    /// `connect`).
+    lease_pool: PgPool,
+    connect: PgConnectOptions,
+    options: PostgresOptions,
+    /// Stores opened on these pools and not yet closed.
+    open: std::sync::atomic::AtomicUsize,
+}
 
+impl PostgresPools {
     /// Connects to `url` and applies the migrations unless told not to.
-    pub async fn open_with(url: &str, options: PostgresOptions) -> Result<Self> {
+    pub async fn connect(url: &str, options: PostgresOptions) -> Result<Arc<Self>> {
         // A sidecar frozen inside a transaction (SIGSTOP, a stalled VM) holds row locks
         // that every other sidecar's claims and renewals would queue behind; its
         // transactions are never idle for long on purpose, so the server ends any that
@@ -180,42 +190,90 @@ impl PostgresStore {
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy_with(connect.clone().options([("synchronous_commit", "off")]));
+        tracing::info!(owner = %options.owner, "postgres store open");
+        Ok(Arc::new(Self {
+            pool,
+            lease_pool,
+            connect,
+            options,
+            open: std::sync::atomic::AtomicUsize::new(0),
+        }))
+    }
+
+    /// The store of task hub `hub` on these pools.
+    pub fn hub(self: &Arc<Self>, hub: &str) -> PostgresStore {
+        let options = &self.options;
         let listen_pool = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(connect.clone());
+            .connect_lazy_with(self.connect.clone());
         // Its transactions only NOTIFY: not waiting for their flush costs at most a
         // notice, which the sweep makes up for (see `notify`).
         let notify_pool = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(connect.options([("synchronous_commit", "off")]));
-        let hub = DEFAULT_HUB.to_owned();
+            .connect_lazy_with(
+                self.connect
+                    .clone()
+                    .options([("synchronous_commit", "off")]),
+            );
         let cancel = CancellationToken::new();
         let notifier = Arc::new(notify::Notifier::default());
         let notifier_task = tokio::spawn(Arc::clone(&notifier).run(
             notify_pool,
-            hub.clone(),
+            hub.to_owned(),
             options.owner.clone(),
             cancel.clone(),
         ));
-        tracing::info!(owner = %options.owner, "postgres store open");
-        Ok(Self {
-            pool,
-            lease_pool,
+        self.open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        PostgresStore {
+            pool: self.pool.clone(),
+            lease_pool: self.lease_pool.clone(),
+            pools: Arc::clone(self),
             listen_pool,
             notifier,
             notifier_task: Mutex::new(Some(notifier_task)),
-            hub,
-            owner: options.owner,
+            hub: hub.to_owned(),
+            owner: options.owner.clone(),
             lease_ms: i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX),
-            clock: options.clock,
+            clock: Arc::clone(&options.clock),
             feed: Mutex::new(Feed::default()),
             cancel,
             held: Mutex::new(Held::default()),
-        })
+        }
+    }
+
+    /// The task hubs that hold instances or entities, in name order.
+    pub async fn hubs(&self) -> Result<Vec<String>> {
+        retried!(sqlx::query_scalar::<_, String>(
+            "SELECT hub FROM instances UNION SELECT hub FROM entities ORDER BY 1"
+        )
+        .fetch_all(&mut *self.pool.acquire().await.map_err(sql("acquire"))?)
+        .await
+        .map_err(sql("hubs")))
+    }
+
+    /// One store closed; the last one closes the pools.
+    async fn release(&self) {
+        if self.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.lease_pool.close().await;
+            self.pool.close().await;
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` with default [`PostgresOptions`]. See [`PostgresStore::open_with`].
+    pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with(url, PostgresOptions::default()).await
+    }
+
+    /// Connects to `url` and applies the migrations unless told not to: the default task
+    /// hub's store, alone on its pools.
+    pub async fn open_with(url: &str, options: PostgresOptions) -> Result<Self> {
+        Ok(PostgresPools::connect(url, options).await?.hub(DEFAULT_HUB))
     }
 
     /// This store's owner id in leases.
@@ -788,7 +846,6 @@ impl Store for PostgresStore {
             }
         }
         self.listen_pool.close().await;
-        self.lease_pool.close().await;
-        self.pool.close().await;
+        self.pools.release().await;
     }
 }
