@@ -11,7 +11,6 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::str::FromStr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -372,6 +371,181 @@ async fn a_full_disk_fails_commits_retryably_and_service_resumes_when_space_retu
     drop(disk);
 }
 
+/// A throwaway PostgreSQL server (tests/postgres/start.sh) with its data directory in
+/// `dir`, stopped and deleted on drop.
+struct PgServer {
+    dir: PathBuf,
+    url: String,
+}
+
+impl PgServer {
+    fn start(dir: PathBuf) -> Self {
+        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/postgres");
+        let out = Command::new(scripts.join("start.sh"))
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "start.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        Self { dir, url }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/postgres");
+        let _ = Command::new(scripts.join("stop.sh"))
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// `len` bytes of hex that compress badly (PostgreSQL compresses large values).
+fn incompressible(seed: u64, len: usize) -> String {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = String::with_capacity(len + 2);
+    out.push('"');
+    while out.len() <= len {
+        // xorshift64: cheap noise, not cryptography.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push_str(&format!("{x:016x}"));
+    }
+    out.push('"');
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_postgres_fails_commits_retryably_and_service_resumes() {
+    // Runs where the PostgreSQL suites run (and must in CI), on a server of its own whose
+    // data directory is on a small tmpfs.
+    if common::postgres::admin_url().is_none() {
+        return;
+    }
+    let Some(disk) = Tmpfs::mount("128m") else {
+        return;
+    };
+    let pg = PgServer::start(disk.path().join("pg"));
+    let sidecar = Sidecar::spawn_on(&pg.url);
+    let client = sidecar.ready().await;
+    let mut acknowledged = Vec::new();
+    for i in 0..10 {
+        let id = format!("before-{i}");
+        client
+            .clone()
+            .start_instance(start_request(&id, None))
+            .await
+            .unwrap();
+        acknowledged.push(id);
+    }
+    let worker = completing_worker(client.clone()).await;
+
+    let filler = disk.path().join("filler");
+    fill(&filler);
+    let full = std::fs::metadata(&filler).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap()
+        .set_len(full.saturating_sub(1024 * 1024))
+        .unwrap();
+    let mut refused = Vec::new();
+    for wave in 0..2_000u64 {
+        let outcomes = futures::future::join_all((0..8).map(|i| {
+            let mut client = client.clone();
+            let id = format!("full-{wave}-{i}");
+            let input = incompressible(wave * 8 + i, 32 * 1024);
+            async move {
+                let r = client
+                    .start_instance(start_request(&id, Some(&input)))
+                    .await;
+                (id, r)
+            }
+        }))
+        .await;
+        for (id, r) in outcomes {
+            match r {
+                Ok(_) => acknowledged.push(id),
+                Err(status) => refused.push((id, status)),
+            }
+        }
+        if !refused.is_empty() {
+            break;
+        }
+    }
+    eprintln!(
+        "postgres disk full: {} starts acknowledged, {} refused, first: {:?}",
+        acknowledged.len(),
+        refused.len(),
+        refused.first()
+    );
+    assert!(
+        !refused.is_empty(),
+        "commits kept succeeding on a full disk"
+    );
+    for (id, status) in &refused {
+        assert_eq!(status.code(), Code::Unavailable, "{id}: {status:?}");
+        assert!(
+            status.message().contains("disk is full"),
+            "{id}: {status:?}"
+        );
+    }
+    for id in acknowledged.iter().chain(refused.iter().map(|(id, _)| id)) {
+        let r = client
+            .clone()
+            .get_instance(pb::GetInstanceRequest {
+                instance_id: id.clone(),
+                get_inputs_and_outputs: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let refused = refused.iter().any(|(r, _)| r == id);
+        assert_eq!(r.exists, !refused, "{id}: read on a full disk");
+    }
+
+    std::fs::remove_file(&filler).unwrap();
+    eventually("a start after space returned", || {
+        let mut client = client.clone();
+        async move {
+            client
+                .start_instance(start_request("after-0", None))
+                .await
+                .ok()
+        }
+    })
+    .await;
+    acknowledged.push("after-0".into());
+    for id in &acknowledged {
+        let r = within(
+            "completion",
+            client
+                .clone()
+                .wait_for_instance_completion(pb::GetInstanceRequest {
+                    instance_id: id.clone(),
+                    get_inputs_and_outputs: false,
+                }),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+        assert_eq!(
+            r.orchestration_state.unwrap().orchestration_status,
+            pb::OrchestrationStatus::Completed as i32,
+            "{id}"
+        );
+    }
+    worker.stop().await;
+    sidecar.kill();
+    drop(pg);
+    drop(disk);
+}
+
 // ---------------------------------------------------------------------------------------
 // Start-up refusals
 // ---------------------------------------------------------------------------------------
@@ -499,6 +673,10 @@ struct Sidecar {
 
 impl Sidecar {
     fn spawn(db: &Path) -> Self {
+        Self::spawn_on(db.as_os_str())
+    }
+
+    fn spawn_on(db: impl AsRef<std::ffi::OsStr>) -> Self {
         // Taken and released here; a clash with another process in between is unlikely.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -564,6 +742,29 @@ impl Drop for Sidecar {
 }
 
 const INSTANCES: usize = 2_000;
+
+/// A read-only connection beside a running sidecar (WAL lets it read while it writes).
+async fn read_only(db: &Path) -> SqliteConnection {
+    SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// PurgeInstances of every completed instance.
+fn purge_completed() -> pb::PurgeInstancesRequest {
+    pb::PurgeInstancesRequest {
+        request: Some(pb::purge_instances_request::Request::PurgeInstanceFilter(
+            pb::PurgeInstanceFilter {
+                runtime_status: vec![pb::OrchestrationStatus::Completed as i32],
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
 
 /// Starts `INSTANCES` instances, 32 at a time.
 async fn start_many(client: &Client) -> Vec<String> {
@@ -648,12 +849,7 @@ async fn sigkill_during_start_up_recovery_and_during_a_purge_leaves_a_clean_data
     worker.stop().await;
 
     // Every instance ran the same script, so has the same history.
-    let mut watcher = SqliteConnectOptions::from_str(&format!("sqlite://{}", db.display()))
-        .unwrap()
-        .read_only(true)
-        .connect()
-        .await
-        .unwrap();
+    let mut watcher = read_only(&db).await;
     let per_instance = "SELECT COUNT(*) AS n FROM history GROUP BY instance_id";
     let history_len = count(
         &mut watcher,
@@ -670,42 +866,36 @@ async fn sigkill_during_start_up_recovery_and_during_a_purge_leaves_a_clean_data
         history_len
     );
 
-    // A purge of all of them, killed once it has visibly made progress.
-    let purge = {
-        let mut client = client.clone();
-        tokio::spawn(async move {
-            client
-                .purge_instances(pb::PurgeInstancesRequest {
-                    request: Some(pb::purge_instances_request::Request::PurgeInstanceFilter(
-                        pb::PurgeInstanceFilter {
-                            runtime_status: vec![pb::OrchestrationStatus::Completed as i32],
-                            ..Default::default()
-                        },
-                    )),
-                    ..Default::default()
-                })
-                .await
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let left_at_kill = loop {
-        let n = count(&mut watcher, "SELECT COUNT(*) FROM instances").await;
-        if n < INSTANCES as i64 {
-            break n;
-        }
-        assert!(Instant::now() < deadline, "the purge made no progress");
-        tokio::task::yield_now().await;
-    };
-    fourth.kill();
-    eprintln!("purge killed with {left_at_kill} of {INSTANCES} instances left");
     watcher.close().await.unwrap();
-    let _ = purge.await;
-    assert!(
-        left_at_kill > 0,
-        "the purge finished before the kill; make it longer (more instances)"
-    );
 
-    let left = {
+    // Purges of all of them, killed at two points: once the first batch is gone, and
+    // past the middle (on a restarted sidecar, which resumes the purge from scratch).
+    let (mut sidecar, mut client) = (fourth, client);
+    let mut left = INSTANCES as i64;
+    for below in [INSTANCES as i64, INSTANCES as i64 / 2] {
+        let purge = {
+            let mut client = client.clone();
+            tokio::spawn(async move { client.purge_instances(purge_completed()).await })
+        };
+        let mut watcher = read_only(&db).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let left_at_kill = loop {
+            let n = count(&mut watcher, "SELECT COUNT(*) FROM instances").await;
+            if n < below {
+                break n;
+            }
+            assert!(Instant::now() < deadline, "the purge made no progress");
+            tokio::task::yield_now().await;
+        };
+        sidecar.kill();
+        eprintln!("purge killed with {left_at_kill} of {INSTANCES} instances left");
+        watcher.close().await.unwrap();
+        let _ = purge.await;
+        assert!(
+            left_at_kill > 0,
+            "the purge finished before the kill; make it longer (more instances)"
+        );
+
         let mut conn = open_file(&db).await;
         integrity_ok(&mut conn).await;
         no_orphans(&mut conn).await;
@@ -719,31 +909,23 @@ async fn sigkill_during_start_up_recovery_and_during_a_purge_leaves_a_clean_data
         )
         .await;
         assert_eq!(partial, 0, "instances left without their history");
-        let left = count(&mut conn, "SELECT COUNT(*) FROM instances").await;
+        left = count(&mut conn, "SELECT COUNT(*) FROM instances").await;
         conn.close().await.unwrap();
-        left
-    };
-    assert!(left > 0 && left < INSTANCES as i64, "{left} left");
+        assert!(left > 0 && left < below, "{left} left");
 
-    // Restarted, the purge finishes what the killed one left.
-    let fifth = Sidecar::spawn(&db);
-    let mut client = fifth.ready().await;
+        sidecar = Sidecar::spawn(&db);
+        client = sidecar.ready().await;
+    }
+
+    // Restarted, the purge finishes what the killed ones left.
     let purged = client
-        .purge_instances(pb::PurgeInstancesRequest {
-            request: Some(pb::purge_instances_request::Request::PurgeInstanceFilter(
-                pb::PurgeInstanceFilter {
-                    runtime_status: vec![pb::OrchestrationStatus::Completed as i32],
-                    ..Default::default()
-                },
-            )),
-            ..Default::default()
-        })
+        .purge_instances(purge_completed())
         .await
         .unwrap()
         .into_inner();
     assert_eq!(i64::from(purged.deleted_instance_count), left);
     drop(client);
-    fifth.kill();
+    sidecar.kill();
     let mut conn = open_file(&db).await;
     integrity_ok(&mut conn).await;
     assert_eq!(count(&mut conn, "SELECT COUNT(*) FROM instances").await, 0);
