@@ -37,6 +37,7 @@ impl From<ServiceError> for Status {
                     tracing::error!(error = %e, "store unavailable");
                     Status::unavailable("the database is unavailable")
                 }
+                StoreError::DiskFull => Status::unavailable(crate::store::DISK_FULL_MESSAGE),
                 StoreError::Corrupt(_) | StoreError::Backend(_) => {
                     tracing::error!(error = %e, "store failure");
                     Status::internal("database error; see the sidecar log")

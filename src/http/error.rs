@@ -126,6 +126,11 @@ impl IntoResponse for ApiError {
                         "the database is unavailable".to_string(),
                     )
                 }
+                StoreError::DiskFull => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Unavailable",
+                    crate::store::DISK_FULL_MESSAGE.to_string(),
+                ),
                 StoreError::Corrupt(_) | StoreError::Backend(_) => {
                     tracing::error!(error = %e, "store failure");
                     (
@@ -136,6 +141,14 @@ impl IntoResponse for ApiError {
                 }
             },
         };
-        error_body(status, code, &message)
+        let mut response = error_body(status, code, &message);
+        // Every 503 is worth retrying (full disk, database down, draining): say when.
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+        }
+        response
     }
 }

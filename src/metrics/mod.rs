@@ -105,6 +105,7 @@ pub struct WorkMetrics {
 pub struct CommitMetrics {
     batch_size: [Histogram; 2],
     duration: [Histogram; 2],
+    disk_full: [IntCounter; 2],
 }
 
 impl CommitMetrics {
@@ -113,6 +114,11 @@ impl CommitMetrics {
     pub fn observe(&self, backend: Backend, requests: usize, took: Duration) {
         self.batch_size[backend as usize].observe(requests as f64);
         self.duration[backend as usize].observe(took.as_secs_f64());
+    }
+
+    /// One statement or commit of `backend` that failed because the disk was full.
+    pub fn disk_full(&self, backend: Backend) {
+        self.disk_full[backend as usize].inc();
     }
 }
 
@@ -222,10 +228,21 @@ impl Metrics {
             ],
             &["backend"],
         );
+        let disk_full = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "durabletask_store_disk_full_total",
+                    "Database writes that failed because the disk was full (the callers got UNAVAILABLE / 503).",
+                ),
+                &["backend"],
+            ),
+        );
         let backends = ["sqlite", "postgres"];
         let commits = CommitMetrics {
             batch_size: backends.map(|b| commit_sizes.with_label_values(&[b])),
             duration: backends.map(|b| commit_times.with_label_values(&[b])),
+            disk_full: backends.map(|b| disk_full.with_label_values(&[b])),
         };
         let timer_lateness = histogram(
             "durabletask_timer_lateness_seconds",

@@ -22,6 +22,7 @@ mod codec;
 mod hubs;
 pub mod postgres;
 mod rows;
+mod schema;
 pub mod sqlite;
 mod url;
 
@@ -51,6 +52,10 @@ pub enum StoreError {
     /// The database cannot be reached or the writer is gone.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The database could not write because its disk (or quota) is full. Retryable: the
+    /// transaction was rolled back whole, and commits succeed again once space is freed.
+    #[error("the database could not commit because the disk is full")]
+    DiskFull,
     /// Stored data could not be decoded.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
@@ -58,6 +63,11 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Backend(String),
 }
+
+/// What a client is told about [`StoreError::DiskFull`] (gRPC UNAVAILABLE, HTTP 503):
+/// retrying is safe, since the failed transaction was rolled back whole.
+pub const DISK_FULL_MESSAGE: &str = "the database could not commit because the disk is full; \
+     nothing of this request was stored, retry once space is freed";
 
 /// `Result` with [`StoreError`].
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -118,6 +118,17 @@ impl TestServer {
         Self::start_on(dir, db, None, options).await
     }
 
+    /// A SQLite server on `dir/test.sqlite` (a directory the test chose, e.g. on a small
+    /// tmpfs), whatever the selected backend.
+    pub async fn start_in(dir: tempfile::TempDir) -> Self {
+        let db = dir
+            .path()
+            .join("test.sqlite")
+            .to_string_lossy()
+            .into_owned();
+        Self::start_on(dir, db, None, ServerOptions::default()).await
+    }
+
     async fn start_on(
         dir: tempfile::TempDir,
         db: String,

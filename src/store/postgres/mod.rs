@@ -176,10 +176,11 @@ impl PostgresPools {
             .await
             .map_err(|e| tx::Fail::Sql("open", e).into_store())?;
         if !options.skip_migrations {
-            MIGRATOR.run(&pool).await.map_err(|err| {
-                tracing::error!(error = %err, "postgres migrations failed");
-                StoreError::Backend("database migration failed".into())
-            })?;
+            crate::store::schema::check_postgres(&pool, &MIGRATOR).await?;
+            MIGRATOR
+                .run(&pool)
+                .await
+                .map_err(|err| crate::store::schema::migration_error(err, &MIGRATOR))?;
         }
         // Ownership changes need not survive a database crash, so their commits do not
         // wait for the WAL flush (a few ms each, most of a claim's time): a claim lost in

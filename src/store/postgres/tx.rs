@@ -71,7 +71,15 @@ impl Fail {
             sqlx::Error::Database(db) => {
                 let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
                 // Class 08 (connection exception), 57P0x (shutdown), 53 (resources).
-                if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") {
+                if code == "53100" {
+                    crate::metrics::get()
+                        .commits
+                        .disk_full(crate::metrics::Backend::Postgres);
+                    StoreError::DiskFull
+                } else if code.starts_with("08")
+                    || code.starts_with("57P")
+                    || code.starts_with("53")
+                {
                     StoreError::Unavailable(format!("database unavailable: {}", db.message()))
                 } else {
                     StoreError::Backend(format!("{op}: {}", db.message()))

@@ -93,6 +93,10 @@ where
         .map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
 }
 
+/// SQLite's primary result codes for "database or disk is full" and "disk I/O error".
+const SQLITE_FULL: i32 = 13;
+const SQLITE_IOERR: i32 = 10;
+
 /// Maps a sqlx error to a [`StoreError`], logging the full error. The returned message
 /// carries no SQL and no file paths (STYLE.md §4): clients may see it.
 pub(super) fn db_error(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -106,7 +110,23 @@ pub(super) fn db_error(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreErr
                 StoreError::Unavailable("database connection closed".into())
             }
             sqlx::Error::Io(_) => StoreError::Unavailable("database i/o failure".into()),
-            sqlx::Error::Database(db) => StoreError::Backend(format!("{op}: {}", db.message())),
+            sqlx::Error::Database(db) => {
+                // The extended result code; its low byte is the primary one.
+                let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+                match code & 0xff {
+                    SQLITE_FULL => {
+                        crate::metrics::get()
+                            .commits
+                            .disk_full(crate::metrics::Backend::Sqlite);
+                        StoreError::DiskFull
+                    }
+                    // A failed write or fsync (often ENOSPC on the WAL or -shm file, which
+                    // SQLite reports as an i/o error): the transaction is rolled back and a
+                    // retry may succeed, so this is no internal error.
+                    SQLITE_IOERR => StoreError::Unavailable(format!("{op}: database i/o error")),
+                    _ => StoreError::Backend(format!("{op}: {}", db.message())),
+                }
+            }
             sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
                 StoreError::Corrupt(format!("{op}: undecodable column"))
             }

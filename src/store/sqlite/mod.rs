@@ -17,6 +17,7 @@ mod hot;
 mod inbox;
 mod instances;
 mod lock;
+mod preflight;
 mod purge;
 mod queries;
 mod rewind;
@@ -40,7 +41,7 @@ use self::writer::{BoxFut, Op, Writer};
 use super::{
     ActivityOutcome, CleanOutcome, CommitOutcome, CompletedFilter, EnqueueOutcome, EntityWork,
     InstanceFilter, Lease, OrchestrationWork, PurgeFilter, Recovery, Result, RewindOutcome, Store,
-    StoreChange, StoreError, SuspendOutcome, TerminateOutcome,
+    StoreChange, SuspendOutcome, TerminateOutcome,
 };
 use crate::domain::{
     Clock, EntityFilter, EntityRecord, EntityTransition, ExecutionId, InstanceId, InstanceRecord,
@@ -114,11 +115,12 @@ impl SqliteStore {
         let file_lock = if memory {
             lock::FileLock::none()
         } else {
-            lock::FileLock::acquire(
-                path.strip_prefix("sqlite://")
-                    .or_else(|| path.strip_prefix("sqlite:"))
-                    .unwrap_or(path),
-            )?
+            let file = path
+                .strip_prefix("sqlite://")
+                .or_else(|| path.strip_prefix("sqlite:"))
+                .unwrap_or(path);
+            preflight::check(file)?;
+            lock::FileLock::acquire(file)?
         };
         let base = if memory {
             SqliteConnectOptions::from_str("sqlite::memory:").map_err(db_error("open"))?
@@ -140,10 +142,11 @@ impl SqliteStore {
             .statement_cache_capacity(256);
         let mut conn = base.connect().await.map_err(db_error("open"))?;
         if !options.skip_migrations {
-            MIGRATOR.run_direct(&mut conn).await.map_err(|err| {
-                tracing::error!(error = %err, "sqlite migrations failed");
-                StoreError::Backend("database migration failed".into())
-            })?;
+            crate::store::schema::check_sqlite(&mut conn, &MIGRATOR).await?;
+            MIGRATOR
+                .run_direct(&mut conn)
+                .await
+                .map_err(|err| crate::store::schema::migration_error(err, &MIGRATOR))?;
         }
         let reads = if memory {
             None

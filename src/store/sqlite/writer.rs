@@ -55,6 +55,8 @@ trait Job: Send {
         &'c mut self,
         conn: &'c mut SqliteConnection,
     ) -> Pin<Box<dyn Future<Output = bool> + Send + 'c>>;
+    /// Whether the request failed because the disk is full.
+    fn disk_full(&self) -> bool;
     /// Replaces the outcome with an error: the batch's transaction did not commit.
     fn fail(&mut self, err: StoreError);
     /// Sends the outcome to the caller.
@@ -82,6 +84,10 @@ impl<T: Send + 'static> Job for Request<T> {
             self.outcome = Some(outcome);
             ok
         })
+    }
+
+    fn disk_full(&self) -> bool {
+        matches!(self.outcome, Some(Err(StoreError::DiskFull)))
     }
 
     fn fail(&mut self, err: StoreError) {
@@ -219,6 +225,13 @@ async fn run_batch(
         if !job.run(conn).await {
             on_rollback();
             if let Err(err) = exec(conn, "ROLLBACK TO request").await {
+                // SQLite may roll back the whole transaction on a full disk, and then the
+                // savepoint is gone: the batch failed for the job's reason, not this one.
+                let err = if job.disk_full() {
+                    StoreError::DiskFull
+                } else {
+                    err
+                };
                 return abort(conn, batch, err, on_rollback).await;
             }
         }
@@ -254,6 +267,7 @@ fn fail_all(batch: &mut [Box<dyn Job>], err: &StoreError) {
     for job in batch.iter_mut() {
         job.fail(match err {
             StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+            StoreError::DiskFull => StoreError::DiskFull,
             other => StoreError::Backend(format!("transaction failed: {other}")),
         });
     }
