@@ -258,6 +258,9 @@ def _session_sidecar(sidecar_binary):
         yield sc
     finally:
         sc.close()
+        # Each run leaves ~160 MB of databases and logs; KEEP_SIDECAR_DIR=1 keeps them.
+        if os.environ.get("KEEP_SIDECAR_DIR") != "1":
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
