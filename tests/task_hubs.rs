@@ -396,6 +396,19 @@ async fn the_http_api_takes_the_hub_from_the_task_hub_parameter() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 
+    let listed: serde_json::Value = http
+        .get(format!("{base}/taskHubs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!({ "taskHubs": ["default", "web"] })
+    );
+
     // Per-hub gauges in /metrics.
     let metrics = http
         .get(format!("{}/metrics", server.http_base()))

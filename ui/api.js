@@ -62,7 +62,20 @@ async function request(method, path, opts = {}) {
   }
 }
 
+// The task hub the page works on: `?taskHub=` of the page's own URL (absent: the default
+// hub), so a link to the dashboard names its hub; every API call repeats it.
+const HUB = new URLSearchParams(location.search).get('taskHub') || '';
+
+/** The task hub this page shows ('' for the default hub). */
+export const currentHub = () => HUB;
+
+/** The hubs the sidecar serves now (names in lower case). */
+export async function listTaskHubs() {
+  return (await request('GET', '/taskHubs')).data.taskHubs;
+}
+
 function send(method, path, { params = {}, body, token, signal } = {}) {
+  if (HUB) params = { ...params, taskHub: HUB };
   const headers = {};
   if (token) headers[TOKEN] = token;
   const auth = storedToken();

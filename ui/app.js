@@ -3,7 +3,7 @@
 import { render } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { html, useRoute } from './util.js';
-import { onUnauthorized } from './api.js';
+import { currentHub, listTaskHubs, onUnauthorized } from './api.js';
 import { InstanceList } from './list.js';
 import { InstancePage } from './instance.js';
 import { EntityList, EntityPage } from './entities.js';
@@ -50,6 +50,29 @@ function TokenPrompt() {
   </dialog>`;
 }
 
+/** The task hub selector: switching hubs reloads the page on that hub's URL. */
+function HubPicker() {
+  const [hubs, setHubs] = useState(null);
+  const hub = (currentHub() || 'default').toLowerCase();
+  useEffect(() => {
+    listTaskHubs().then(setHubs, () => setHubs([]));
+  }, []);
+  const names = [...new Set([...(hubs || []), hub])].sort();
+  const pick = (e) => {
+    const name = e.target.value;
+    const url = new URL(location.href);
+    if (name === 'default') url.searchParams.delete('taskHub');
+    else url.searchParams.set('taskHub', name);
+    url.hash = '#/';
+    location.assign(url.toString());
+  };
+  return html`<label class="hub">Task hub
+    <select value=${hub} onChange=${pick}>
+      ${names.map((n) => html`<option value=${n}>${n}</option>`)}
+    </select>
+  </label>`;
+}
+
 function App() {
   const route = useRoute();
   const onEntities = route.path.startsWith('/entities');
@@ -60,6 +83,7 @@ function App() {
         <a href="#/entities" aria-current=${onEntities ? 'page' : null}>Entities</a>
         <a href="/openapi.json">API</a>
       </nav>
+      <${HubPicker} />
     </header>
     <main><${View} route=${route} /></main>
     <${TokenPrompt} />`;

@@ -15,7 +15,9 @@ impl From<ServiceError> for Status {
             ServiceError::AlreadyExists(m) => Status::already_exists(m),
             ServiceError::FailedPrecondition(m) => Status::failed_precondition(m),
             ServiceError::DeadlineExceeded(m) => Status::deadline_exceeded(m),
-            ServiceError::ResourceExhausted(m) => Status::resource_exhausted(m),
+            ServiceError::ResourceExhausted(m) | ServiceError::LimitReached(m) => {
+                Status::resource_exhausted(m)
+            }
             ServiceError::Unimplemented(m) => Status::unimplemented(m),
             ServiceError::ShuttingDown => Status::unavailable("the sidecar is shutting down"),
             ServiceError::Engine(e) => match e {

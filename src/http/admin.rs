@@ -4,8 +4,11 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use axum::extract::State;
+use axum::Json;
+
 use super::error::ApiResult;
-use super::Door;
+use super::{Door, Server};
 
 /// The OpenAPI 3 document of every route (hand-written; `mod.rs` tests that it lists
 /// exactly the router's routes, `tests/http_api.rs` that responses match it).
@@ -22,4 +25,16 @@ pub(super) async fn openapi() -> Response {
 pub(super) async fn delete_task_hub(door: Door) -> ApiResult {
     door.state.reset_task_hub(true).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET taskHubs`: the hubs served now (not a Durable Functions route; the dashboard's
+/// hub selector).
+pub(super) async fn task_hubs(State(server): State<Server>) -> Response {
+    let names: Vec<String> = server
+        .hubs
+        .names()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    Json(serde_json::json!({ "taskHubs": names })).into_response()
 }

@@ -78,6 +78,7 @@ impl IntoResponse for ApiError {
             ServiceError::ResourceExhausted(m) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", m)
             }
+            ServiceError::LimitReached(m) => (StatusCode::TOO_MANY_REQUESTS, "LimitReached", m),
             ServiceError::Unimplemented(m) => (StatusCode::NOT_IMPLEMENTED, "NotImplemented", m),
             ServiceError::ShuttingDown => (
                 StatusCode::SERVICE_UNAVAILABLE,

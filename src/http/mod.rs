@@ -179,6 +179,7 @@ pub const ROUTES: &[(&str, &str)] = &[
         "/runtime/webhooks/durabletask/entities/{entityName}/{entityKey}",
     ),
     ("DELETE", "/runtime/webhooks/durabletask/taskhub"),
+    ("GET", "/runtime/webhooks/durabletask/taskHubs"),
     ("GET", "/openapi.json"),
 ];
 
@@ -223,7 +224,8 @@ fn router(
                 .post(entities::signal)
                 .delete(entities::delete),
         )
-        .route("/taskhub", delete(admin::delete_task_hub));
+        .route("/taskhub", delete(admin::delete_task_hub))
+        .route("/taskHubs", get(admin::task_hubs));
     Router::new()
         .nest(BASE_PATH, base)
         .route("/openapi.json", get(admin::openapi))

@@ -25,6 +25,9 @@ pub enum ServiceError {
     /// The request is larger than the configured limit.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A configured bound on what the server holds would be exceeded (e.g. task hubs).
+    #[error("{0}")]
+    LimitReached(String),
     /// Owned by a later release.
     #[error("{0}")]
     Unimplemented(String),

@@ -153,6 +153,11 @@ impl TaskHubs {
         self.get(None).await
     }
 
+    /// The names of the hubs open now, in order.
+    pub fn names(&self) -> Vec<TaskHubName> {
+        self.list().into_iter().map(|(name, _)| name).collect()
+    }
+
     /// The hubs open now with their states, in name order.
     pub fn list(&self) -> Vec<(TaskHubName, AppState)> {
         let open = self.inner.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -170,7 +175,7 @@ impl TaskHubs {
                 Some(cell) => Arc::clone(cell),
                 None => {
                     if limited && open.len() >= self.inner.policy.max_open {
-                        return Err(ServiceError::ResourceExhausted(format!(
+                        return Err(ServiceError::LimitReached(format!(
                             "task hub '{name}' was not created: this sidecar already serves \
                              {} task hubs, its most (--max-task-hubs)",
                             self.inner.policy.max_open

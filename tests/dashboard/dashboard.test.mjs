@@ -435,6 +435,31 @@ describe("dashboard", () => {
     await expectText("entity-lock", "not locked");
   });
 
+  it("switches task hubs with the selector; each hub lists only its own instances", async () => {
+    const other = uid("dash-hub");
+    // No worker serves hub `ops`: the instance stays pending there.
+    const started = await fetch(`${API}/orchestrators/Dash_Wait/${other}?taskHub=Ops`, { method: "POST" });
+    assert.equal(started.status, 202);
+    await page.goto(`${URL}/`);
+    await instanceLink(wf).waitFor({ timeout: T });
+    assert.equal(await instanceLink(other).count(), 0, "the default hub shows another hub's instance");
+    await page.getByLabel("Task hub").selectOption("ops");
+    await page.waitForURL(/[?&]taskHub=ops/, { timeout: T });
+    await instanceLink(other).waitFor({ timeout: T });
+    assert.equal(await instanceLink(wf).count(), 0, "hub ops shows the default hub's instance");
+    // Actions go to the selected hub: terminate it from its page.
+    await instanceLink(other).click();
+    await confirm("Terminate…", "Terminate");
+    await expectStatus("Terminated");
+    await waitUntil(async () => {
+      const r = await fetch(`${API}/instances/${other}?taskHub=ops`);
+      return r.ok && (await r.json()).runtimeStatus === "Terminated";
+    }, `${other} to be terminated in hub ops`);
+    await page.getByLabel("Task hub").selectOption("default");
+    await page.waitForURL((u) => !u.search.includes("taskHub"), { timeout: T });
+    await instanceLink(wf).waitFor({ timeout: T });
+  });
+
   it("raised no script error in the page", () => {
     assert.deepEqual(pageErrors, []);
   });
