@@ -10,9 +10,10 @@
 #   6. the server integration suites (tests/*.rs on TestServer) again, on PostgreSQL
 #      (DURABLETASK_TEST_BACKEND=postgres: a fresh database per server)
 #   7. a seconds-long smoke run of the load generator against the debug sidecar
-#   8.-19. end-to-end tests against the debug binary built by step 5 (a release build
+#   8.-20. end-to-end tests against the debug binary built by step 5 (a release build
 #      would double CI's compile time and tests no behaviour the debug one lacks):
 #      Microsoft's Python SDK on SQLite, over TLS with bearer tokens (tests/python_tls),
+#      the Durable Task Scheduler SDK on two task hubs (tests/python_dts),
 #      then on PostgreSQL (tests/python), three sidecars
 #      on one PostgreSQL database with one killed and one paused (tests/multinode), Dapr's
 #      (tests/dapr), one OpenTelemetry trace across the Python SDK and the sidecar
@@ -26,14 +27,14 @@
 # what a Debian machine lacks).
 # Each SDK suite installs its pinned SDK (tests/python/run.sh creates .venv-e2e,
 # tests/dapr/run.sh .venv-dapr, ...).
-# SKIP_E2E=1 skips steps 8-19 (no Python/network needed).
+# SKIP_E2E=1 skips steps 8-20 (no Python/network needed).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
 
 step_no=0
-steps=19
+steps=20
 step_name=""
 started=$SECONDS
 pg_dir=""
@@ -121,6 +122,7 @@ e2e() {
 }
 e2e "Python SDK end-to-end tests (SQLite)" "$root/tests/python/run.sh"
 e2e "Python SDK over TLS with bearer tokens" "$root/tests/python_tls/run.sh"
+e2e "Durable Task Scheduler SDK (durabletask-azuremanaged), two task hubs" "$root/tests/python_dts/run.sh"
 # Each sidecar of the suite on a fresh database of that server (tests/python/conftest.py).
 e2e "Python SDK end-to-end tests (PostgreSQL)" "$root/tests/python/run.sh" \
     "SIDECAR_POSTGRES_URL=$DURABLETASK_TEST_POSTGRES"

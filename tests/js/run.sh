@@ -39,7 +39,7 @@ export DTS_ADDR="localhost:$PORT"
 if (( $# > 0 )); then
   FILES=("$@")   # explicit test files, e.g. ./run.sh durability.test.mjs
 else
-  FILES=(orchestrations.test.mjs durability.test.mjs entities.test.mjs tls.test.mjs)
+  FILES=(orchestrations.test.mjs durability.test.mjs entities.test.mjs tls.test.mjs taskhubs.test.mjs)
 fi
 
 echo "== node --test ${FILES[*]}"
