@@ -10,12 +10,13 @@
 #   6. the server integration suites (tests/*.rs on TestServer) again, on PostgreSQL
 #      (DURABLETASK_TEST_BACKEND=postgres: a fresh database per server)
 #   7. a seconds-long smoke run of the load generator against the debug sidecar
-#   8.-19. end-to-end tests against the debug binary built by step 5 (a release build
+#   8.-20. end-to-end tests against the debug binary built by step 5 (a release build
 #      would double CI's compile time and tests no behaviour the debug one lacks):
 #      Microsoft's Python SDK on SQLite, over TLS with bearer tokens (tests/python_tls),
 #      then on PostgreSQL (tests/python), three sidecars
 #      on one PostgreSQL database with one killed and one paused (tests/multinode), Dapr's
-#      (tests/dapr), one OpenTelemetry trace across the Python SDK and the sidecar
+#      (tests/dapr), Microsoft Agent Framework durable agents (tests/agent_framework), one
+#      OpenTelemetry trace across the Python SDK and the sidecar
 #      (tests/tracing), a schemathesis run of the HTTP API against /openapi.json
 #      (tests/schemathesis), JavaScript (tests/js), the dashboard's vendored libraries
 #      against a fresh npm fetch (ui/vendor.sh --check) and the dashboard in Chromium
@@ -26,14 +27,14 @@
 # what a Debian machine lacks).
 # Each SDK suite installs its pinned SDK (tests/python/run.sh creates .venv-e2e,
 # tests/dapr/run.sh .venv-dapr, ...).
-# SKIP_E2E=1 skips steps 8-19 (no Python/network needed).
+# SKIP_E2E=1 skips steps 8-20 (no Python/network needed).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
 
 step_no=0
-steps=19
+steps=20
 step_name=""
 started=$SECONDS
 pg_dir=""
@@ -127,6 +128,7 @@ e2e "Python SDK end-to-end tests (PostgreSQL)" "$root/tests/python/run.sh" \
 # Three sidecars on one database, one killed and one paused past its lease.
 e2e "Multi-node failover on PostgreSQL (Python SDK workers)" "$root/tests/multinode/run.sh"
 e2e "Dapr Python SDK end-to-end tests" "$root/tests/dapr/run.sh"
+e2e "Microsoft Agent Framework durable agents (Python)" "$root/tests/agent_framework/run.sh"
 e2e "Tracing: one trace across the Python SDK and the sidecar (OTLP)" "$root/tests/tracing/run.sh"
 e2e "HTTP API property-based run (schemathesis against /openapi.json)" "$root/tests/schemathesis/run.sh"
 e2e "JavaScript SDK end-to-end tests" "$root/tests/js/run.sh"
