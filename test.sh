@@ -16,7 +16,8 @@
 #      the Durable Task Scheduler SDK on two task hubs (tests/python_dts),
 #      then on PostgreSQL (tests/python), three sidecars
 #      on one PostgreSQL database with one killed and one paused (tests/multinode), Dapr's
-#      (tests/dapr), one OpenTelemetry trace across the Python SDK and the sidecar
+#      (tests/dapr), Microsoft Agent Framework durable agents (tests/agent_framework), one
+#      OpenTelemetry trace across the Python SDK and the sidecar
 #      (tests/tracing), a schemathesis run of the HTTP API against /openapi.json
 #      (tests/schemathesis), JavaScript (tests/js), the dashboard's vendored libraries
 #      against a fresh npm fetch (ui/vendor.sh --check) and the dashboard in Chromium
@@ -129,6 +130,7 @@ e2e "Python SDK end-to-end tests (PostgreSQL)" "$root/tests/python/run.sh" \
 # Three sidecars on one database, one killed and one paused past its lease.
 e2e "Multi-node failover on PostgreSQL (Python SDK workers)" "$root/tests/multinode/run.sh"
 e2e "Dapr Python SDK end-to-end tests" "$root/tests/dapr/run.sh"
+e2e "Microsoft Agent Framework durable agents (Python)" "$root/tests/agent_framework/run.sh"
 e2e "Tracing: one trace across the Python SDK and the sidecar (OTLP)" "$root/tests/tracing/run.sh"
 e2e "HTTP API property-based run (schemathesis against /openapi.json)" "$root/tests/schemathesis/run.sh"
 e2e "JavaScript SDK end-to-end tests" "$root/tests/js/run.sh"
