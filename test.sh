@@ -10,7 +10,7 @@
 #   6. the server integration suites (tests/*.rs on TestServer) again, on PostgreSQL
 #      (DURABLETASK_TEST_BACKEND=postgres: a fresh database per server)
 #   7. a seconds-long smoke run of the load generator against the debug sidecar
-#   8.-20. end-to-end tests against the debug binary built by step 5 (a release build
+#   8.-21. end-to-end tests against the debug binary built by step 5 (a release build
 #      would double CI's compile time and tests no behaviour the debug one lacks):
 #      Microsoft's Python SDK on SQLite, over TLS with bearer tokens (tests/python_tls),
 #      the Durable Task Scheduler SDK on two task hubs (tests/python_dts),
@@ -28,14 +28,14 @@
 # what a Debian machine lacks).
 # Each SDK suite installs its pinned SDK (tests/python/run.sh creates .venv-e2e,
 # tests/dapr/run.sh .venv-dapr, ...).
-# SKIP_E2E=1 skips steps 8-20 (no Python/network needed).
+# SKIP_E2E=1 skips steps 8-21 (no Python/network needed).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
 
 step_no=0
-steps=20
+steps=21
 step_name=""
 started=$SECONDS
 pg_dir=""
