@@ -81,6 +81,20 @@ export const orchestrators = {
     throw new Error("flaky never succeeded");
   },
 
+  /** Catches a failed sub-orchestration and returns what the SDK tells about it. */
+  async *parentOfFailure(ctx, what) {
+    try {
+      yield ctx.callSubOrchestrator("failing", what, `${ctx.instanceId}-child`);
+      return { caught: false };
+    } catch (e) {
+      return { caught: true, errorType: e.details?.errorType, message: e.details?.message };
+    }
+  },
+
+  async *startedAt(ctx) {
+    return { startedAt: ctx.currentUtcDateTime.toISOString() };
+  },
+
   async *failing(ctx, what) {
     yield ctx.callActivity("alwaysFails", what);
     return "unreachable";

@@ -110,6 +110,28 @@ describe("Dapr JS SDK workflows", () => {
     assert.equal(results[0].orchestrationId, `${id}-child`);
   });
 
+  it("surfaces a failed sub-orchestration to the parent as a catchable task failure", async () => {
+    const id = await client.scheduleNewOrchestration("parentOfFailure", "gadgets", uid("parent-of-failure"));
+    const caught = output(await completed(id));
+    assert.equal(caught.caught, true);
+    assert.match(caught.message, /out of gadgets/);
+    assert.equal((await client.getOrchestrationState(`${id}-child`))?.runtimeStatus, S.FAILED);
+  });
+
+  it("fans out to 200 activities", async () => {
+    const id = await client.scheduleNewOrchestration("fanOut", 200, uid("fan-out-200"));
+    const ids = output(await completed(id));
+    assert.equal(new Set(ids).size, 200);
+  });
+
+  it("starts a scheduled instance no earlier than its start time", async () => {
+    // Every other start of this SDK sends the Unix epoch as the scheduled start time.
+    const startAt = new Date(Date.now() + 1500);
+    const id = await client.scheduleNewOrchestration("startedAt", undefined, uid("scheduled"), startAt);
+    const { startedAt } = output(await completed(id));
+    assert.ok(new Date(startedAt) >= startAt, `started at ${startedAt}, scheduled for ${startAt.toISOString()}`);
+  });
+
   it("delivers an external event", async () => {
     const id = await client.scheduleNewOrchestration("approval", undefined, uid("approval"));
     await client.waitForOrchestrationStart(id, false, WAIT);
@@ -211,7 +233,7 @@ describe("Dapr JS SDK workflows", () => {
 
   it("left the worker without errors other than the failures caused on purpose", () => {
     // The SDK console.errors each failed activity and the failure it fails a workflow with.
-    const unexpected = sdkProblems.filter((p) => !/fails on purpose|out of widgets/.test(p));
+    const unexpected = sdkProblems.filter((p) => !/fails on purpose|out of (widgets|gadgets)/.test(p));
     assert.deepEqual(unexpected, []);
   });
 
