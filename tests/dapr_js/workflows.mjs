@@ -91,6 +91,10 @@ export const orchestrators = {
     }
   },
 
+  async *callsMissingActivity(ctx) {
+    return yield ctx.callActivity("missingActivity", "x");
+  },
+
   async *startedAt(ctx) {
     return { startedAt: ctx.currentUtcDateTime.toISOString() };
   },

@@ -92,8 +92,23 @@ describe("Dapr JS SDK workflows", () => {
     const state = await completed(id);
     assert.equal(state.runtimeStatus, S.FAILED, `status ${S[state.runtimeStatus]}`);
     assert.ok(state.failureDetails, "no failure details");
+    assert.equal(state.failureDetails.errorType, "TaskFailedError");
     assert.match(state.failureDetails.message, /out of widgets/);
     assert.throws(() => state.raiseIfFailed(), OrchestrationFailedError);
+  });
+
+  it("fails an instance of a workflow or activity the worker does not have", async () => {
+    // This SDK sends no work-item filters, so it takes every work item and fails what it lacks.
+    const id = await client.scheduleNewOrchestration("notRegistered", 1, uid("no-workflow"));
+    const state = await completed(id);
+    assert.equal(state.runtimeStatus, S.FAILED, `status ${S[state.runtimeStatus]}`);
+    assert.equal(state.failureDetails?.errorType, "OrchestratorNotRegisteredError");
+    assert.match(state.failureDetails.message, /notRegistered/);
+
+    const act = await client.scheduleNewOrchestration("callsMissingActivity", undefined, uid("no-activity"));
+    const actState = await completed(act);
+    assert.equal(actState.runtimeStatus, S.FAILED, `status ${S[actState.runtimeStatus]}`);
+    assert.match(actState.failureDetails?.message ?? "", /missingActivity/);
   });
 
   it("runs a sub-orchestration with the instance id the parent chose", async () => {
@@ -233,7 +248,7 @@ describe("Dapr JS SDK workflows", () => {
 
   it("left the worker without errors other than the failures caused on purpose", () => {
     // The SDK console.errors each failed activity and the failure it fails a workflow with.
-    const unexpected = sdkProblems.filter((p) => !/fails on purpose|out of (widgets|gadgets)/.test(p));
+    const unexpected = sdkProblems.filter((p) => !/fails on purpose|out of (widgets|gadgets)|notRegistered|missingActivity/.test(p));
     assert.deepEqual(unexpected, []);
   });
 
