@@ -51,12 +51,17 @@ export async function waitUntil(fn, { timeoutMs = 10_000, intervalMs = 50, what 
 /** Polls GetInstance until the instance has `status`; returns that state. */
 export async function waitForStatus(client, id, status, timeoutMs = 10_000) {
   let seen;
-  return waitUntil(
-    async () => {
-      const state = await client.getOrchestrationState(id);
-      seen = state?.runtimeStatus;
-      return state?.runtimeStatus === status ? state : undefined;
-    },
-    { timeoutMs, what: `${id} to reach status ${status} (last seen: ${seen})` },
-  );
+  try {
+    return await waitUntil(
+      async () => {
+        const state = await client.getOrchestrationState(id);
+        seen = state?.runtimeStatus;
+        return state?.runtimeStatus === status ? state : undefined;
+      },
+      { timeoutMs, what: `${id} to reach status ${status}` },
+    );
+  } catch (e) {
+    e.message += ` (last status seen: ${seen})`;
+    throw e;
+  }
 }
