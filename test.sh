@@ -10,7 +10,7 @@
 #   6. the server integration suites (tests/*.rs on TestServer) again, on PostgreSQL
 #      (DURABLETASK_TEST_BACKEND=postgres: a fresh database per server)
 #   7. a seconds-long smoke run of the load generator against the debug sidecar
-#   8.-21. end-to-end tests against the debug binary built by step 5 (a release build
+#   8.-22. end-to-end tests against the debug binary built by step 5 (a release build
 #      would double CI's compile time and tests no behaviour the debug one lacks):
 #      Microsoft's Python SDK on SQLite, over TLS with bearer tokens (tests/python_tls),
 #      the Durable Task Scheduler SDK on two task hubs (tests/python_dts),
@@ -19,23 +19,24 @@
 #      (tests/dapr), Microsoft Agent Framework durable agents (tests/agent_framework), one
 #      OpenTelemetry trace across the Python SDK and the sidecar
 #      (tests/tracing), a schemathesis run of the HTTP API against /openapi.json
-#      (tests/schemathesis), JavaScript (tests/js), the dashboard's vendored libraries
-#      against a fresh npm fetch (ui/vendor.sh --check) and the dashboard in Chromium
-#      (tests/dashboard), Java (tests/java), Go (tests/go)
+#      (tests/schemathesis), JavaScript (tests/js), Dapr's JavaScript SDK
+#      (tests/dapr_js), the dashboard's vendored libraries against a fresh npm fetch
+#      (ui/vendor.sh --check) and the dashboard in Chromium (tests/dashboard), Java
+#      (tests/java), Go (tests/go)
 # Needs: the Rust toolchain (rust-toolchain.toml pins it), a C compiler (bundled SQLite),
 # PostgreSQL (apt-get install postgresql: initdb, pg_ctl, psql), python3 with venv, and for
 # the SDK suites Node, a JDK + Maven, Go, and Chromium for the dashboard (.ci/run installs
 # what a Debian machine lacks).
 # Each SDK suite installs its pinned SDK (tests/python/run.sh creates .venv-e2e,
 # tests/dapr/run.sh .venv-dapr, ...).
-# SKIP_E2E=1 skips steps 8-21 (no Python/network needed).
+# SKIP_E2E=1 skips steps 8-22 (no Python/network needed).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
 
 step_no=0
-steps=21
+steps=22
 step_name=""
 started=$SECONDS
 pg_dir=""
@@ -134,6 +135,7 @@ e2e "Microsoft Agent Framework durable agents (Python)" "$root/tests/agent_frame
 e2e "Tracing: one trace across the Python SDK and the sidecar (OTLP)" "$root/tests/tracing/run.sh"
 e2e "HTTP API property-based run (schemathesis against /openapi.json)" "$root/tests/schemathesis/run.sh"
 e2e "JavaScript SDK end-to-end tests" "$root/tests/js/run.sh"
+e2e "Dapr JavaScript SDK end-to-end tests" "$root/tests/dapr_js/run.sh"
 section "Dashboard libraries equal a fresh npm fetch"
 if [ "${SKIP_E2E:-0}" = "1" ]; then echo "skipped (SKIP_E2E=1)"; else bash "$root/ui/vendor.sh" --check; fi
 e2e "Dashboard in Chromium (Playwright, JS SDK worker)" "$root/tests/dashboard/run.sh"

@@ -1,4 +1,4 @@
-# Sourced by the Node suites' run.sh (tests/js, tests/dashboard): one sidecar for the
+# Sourced by the Node suites' run.sh (tests/js, tests/dapr_js, tests/dashboard): one sidecar for the
 # whole run, on free loopback ports with a fresh SQLite file in a temporary directory,
 # stopped on exit (its log printed when the run failed).
 #
