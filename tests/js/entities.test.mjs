@@ -34,6 +34,27 @@ class Counter extends TaskEntity {
   }
 }
 
+// `hold` runs until the test calls openGate(): an entity step kept in flight.
+let gateHeld = false;
+let openGate;
+const gate = new Promise((resolve) => {
+  openGate = resolve;
+});
+
+class Gated extends TaskEntity {
+  async hold() {
+    gateHeld = true;
+    await gate;
+    this.state.count += 1;
+  }
+  set(value) {
+    this.state.count = value;
+  }
+  initializeState() {
+    return { count: 0 };
+  }
+}
+
 class Coordinator extends TaskEntity {
   signalCounter(args) {
     this.context.signalEntity(new EntityInstanceId("Counter", args.key), "add", args.amount);
@@ -113,6 +134,17 @@ const orchestrators = {
     return { before, inside, afterRelease };
   },
 
+  E_LockSignalRelease: async function* (ctx, key) {
+    const id = new EntityInstanceId("Gated", key);
+    const lock = yield ctx.entities.lockEntities(id);
+    // A call left unawaited (the SDK refuses to signal a locked entity from the section),
+    // sent in this episode; the release comes in a later one, while the call still runs.
+    ctx.entities.callEntity(id, "hold");
+    yield ctx.waitForExternalEvent("go");
+    lock.release();
+    return "done";
+  },
+
   E_LockedIncrement: async function* (ctx, key) {
     // read-modify-write that is only correct under the lock
     const id = new EntityInstanceId("Counter", key);
@@ -138,6 +170,7 @@ before(async () => {
   worker = createWorker();
   worker.addNamedEntity("Counter", () => new Counter());
   worker.addNamedEntity("Coordinator", () => new Coordinator());
+  worker.addNamedEntity("Gated", () => new Gated());
   worker.addNamedEntity("RawStore", rawStore);
   for (const [name, fn] of Object.entries(orchestrators)) worker.addNamedOrchestrator(name, fn);
   await worker.start();
@@ -376,6 +409,49 @@ describe("entities: query and clean", () => {
     const listed = [];
     for await (const m of client.getEntities({ instanceIdStartsWith: `@Counter@${prefix}` })) listed.push(m.id.key);
     assert.deepEqual(listed, [`${prefix}-kept`]);
+  });
+});
+
+describe("entities: what clients see (issue 13 §5)", () => {
+  it("an entity with only a delayed signal does not exist yet; listed only as transient", async () => {
+    const id = new EntityInstanceId("Counter", uid("later"));
+    await client.signalEntity(id, "add", 1, { signalTime: new Date(Date.now() + 3_600_000) });
+    // Reading `.state` of an "exists without state" answer throws in this SDK: it must be absent.
+    assert.equal(await client.getEntity(id), undefined);
+    const listed = async (includeTransient) => {
+      const found = [];
+      for await (const m of client.getEntities({ instanceIdStartsWith: id.toString(), includeTransient })) {
+        found.push(m.id.toString());
+      }
+      return found;
+    };
+    assert.deepEqual(await listed(false), []);
+    assert.deepEqual(await listed(true), [id.toString()]);
+  });
+
+  it("a finished lock owner's release is visible as soon as its completion is", async () => {
+    // The owner calls `hold`; once `hold` runs, the test lets the owner release the lock
+    // and complete. `hold` runs until the test opens the gate, so the entity's unlock
+    // message waits behind it: the entity cannot apply the release before the read below.
+    const key = uid("gated");
+    const id = new EntityInstanceId("Gated", key);
+    await client.signalEntity(id, "set", 5);
+    await waitForEntity(id, (m) => stateOf(m)?.count === 5, "count 5");
+    const orch = uid("owner");
+    await client.scheduleNewOrchestration("E_LockSignalRelease", key, orch);
+    try {
+      await waitUntil(() => gateHeld, { timeoutMs: 15_000, what: "hold to start" });
+      await client.raiseOrchestrationEvent(orch, "go", null);
+      const done = await client.waitForOrchestrationCompletion(orch, true, 30);
+      assert.equal(done.runtimeStatus, S.COMPLETED, json(done.failureDetails));
+      // No poll: the very next read must not name the finished owner.
+      const m = await client.getEntity(id);
+      assert.equal(m.lockedBy, undefined, "the completed orchestration still shows as the lock owner");
+      assert.equal(stateOf(m)?.count, 5, "hold finished early");
+    } finally {
+      openGate();
+    }
+    await waitForEntity(id, (m) => stateOf(m)?.count === 6, "hold to finish");
   });
 });
 
