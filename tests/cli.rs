@@ -64,7 +64,8 @@ fn command(args: &[&str], addr: &str, dir: Option<&Path>) -> Command {
     c.args(args)
         .arg("--addr")
         .arg(addr)
-        .env_remove("DURABLETASK_ADDR");
+        .env_remove("DURABLETASK_ADDR")
+        .env_remove("DURABLETASK_TASK_HUB");
     if let Some(dir) = dir {
         c.current_dir(dir);
     }
@@ -886,6 +887,53 @@ async fn delete_task_hub_wipes_everything_unless_disabled() {
         ],
     );
     assert!(exists(&locked, "hub-2").await);
+}
+
+#[tokio::test]
+async fn task_hub_name_picks_the_hub_of_every_command() {
+    let server = TestServer::start().await;
+    start(&server, "both", None).await;
+    let start_in = |hub: &'static str| {
+        let server = &server;
+        async move {
+            cli(
+                server,
+                &[
+                    "start-new",
+                    "--function-name",
+                    "Orch",
+                    "--id",
+                    "both",
+                    "--task-hub-name",
+                    hub,
+                ],
+            )
+            .await
+            .ok();
+        }
+    };
+    start_in("Blue").await;
+    start_in("green").await;
+    let list = |hub: Option<&'static str>| {
+        let server = &server;
+        async move {
+            let mut args = vec!["get-instances", "-o", "json"];
+            args.extend(hub.map(|h| ["--task-hub-name", h]).into_iter().flatten());
+            ids(&cli(server, &args).await.ok())
+        }
+    };
+    assert_eq!(list(Some("blue")).await, ["both"]);
+    assert_eq!(list(None).await, ["both"]);
+    // Wiping one hub leaves the others.
+    cli(&server, &["delete-task-hub", "--task-hub-name", "BLUE"])
+        .await
+        .ok();
+    assert!(list(Some("blue")).await.is_empty());
+    assert_eq!(list(Some("green")).await, ["both"]);
+    assert_eq!(list(None).await, ["both"]);
+    cli(&server, &["get-instances", "--task-hub-name", "no.dots"])
+        .await
+        .error_line(1, &["--task-hub-name", "contains '.'"]);
 }
 
 #[tokio::test]
