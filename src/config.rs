@@ -97,6 +97,41 @@ pub struct Config {
     #[arg(long, env = "DURABLETASK_MAX_WAIT_SECONDS", default_value_t = 3600)]
     pub max_wait_seconds: u64,
 
+    /// Most client writes (start, raise event, terminate, suspend, resume, restart, signal
+    /// entity) waiting for the store at once (1..=1000000). Past it they are refused with
+    /// gRPC UNAVAILABLE / HTTP 503 + Retry-After, which clients retry; worker completions
+    /// are never refused.
+    #[arg(long, env = "DURABLETASK_MAX_PENDING_WRITES", default_value_t = crate::service::DEFAULT_MAX_PENDING_WRITES)]
+    pub max_pending_writes: usize,
+
+    /// Seconds an orchestration or entity work item may stay with a worker without being
+    /// completed before it is taken back and dispatched again (0 = never). A late
+    /// completion with the old token is then refused as stale (NOT_FOUND).
+    #[arg(
+        long,
+        env = "DURABLETASK_WORK_ITEM_TIMEOUT_SECONDS",
+        default_value_t = 600
+    )]
+    pub work_item_timeout_seconds: u64,
+
+    /// The same for activities (0 = never, the default: an activity may run for hours and
+    /// the protocol has no heartbeat). A late activity result is still accepted once.
+    #[arg(
+        long,
+        env = "DURABLETASK_ACTIVITY_TIMEOUT_SECONDS",
+        default_value_t = 0
+    )]
+    pub activity_timeout_seconds: u64,
+
+    /// Seconds a GetWorkItems stream may leave its queued work items unread before the
+    /// sidecar closes it and redelivers its outstanding work to other streams (0 = never).
+    #[arg(
+        long,
+        env = "DURABLETASK_STALLED_STREAM_SECONDS",
+        default_value_t = 300
+    )]
+    pub stalled_stream_seconds: u64,
+
     /// PostgreSQL only: seconds a sidecar's claim on work lasts without renewal (1..=300).
     /// When a sidecar dies, the others take its work over within about this time plus a
     /// quarter of it (the sweep); a sidecar paused longer than this loses its work and
@@ -197,6 +232,9 @@ pub enum ConfigError {
     /// `--max-wait-seconds` is 0.
     #[error("--max-wait-seconds must be at least 1")]
     MaxWait,
+    /// `--max-pending-writes` is outside 1..=1000000.
+    #[error("--max-pending-writes must be between 1 and 1000000, got {0}")]
+    PendingWrites(usize),
     /// `--lease-seconds` is outside 1..=300.
     #[error("--lease-seconds must be between 1 and 300, got {0}")]
     Lease(u64),
@@ -209,6 +247,11 @@ pub enum ConfigError {
     /// `--max-task-hubs` is 0.
     #[error("--max-task-hubs must be at least 1")]
     MaxTaskHubs,
+}
+
+/// A duration flag where 0 means "never".
+fn seconds(n: u64) -> Option<Duration> {
+    (n > 0).then(|| Duration::from_secs(n))
 }
 
 impl Config {
@@ -278,6 +321,9 @@ impl Config {
         if self.max_wait_seconds == 0 {
             return Err(ConfigError::MaxWait);
         }
+        if !(1..=1_000_000).contains(&self.max_pending_writes) {
+            return Err(ConfigError::PendingWrites(self.max_pending_writes));
+        }
         if !(1..=300).contains(&self.lease_seconds) {
             return Err(ConfigError::Lease(self.lease_seconds));
         }
@@ -314,6 +360,8 @@ impl Config {
                 task_hub_admin: !self.disable_task_hub_admin,
                 health_ping_interval: Duration::from_secs(self.health_ping_seconds),
                 max_wait: Duration::from_secs(self.max_wait_seconds),
+                max_pending_writes: self.max_pending_writes,
+                stalled_stream_timeout: seconds(self.stalled_stream_seconds),
             },
             postgres: PostgresOptions {
                 lease,
@@ -330,6 +378,8 @@ impl Config {
                 // four times, so a dead sidecar's work moves within 1.25 leases.
                 lease_renewal: lease / 3,
                 sweep: lease / 4,
+                work_item_timeout: seconds(self.work_item_timeout_seconds),
+                activity_timeout: seconds(self.activity_timeout_seconds),
                 ..EngineConfig::default()
             },
         })
@@ -392,6 +442,13 @@ mod tests {
         assert!(o.service.task_hub_admin);
         assert_eq!(o.service.health_ping_interval, Duration::from_secs(30));
         assert_eq!(o.service.max_wait, Duration::from_secs(3600));
+        assert_eq!(o.service.max_pending_writes, 4096);
+        assert_eq!(
+            o.service.stalled_stream_timeout,
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(o.engine.work_item_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(o.engine.activity_timeout, None);
         assert_eq!(
             c.socket_addr().unwrap(),
             SocketAddr::from(([127, 0, 0, 1], 4001))
@@ -420,6 +477,14 @@ mod tests {
             "10",
             "--lease-seconds",
             "6",
+            "--max-pending-writes",
+            "10",
+            "--stalled-stream-seconds",
+            "0",
+            "--work-item-timeout-seconds",
+            "0",
+            "--activity-timeout-seconds",
+            "120",
         ]);
         assert_eq!(c.log_level.as_deref(), Some("debug,sqlx=info"));
         assert_eq!(c.log_format, LogFormat::Json);
@@ -434,6 +499,10 @@ mod tests {
         assert!(!o.service.task_hub_admin);
         assert_eq!(o.service.health_ping_interval, Duration::from_secs(5));
         assert_eq!(o.service.max_wait, Duration::from_secs(10));
+        assert_eq!(o.service.max_pending_writes, 10);
+        assert_eq!(o.service.stalled_stream_timeout, None);
+        assert_eq!(o.engine.work_item_timeout, None);
+        assert_eq!(o.engine.activity_timeout, Some(Duration::from_secs(120)));
         assert_eq!(o.postgres.lease, Duration::from_secs(6));
         assert_eq!(o.engine.lease_renewal, Duration::from_secs(2));
         assert_eq!(o.engine.sweep, Duration::from_millis(1500));
@@ -598,6 +667,10 @@ mod tests {
         assert!(matches!(
             parse(&["--max-wait-seconds", "0"]).server_options(),
             Err(ConfigError::MaxWait)
+        ));
+        assert!(matches!(
+            parse(&["--max-pending-writes", "0"]).server_options(),
+            Err(ConfigError::PendingWrites(0))
         ));
         assert!(matches!(
             parse(&["--lease-seconds", "0"]).server_options(),

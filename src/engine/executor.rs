@@ -68,4 +68,9 @@ pub trait WorkExecutor: Send + Sync + fmt::Debug + 'static {
     /// Gives one unit of capacity back (item completed or abandoned). Unknown streams are
     /// ignored.
     fn release(&self, reservation: Reservation);
+
+    /// Takes the reservation's unit of capacity once more, whether or not the stream has
+    /// room: for an item taken back from a worker that may still be working on it, so
+    /// the stream gets no new work in its place. Unknown streams are ignored.
+    fn hold(&self, reservation: Reservation);
 }

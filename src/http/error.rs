@@ -10,6 +10,10 @@ use crate::engine::EngineError;
 use crate::service::ServiceError;
 use crate::store::StoreError;
 
+/// `Retry-After` of an overload refusal: the pending writes drain within milliseconds,
+/// so the smallest value the header can say.
+const RETRY_AFTER_SECONDS: &str = "1";
+
 /// A failed request: the service's error, answered with its status and a JSON body.
 #[derive(Debug)]
 pub(super) struct ApiError(pub(super) ServiceError);
@@ -80,6 +84,15 @@ impl IntoResponse for ApiError {
             }
             ServiceError::LimitReached(m) => (StatusCode::TOO_MANY_REQUESTS, "LimitReached", m),
             ServiceError::Unimplemented(m) => (StatusCode::NOT_IMPLEMENTED, "NotImplemented", m),
+            ServiceError::Overloaded(m) => {
+                let mut response =
+                    error_body(StatusCode::SERVICE_UNAVAILABLE, "Overloaded", &m);
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+                );
+                return response;
+            }
             ServiceError::ShuttingDown => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Unavailable",

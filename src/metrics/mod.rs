@@ -160,6 +160,9 @@ pub struct Metrics {
     pub timer_lateness: Histogram,
     /// How long an entity lock request waited before the entity granted it.
     pub entity_lock_wait: Histogram,
+    /// Requests refused before doing any work, by reason (`pending_writes`: the
+    /// admission bound in front of the store was full).
+    pub rejected: IntCounterVec,
     worker_streams: IntGaugeVec,
     backlog_items: IntGaugeVec,
     backlog_age: prometheus::GaugeVec,
@@ -282,6 +285,16 @@ impl Metrics {
         };
         let grpc = GrpcMetrics::new(&registry);
         let http = HttpMetrics::new(&registry);
+        let rejected = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "durabletask_rejected_requests_total",
+                    "Requests refused because the sidecar was overloaded, by reason (pending_writes: too many writes waiting for the store).",
+                ),
+                &["reason"],
+            ),
+        );
         let worker_streams = register(
             &registry,
             IntGaugeVec::new(
@@ -330,6 +343,7 @@ impl Metrics {
             commits,
             timer_lateness,
             entity_lock_wait,
+            rejected,
             worker_streams,
             backlog_items,
             backlog_age,

@@ -245,7 +245,9 @@ impl AppState {
             parent_trace_context: req.parent_trace_context,
             now,
         });
+        let admitted = self.admit()?;
         self.store().create_instance(new, policy).await?;
+        drop(admitted);
         self.engine().schedule_wakeup(&id, scheduled.unwrap_or(now));
         self.engine().watchers().notify(&id);
         tracing::info!(instance_id = %id, "instance scheduled");
@@ -318,6 +320,7 @@ impl AppState {
                 input,
             }),
         );
+        let _admitted = self.admit()?;
         Ok(match self.store().enqueue_event(&id, e).await? {
             EnqueueOutcome::Enqueued => {
                 self.engine().instance_ready(&id);
@@ -347,6 +350,7 @@ impl AppState {
                 recurse: recursive,
             }),
         );
+        let _admitted = self.admit()?;
         Ok(
             match self.store().terminate_instance(&id, e, output, now).await? {
                 TerminateOutcome::Enqueued => {
@@ -376,6 +380,7 @@ impl AppState {
         } else {
             EventType::ExecutionResumed(pb::ExecutionResumedEvent { input: reason })
         };
+        let _admitted = self.admit()?;
         match self
             .store()
             .set_suspended(&id, suspend, event(-1, now, kind), now)
@@ -429,6 +434,7 @@ impl AppState {
             parent_trace_context: None,
             now,
         });
+        let _admitted = self.admit()?;
         self.store()
             .create_instance(new, policy)
             .await

@@ -89,9 +89,11 @@ impl AppState {
                 target_instance_id: Some(id.to_string()),
             }),
         );
+        let admitted = self.admit()?;
         self.store()
             .signal_entity(&id, signal, visible_at, now)
             .await?;
+        drop(admitted);
         self.engine().schedule_wakeup(&id, visible_at);
         Ok(())
     }

@@ -31,6 +31,9 @@ pub enum ServiceError {
     /// Owned by a later release.
     #[error("{0}")]
     Unimplemented(String),
+    /// Too many writes are waiting for the store; the client should retry later.
+    #[error("{0}")]
+    Overloaded(String),
     /// The server is draining.
     #[error("the sidecar is shutting down")]
     ShuttingDown,

@@ -12,6 +12,7 @@ use crate::domain::Clock;
 use crate::engine::{Engine, EngineConfig, WorkExecutor};
 use crate::store::{Store, StoreError};
 
+mod admission;
 pub mod client;
 pub mod entities;
 mod error;
@@ -38,7 +39,21 @@ pub struct ServiceOptions {
     pub health_ping_interval: Duration,
     /// Longest a `WaitForInstance*` call blocks when the client sent no deadline.
     pub max_wait: Duration,
+    /// Most client writes waiting for the store at once; more are refused as overload
+    /// (see `admission`).
+    pub max_pending_writes: usize,
+    /// A worker stream whose queued work items have not moved for this long is closed
+    /// and its work redelivered to other streams; `None` = never.
+    pub stalled_stream_timeout: Option<Duration>,
 }
+
+/// Default of [`ServiceOptions::max_pending_writes`]: several times what the benchmark's
+/// 1000 concurrent clients keep in flight, small enough that the waiting requests stay a
+/// few MiB.
+pub const DEFAULT_MAX_PENDING_WRITES: usize = 4096;
+
+/// Default of [`ServiceOptions::stalled_stream_timeout`].
+pub const DEFAULT_STALLED_STREAM_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Default for ServiceOptions {
     fn default() -> Self {
@@ -46,6 +61,8 @@ impl Default for ServiceOptions {
             task_hub_admin: true,
             health_ping_interval: Duration::from_secs(30),
             max_wait: Duration::from_secs(3600),
+            max_pending_writes: DEFAULT_MAX_PENDING_WRITES,
+            stalled_stream_timeout: Some(DEFAULT_STALLED_STREAM_TIMEOUT),
         }
     }
 }
@@ -63,6 +80,7 @@ struct Inner {
     hub: Arc<WorkerHub>,
     clock: Arc<dyn Clock>,
     options: ServiceOptions,
+    admission: admission::Admission,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -92,6 +110,7 @@ impl AppState {
                 hub,
                 clock,
                 options: options.clone(),
+                admission: admission::Admission::new(options.max_pending_writes),
                 shutdown,
                 tasks: TaskTracker::new(),
             }),
@@ -113,6 +132,11 @@ impl AppState {
 
     pub(crate) fn options(&self) -> &ServiceOptions {
         &self.inner.options
+    }
+
+    /// Admits one client write (see `admission`); hold the permit over the store call.
+    pub(crate) fn admit(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.inner.admission.admit()
     }
 
     /// Fires when the server begins shutting down.

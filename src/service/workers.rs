@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -18,6 +18,9 @@ const DEFAULT_CAPACITY: usize = 1000;
 #[derive(Debug)]
 struct Slot {
     tx: mpsc::Sender<pb::WorkItem>,
+    /// Items put into `tx` so far (work and pings): with the channel's fill level, tells
+    /// how many the stream has taken (see `keep_alive`).
+    sent: Arc<AtomicU64>,
     limits: [usize; 3],
     used: [usize; 3],
     /// `None` = the stream takes everything.
@@ -122,6 +125,7 @@ impl WorkerHub {
         StreamId,
         mpsc::Receiver<pb::WorkItem>,
         mpsc::Sender<pb::WorkItem>,
+        Arc<AtomicU64>,
     ) {
         let limits = [
             limit(request.max_concurrent_orchestration_work_items),
@@ -132,10 +136,12 @@ impl WorkerHub {
         // Room for every item the limits allow plus a few pings: sends never block.
         let (tx, rx) = mpsc::channel(limits.iter().sum::<usize>() + 4);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let sent = Arc::new(AtomicU64::new(0));
         self.lock().streams.insert(
             id,
             Slot {
                 tx: tx.clone(),
+                sent: Arc::clone(&sent),
                 limits,
                 used: [0; 3],
                 filters: request
@@ -144,7 +150,7 @@ impl WorkerHub {
                     .map(Filters::from_request),
             },
         );
-        (id, rx, tx)
+        (id, rx, tx, sent)
     }
 
     /// Forgets a stream.
@@ -198,16 +204,26 @@ impl WorkExecutor for WorkerHub {
     }
 
     fn send(&self, reservation: Reservation, item: pb::WorkItem) -> bool {
-        let tx = match self.lock().streams.get(&reservation.stream) {
-            Some(s) => s.tx.clone(),
+        let (tx, sent) = match self.lock().streams.get(&reservation.stream) {
+            Some(s) => (s.tx.clone(), Arc::clone(&s.sent)),
             None => return false,
         };
         match tx.try_send(item) {
-            Ok(()) => true,
+            Ok(()) => {
+                sent.fetch_add(1, Ordering::Relaxed);
+                true
+            }
             Err(_) => {
                 self.release(reservation);
                 false
             }
+        }
+    }
+
+    fn hold(&self, reservation: Reservation) {
+        let k = slot_index(reservation.kind);
+        if let Some(s) = self.lock().streams.get_mut(&reservation.stream) {
+            s.used[k] += 1;
         }
     }
 
@@ -230,7 +246,7 @@ impl AppState {
             return Err(ServiceError::ShuttingDown);
         }
         let hub = &self.inner.hub;
-        let (id, rx, tx) = hub.connect(request);
+        let (id, rx, tx, sent) = hub.connect(request);
         tracing::info!(
             stream = id,
             orchestrations = request.max_concurrent_orchestration_work_items,
@@ -238,13 +254,23 @@ impl AppState {
             "worker connected"
         );
         let state = self.clone();
-        let ping_every = self.options().health_ping_interval;
+        let watch = Watch {
+            ping_every: self.options().health_ping_interval,
+            stall_after: self.options().stalled_stream_timeout,
+        };
         self.inner.tasks.spawn(async move {
-            keep_alive(&tx, ping_every, state.shutdown_token()).await;
+            let end = keep_alive(&tx, &sent, watch, state.shutdown_token()).await;
             drop(tx);
             state.inner.hub.disconnect(id);
             state.engine().stream_closed(id);
-            tracing::info!(stream = id, "worker disconnected");
+            match end {
+                StreamEnd::Stalled(unread) => tracing::warn!(
+                    stream = id,
+                    unread,
+                    "worker stream stopped reading its work items; closed it and redelivered its work"
+                ),
+                StreamEnd::Gone => tracing::info!(stream = id, "worker disconnected"),
+            }
         });
         self.engine().capacity_available();
         Ok(rx)
@@ -279,23 +305,77 @@ impl AppState {
     }
 }
 
-/// Sends a `HealthPing` every `every` until the receiver is dropped or shutdown starts.
+/// What `keep_alive` watches.
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    ping_every: Duration,
+    stall_after: Option<Duration>,
+}
+
+/// Why `keep_alive` returned.
+#[derive(Debug)]
+enum StreamEnd {
+    /// The client went away or the server is draining.
+    Gone,
+    /// Items sat in the channel unread for the stall timeout (how many).
+    Stalled(usize),
+}
+
+/// Sends a `HealthPing` every `ping_every` until the receiver is dropped or shutdown
+/// starts, and ends the stream when it stops taking its items.
+///
+/// A stream "takes" an item when the transport pulls it from the channel; that stops once
+/// the peer's HTTP/2 flow-control window is full, i.e. the worker stopped reading. Items
+/// then sit in the channel, and everything else the stream holds waits with them. So:
+/// items unread and none taken for `stall_after` => the stream is given up, which sends
+/// its outstanding work to other streams (`stream_closed`). The channel is bounded, so a
+/// stalled stream never holds more than its concurrency hints plus a few pings meanwhile.
 async fn keep_alive(
     tx: &mpsc::Sender<pb::WorkItem>,
-    every: Duration,
+    sent: &AtomicU64,
+    watch: Watch,
     shutdown: &tokio_util::sync::CancellationToken,
-) {
+) -> StreamEnd {
+    let mut ping = tokio::time::interval(watch.ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; the first ping is due one interval in.
+    ping.tick().await;
+    // Without a stall timeout the check returns at once, so its period hardly matters.
+    let check_every = watch.stall_after.map_or(Duration::from_secs(3600), |t| {
+        (t / 4).max(Duration::from_millis(10))
+    });
+    let mut check = tokio::time::interval(check_every);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut taken_before = 0u64;
+    let mut progress_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            _ = tx.closed() => return,
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {
+            _ = tx.closed() => return StreamEnd::Gone,
+            _ = shutdown.cancelled() => return StreamEnd::Gone,
+            _ = ping.tick() => {
                 let ping = pb::WorkItem {
                     completion_token: String::new(),
                     request: Some(pb::work_item::Request::HealthPing(pb::HealthPing {})),
                 };
-                // A full channel means the stream is busy, which keeps it alive anyway.
-                let _ = tx.try_send(ping);
+                // A full channel means the stream is busy (or stalled, which the check
+                // below catches); a skipped ping changes nothing.
+                if tx.try_send(ping).is_ok() {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ = check.tick() => {
+                let Some(stall_after) = watch.stall_after else { continue };
+                let unread = tx.max_capacity() - tx.capacity();
+                // A send counted after its item entered the channel can make this dip
+                // for a moment; that reads as progress, which only delays a verdict.
+                let taken = sent.load(Ordering::Relaxed).saturating_sub(unread as u64);
+                let now = tokio::time::Instant::now();
+                if unread == 0 || taken != taken_before {
+                    taken_before = taken;
+                    progress_at = now;
+                } else if now.duration_since(progress_at) >= stall_after {
+                    return StreamEnd::Stalled(unread);
+                }
             }
         }
     }

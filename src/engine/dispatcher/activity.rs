@@ -190,6 +190,14 @@ impl ActivityDispatch {
         requeue
     }
 
+    /// Token, row and reservation of the rows out with workers (for the activity
+    /// timeout).
+    pub(super) fn outstanding_tokens(&self) -> impl Iterator<Item = (u64, i64, Reservation)> + '_ {
+        self.rows
+            .iter()
+            .filter_map(|(row, a)| a.dispatched.map(|(token, r)| (token, *row, r)))
+    }
+
     /// Capacity held by dispatched rows (for `forget_all`).
     pub(super) fn outstanding_reservations(&self) -> Vec<Reservation> {
         self.rows

@@ -94,6 +94,15 @@ impl EntityDispatch {
         claims
     }
 
+    /// Tokens and reservations of the batches out with workers (for the work-item
+    /// timeout).
+    pub(super) fn outstanding_tokens(&self) -> impl Iterator<Item = (u64, Reservation)> + '_ {
+        self.flights
+            .values()
+            .filter(|f| matches!(f.phase, EntityPhase::Outstanding(_)))
+            .map(|f| (f.token, f.reservation))
+    }
+
     /// Capacity held by steps that are not committing (for `forget_all`).
     pub(super) fn outstanding_reservations(&self) -> Vec<Reservation> {
         self.flights

@@ -36,6 +36,7 @@ mod ownership;
 mod queue;
 mod rewinding;
 mod skipping;
+mod timeouts;
 mod tokens;
 mod work_items;
 
@@ -56,6 +57,11 @@ pub struct EngineConfig {
     /// (shared stores only): work of a crashed process whose leases expired, or a missed
     /// notification.
     pub sweep: Duration,
+    /// An orchestration or entity work item not completed this long after it was sent
+    /// is taken back and dispatched again (`None` = never; see `timeouts`).
+    pub work_item_timeout: Option<Duration>,
+    /// The same for activities; off by default, as activities may run for hours.
+    pub activity_timeout: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -65,6 +71,8 @@ impl Default for EngineConfig {
             max_abandon_backoff: Duration::from_secs(60),
             lease_renewal: Duration::from_secs(3),
             sweep: Duration::from_secs(5),
+            work_item_timeout: Some(Duration::from_secs(600)),
+            activity_timeout: None,
         }
     }
 }
@@ -272,6 +280,7 @@ impl Engine {
         if self.shared {
             self.start_ownership_tasks(&cancel);
         }
+        self.start_timeout_sweep(&cancel);
         loop {
             let next = self.pump();
             let sleep = match next {
