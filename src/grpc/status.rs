@@ -19,7 +19,8 @@ impl From<ServiceError> for Status {
                 Status::resource_exhausted(m)
             }
             ServiceError::Unimplemented(m) => Status::unimplemented(m),
-            // UNAVAILABLE: the code gRPC retry policies (and the SDKs' defaults) retry.
+            // UNAVAILABLE: the code gRPC retry policies retry (the .NET SDK's default policy
+            // retries only this one).
             ServiceError::Overloaded(m) => Status::unavailable(m),
             ServiceError::ShuttingDown => Status::unavailable("the sidecar is shutting down"),
             ServiceError::Engine(e) => match e {

@@ -18,7 +18,9 @@ pub(super) fn get_work_items(
     req: pb::GetWorkItemsRequest,
 ) -> Rpc<BoxStream<pb::WorkItem>> {
     let rx = state.open_work_stream(&req)?;
-    Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+    Ok(Response::new(Box::pin(
+        ReceiverStream::new(rx).map(|item| Ok(*item)),
+    )))
 }
 
 pub(super) async fn stream_instance_history(

@@ -17,7 +17,7 @@ const DEFAULT_CAPACITY: usize = 1000;
 
 #[derive(Debug)]
 struct Slot {
-    tx: mpsc::Sender<pb::WorkItem>,
+    tx: mpsc::Sender<Box<pb::WorkItem>>,
     /// Items put into `tx` so far (work and pings): with the channel's fill level, tells
     /// how many the stream has taken (see `keep_alive`).
     sent: Arc<AtomicU64>,
@@ -123,8 +123,8 @@ impl WorkerHub {
         request: &pb::GetWorkItemsRequest,
     ) -> (
         StreamId,
-        mpsc::Receiver<pb::WorkItem>,
-        mpsc::Sender<pb::WorkItem>,
+        mpsc::Receiver<Box<pb::WorkItem>>,
+        mpsc::Sender<Box<pb::WorkItem>>,
         Arc<AtomicU64>,
     ) {
         let limits = [
@@ -133,7 +133,10 @@ impl WorkerHub {
             // Python runs entities while sending 0: 0 means "no hint", not "none".
             limit(request.max_concurrent_entity_work_items),
         ];
-        // Room for every item the limits allow plus a few pings: sends never block.
+        // Room for every item the limits allow plus a few pings: sends never block. Items
+        // are boxed because the channel allocates its slots 32 at a time, the first 32 up
+        // front: 32 pointers instead of 32 inline `WorkItem`s (272 bytes each) is ~8 KiB
+        // less per idle stream.
         let (tx, rx) = mpsc::channel(limits.iter().sum::<usize>() + 4);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let sent = Arc::new(AtomicU64::new(0));
@@ -208,7 +211,7 @@ impl WorkExecutor for WorkerHub {
             Some(s) => (s.tx.clone(), Arc::clone(&s.sent)),
             None => return false,
         };
-        match tx.try_send(item) {
+        match tx.try_send(Box::new(item)) {
             Ok(()) => {
                 sent.fetch_add(1, Ordering::Relaxed);
                 true
@@ -241,7 +244,7 @@ impl AppState {
     pub fn open_work_stream(
         &self,
         request: &pb::GetWorkItemsRequest,
-    ) -> Result<mpsc::Receiver<pb::WorkItem>> {
+    ) -> Result<mpsc::Receiver<Box<pb::WorkItem>>> {
         if self.shutdown_token().is_cancelled() {
             return Err(ServiceError::ShuttingDown);
         }
@@ -331,7 +334,7 @@ enum StreamEnd {
 /// its outstanding work to other streams (`stream_closed`). The channel is bounded, so a
 /// stalled stream never holds more than its concurrency hints plus a few pings meanwhile.
 async fn keep_alive(
-    tx: &mpsc::Sender<pb::WorkItem>,
+    tx: &mpsc::Sender<Box<pb::WorkItem>>,
     sent: &AtomicU64,
     watch: Watch,
     shutdown: &tokio_util::sync::CancellationToken,
@@ -353,10 +356,10 @@ async fn keep_alive(
             _ = tx.closed() => return StreamEnd::Gone,
             _ = shutdown.cancelled() => return StreamEnd::Gone,
             _ = ping.tick() => {
-                let ping = pb::WorkItem {
+                let ping = Box::new(pb::WorkItem {
                     completion_token: String::new(),
                     request: Some(pb::work_item::Request::HealthPing(pb::HealthPing {})),
-                };
+                });
                 // A full channel means the stream is busy (or stalled, which the check
                 // below catches); a skipped ping changes nothing.
                 if tx.try_send(ping).is_ok() {
