@@ -40,6 +40,11 @@ struct Args {
     #[arg(long, default_value_t = 1_000)]
     streams: usize,
 
+    /// Size of each instance's input (a JSON string), in bytes: shows whether a waiter's
+    /// cost grows with the instance it waits for.
+    #[arg(long, default_value_t = 0)]
+    input_bytes: usize,
+
     /// HTTP/2 connections the calls are spread over (a server limits concurrent
     /// streams per connection).
     #[arg(long, default_value_t = 100)]
@@ -121,14 +126,16 @@ async fn main() -> Result<()> {
     let ids: Vec<String> = (0..args.waiters)
         .map(|i| format!("idle-memory-{i}"))
         .collect();
+    let input = (args.input_bytes > 0).then(|| format!("\"{}\"", "x".repeat(args.input_bytes)));
     let mut starts = JoinSet::new();
     for (i, chunk) in ids.chunks(100).enumerate() {
-        let (mut c, chunk) = (pick(i), chunk.to_vec());
+        let (mut c, chunk, input) = (pick(i), chunk.to_vec(), input.clone());
         starts.spawn(async move {
             for id in chunk {
                 c.start_instance(pb::CreateInstanceRequest {
                     instance_id: id,
                     name: "IdleMemory".into(),
+                    input: input.clone(),
                     ..Default::default()
                 })
                 .await?;

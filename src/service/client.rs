@@ -290,6 +290,9 @@ impl AppState {
             if done {
                 return Ok(record);
             }
+            // Not kept while waiting: with its input and output it can be megabytes, and
+            // thousands of calls may wait at once.
+            drop(record);
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(expires) => {
