@@ -90,6 +90,19 @@ struct HubInner {
     cursor: [StreamId; 3],
 }
 
+/// A stream just registered: its id, both ends of its queue, and its sent counter.
+#[derive(Debug)]
+pub struct Connected {
+    /// The stream's id.
+    pub id: StreamId,
+    /// What the transport reads from.
+    pub rx: mpsc::Receiver<Box<pb::WorkItem>>,
+    /// For keep-alive pings.
+    pub tx: mpsc::Sender<Box<pb::WorkItem>>,
+    /// Items put into the queue so far.
+    pub sent: Arc<AtomicU64>,
+}
+
 /// Connected workers. Implements the engine's [`WorkExecutor`].
 #[derive(Debug, Default)]
 pub struct WorkerHub {
@@ -118,15 +131,7 @@ impl WorkerHub {
     }
 
     /// Registers a stream with the request's concurrency hints.
-    pub fn connect(
-        &self,
-        request: &pb::GetWorkItemsRequest,
-    ) -> (
-        StreamId,
-        mpsc::Receiver<Box<pb::WorkItem>>,
-        mpsc::Sender<Box<pb::WorkItem>>,
-        Arc<AtomicU64>,
-    ) {
+    pub fn connect(&self, request: &pb::GetWorkItemsRequest) -> Connected {
         let limits = [
             limit(request.max_concurrent_orchestration_work_items),
             limit(request.max_concurrent_activity_work_items),
@@ -153,7 +158,7 @@ impl WorkerHub {
                     .map(Filters::from_request),
             },
         );
-        (id, rx, tx, sent)
+        Connected { id, rx, tx, sent }
     }
 
     /// Forgets a stream.
@@ -249,7 +254,7 @@ impl AppState {
             return Err(ServiceError::ShuttingDown);
         }
         let hub = &self.inner.hub;
-        let (id, rx, tx, sent) = hub.connect(request);
+        let Connected { id, rx, tx, sent } = hub.connect(request);
         tracing::info!(
             stream = id,
             orchestrations = request.max_concurrent_orchestration_work_items,
