@@ -70,18 +70,24 @@ fn rss_kib(pid: u32) -> Result<u64> {
 }
 
 /// RSS once it has stopped moving: the calls just opened are registered on the server
-/// side some time after the client sent them, and nothing reports that moment.
+/// side some time after the client sent them (each waiter first reads its instance), and
+/// nothing reports that moment. So: at least 5 s, then three readings a second apart
+/// within 0.5% of each other.
 async fn settled_rss(pid: u32) -> Result<u64> {
-    let mut last = rss_kib(pid)?;
-    for _ in 0..60 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = rss_kib(pid)?;
-        if now.abs_diff(last) * 200 < last {
-            return Ok(now);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut readings = vec![rss_kib(pid)?];
+    for _ in 0..120 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        readings.push(rss_kib(pid)?);
+        let last3 = &readings[readings.len().saturating_sub(3)..];
+        let (lo, hi) = (last3.iter().min(), last3.iter().max());
+        if let (3, Some(&lo), Some(&hi)) = (last3.len(), lo, hi) {
+            if (hi - lo) * 200 <= hi {
+                return Ok(hi);
+            }
         }
-        last = now;
     }
-    Ok(last)
+    readings.last().copied().context("no reading")
 }
 
 fn per_item_bytes(before: u64, after: u64, n: usize) -> f64 {
