@@ -53,13 +53,15 @@ async fn finishing_worker(server: &TestServer) -> ScriptedWorker {
 async fn connections(server: &TestServer, n: usize) -> Vec<Client> {
     let mut out = Vec::new();
     for _ in 0..n {
-        let c = within(
+        let channel = within(
             "connect",
-            Client::connect(format!("http://{}", server.addr)),
+            tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+                .unwrap()
+                .connect(),
         )
         .await
         .unwrap();
-        out.push(c);
+        out.push(client_of(channel));
     }
     out
 }
