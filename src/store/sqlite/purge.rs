@@ -73,6 +73,21 @@ pub(super) async fn purge_batch(
     if let Some(to) = filter.created_to {
         q.push(" AND created_at < ").push_bind(micros(to));
     }
+    if let Some(before) = filter.completed_before {
+        // What ended before `before` was created before it too: the created_at bound lets
+        // the (status, created_at) index skip everything newer.
+        q.push(" AND completed_at < ")
+            .push_bind(micros(before))
+            .push(" AND created_at < ")
+            .push_bind(micros(before));
+    }
+    if filter.roots_only {
+        // A NULL parent matches no row, so top-level instances pass too.
+        q.push(
+            " AND NOT EXISTS \
+             (SELECT 1 FROM instances p WHERE p.instance_id = instances.parent_instance_id)",
+        );
+    }
     q.push(" ORDER BY created_at, instance_id LIMIT ")
         .push_bind(i64::from(batch));
     let ids: Vec<String> = q
