@@ -21,8 +21,10 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+mod retention;
 mod rpc;
 
+pub use retention::RetentionMetrics;
 pub use rpc::{GrpcMethod, GrpcMetrics, HttpMetrics, CANCELLED};
 
 /// The kinds of work the dispatcher hands to workers (the `kind` label).
@@ -160,6 +162,8 @@ pub struct Metrics {
     pub timer_lateness: Histogram,
     /// How long an entity lock request waited before the entity granted it.
     pub entity_lock_wait: Histogram,
+    /// What the retention task purged.
+    pub retention: RetentionMetrics,
     worker_streams: IntGaugeVec,
     backlog_items: IntGaugeVec,
     backlog_age: prometheus::GaugeVec,
@@ -280,6 +284,7 @@ impl Metrics {
                 "Work items sent before and put back to be sent again (worker stream lost, send failed, commit failed).",
             ),
         };
+        let retention = RetentionMetrics::new(&registry);
         let grpc = GrpcMetrics::new(&registry);
         let http = HttpMetrics::new(&registry);
         let worker_streams = register(
@@ -330,6 +335,7 @@ impl Metrics {
             commits,
             timer_lateness,
             entity_lock_wait,
+            retention,
             worker_streams,
             backlog_items,
             backlog_age,
