@@ -27,11 +27,13 @@ pub(super) async fn purge_instance(
     }
     let deleted = if recursive {
         // UNION (not UNION ALL) de-duplicates, so even a corrupt parent cycle terminates.
+        // `+status` keeps SQLite off the status index: with it, every purge scanned all
+        // terminal instances instead of looking the tree's ids up by primary key.
         let sql = format!(
             "WITH RECURSIVE tree(id) AS ( \
                SELECT ? UNION \
                SELECT i.instance_id FROM instances i JOIN tree ON i.parent_instance_id = tree.id) \
-             DELETE FROM instances WHERE instance_id IN (SELECT id FROM tree) AND status IN {TERMINAL_SQL}"
+             DELETE FROM instances WHERE instance_id IN (SELECT id FROM tree) AND +status IN {TERMINAL_SQL}"
         );
         sqlx::query(&sql)
             .bind(id.as_str())
