@@ -17,7 +17,7 @@ use crate::grpc::GrpcOptions;
 use crate::http::HttpOptions;
 use crate::security::SecurityOptions;
 use crate::server::ServerOptions;
-use crate::service::{HubPolicy, ServiceOptions};
+use crate::service::{HubPolicy, RetentionPolicy, ServiceOptions};
 use crate::store::postgres::PostgresOptions;
 use crate::store::{StoreUrl, StoreUrlError};
 use crate::tls::TlsFiles;
@@ -177,6 +177,15 @@ pub struct Config {
     /// Reloaded on SIGHUP and when the file changes.
     #[arg(long, env = "DURABLETASK_AUTH_TOKENS_FILE")]
     pub auth_tokens_file: Option<std::path::PathBuf>,
+
+    /// Purge ended instances (with their sub-orchestrations) this long after they ended,
+    /// in the background: comma-separated `[HUB:]STATUS=AGE`, e.g.
+    /// `completed=7d,failed=30d,terminated=7d,orders:completed=1d` (statuses completed,
+    /// failed, terminated, canceled; ages like 90s, 15m, 12h, 7d, or `off`). A hub's own
+    /// entry overrides the global one for that status. Hubs with a rule also have empty
+    /// entities removed and orphaned entity locks released.
+    #[arg(long, env = "DURABLETASK_RETENTION")]
+    pub retention: Option<String>,
 }
 
 /// `--http-port`: a port, or `off`.
@@ -247,6 +256,9 @@ pub enum ConfigError {
     /// `--max-task-hubs` is 0.
     #[error("--max-task-hubs must be at least 1")]
     MaxTaskHubs,
+    /// `--retention` does not parse, or names a hub `--task-hubs` does not serve.
+    #[error("--retention: {0}")]
+    Retention(String),
 }
 
 /// A duration flag where 0 means "never".
@@ -331,7 +343,7 @@ impl Config {
         if !(1..=1000).contains(&self.db_max_connections) {
             return Err(ConfigError::DbConnections(self.db_max_connections));
         }
-        let only = if self.task_hubs.is_empty() {
+        let only: Option<std::collections::BTreeSet<TaskHubName>> = if self.task_hubs.is_empty() {
             None
         } else {
             let names = self
@@ -346,6 +358,15 @@ impl Config {
         };
         if self.max_task_hubs == 0 {
             return Err(ConfigError::MaxTaskHubs);
+        }
+        let retention = RetentionPolicy::parse(self.retention.as_deref().unwrap_or_default())
+            .map_err(ConfigError::Retention)?;
+        if let Some(only) = &only {
+            if let Some(hub) = retention.named_hubs().find(|h| !only.contains(*h)) {
+                return Err(ConfigError::Retention(format!(
+                    "task hub '{hub}' is not served here (--task-hubs)"
+                )));
+            }
         }
         // 2048 MiB = 2^31 bytes: fits `usize` on every 64-bit target we build for.
         let max_message_bytes = usize::try_from(u64::from(self.max_message_size_mb) * 1024 * 1024)
@@ -373,6 +394,7 @@ impl Config {
                 max_open: self.max_task_hubs,
             },
             security: self.security_options(),
+            retention,
             engine: EngineConfig {
                 // Renew three times per lease, so one missed renewal loses nothing; sweep
                 // four times, so a dead sidecar's work moves within 1.25 leases.
@@ -684,6 +706,25 @@ mod tests {
             parse(&["--db", "redis://localhost"]).server_options(),
             Err(ConfigError::Db(StoreUrlError::UnknownScheme(..)))
         ));
+    }
+
+    #[test]
+    fn retention_flag() {
+        let o = parse(&["--retention", "completed=7d,orders:failed=1h"])
+            .server_options()
+            .unwrap();
+        assert_eq!(o.retention.to_string(), "completed=7days,orders:failed=1h");
+        match parse(&["--retention", "completed=7"]).server_options() {
+            Err(ConfigError::Retention(msg)) => assert!(msg.contains("\"completed=7\""), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        let err = parse(&["--task-hubs", "a", "--retention", "b:completed=1d"])
+            .server_options()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--retention: task hub 'b' is not served here (--task-hubs)"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::engine::EngineConfig;
 use crate::grpc::{GrpcOptions, ServeError};
 use crate::http::HttpOptions;
 use crate::security::{Security, SecurityError, SecurityOptions};
-use crate::service::{HubPolicy, ServiceOptions, TaskHubs};
+use crate::service::{HubPolicy, RetentionPolicy, ServiceOptions, TaskHubs};
 use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{HubStores, Store, StoreError, StoreUrl};
@@ -39,6 +39,8 @@ pub struct ServerOptions {
     pub http: HttpOptions,
     /// TLS and bearer tokens for both doors.
     pub security: SecurityOptions,
+    /// How long ended instances are kept (`--retention`); empty: forever.
+    pub retention: RetentionPolicy,
 }
 
 /// The bound sockets the doors serve on.
@@ -68,6 +70,7 @@ impl Default for ServerOptions {
             grpc: GrpcOptions::default(),
             http: HttpOptions::default(),
             security: SecurityOptions::default(),
+            retention: RetentionPolicy::default(),
         }
     }
 }
@@ -145,6 +148,13 @@ pub async fn run(
         tokens = security.auth.is_some(),
         "durabletask-sidecar listening"
     );
+    let retention = (!options.retention.is_empty()).then(|| {
+        tokio::spawn(crate::service::retention::run(
+            hubs.clone(),
+            Arc::new(options.retention.clone()),
+            shutdown.clone(),
+        ))
+    });
     let http_task = http.map(|http| {
         let (hubs, options, stop) = (hubs.clone(), options.http.clone(), shutdown.clone());
         let security = security.clone();
@@ -173,6 +183,12 @@ pub async fn run(
                 result = result.and(Err(ServerError::Http(err)));
             }
             Err(err) => tracing::error!(error = %err, "HTTP door task ended abnormally"),
+        }
+    }
+    if let Some(task) = retention {
+        // It stops at the shutdown signal; wait so no purge outlives the stores.
+        if let Err(err) = task.await {
+            tracing::error!(error = %err, "retention task ended abnormally");
         }
     }
     hubs.close().await;

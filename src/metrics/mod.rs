@@ -21,8 +21,10 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+mod retention;
 mod rpc;
 
+pub use retention::RetentionMetrics;
 pub use rpc::{GrpcMethod, GrpcMetrics, HttpMetrics, CANCELLED};
 
 /// The kinds of work the dispatcher hands to workers (the `kind` label).
@@ -163,6 +165,8 @@ pub struct Metrics {
     /// Requests refused before doing any work, by reason (`pending_writes`: the
     /// admission bound in front of the store was full).
     pub rejected: IntCounterVec,
+    /// What the retention task purged.
+    pub retention: RetentionMetrics,
     worker_streams: IntGaugeVec,
     backlog_items: IntGaugeVec,
     backlog_age: prometheus::GaugeVec,
@@ -283,6 +287,7 @@ impl Metrics {
                 "Work items sent before and put back to be sent again (worker stream lost, send failed, commit failed).",
             ),
         };
+        let retention = RetentionMetrics::new(&registry);
         let grpc = GrpcMetrics::new(&registry);
         let http = HttpMetrics::new(&registry);
         let rejected = register(
@@ -344,6 +349,7 @@ impl Metrics {
             timer_lateness,
             entity_lock_wait,
             rejected,
+            retention,
             worker_streams,
             backlog_items,
             backlog_age,

@@ -563,6 +563,7 @@ impl AppState {
                 Some(wanted) => wanted,
                 None => return Ok((0, true)),
             },
+            ..PurgeFilter::default()
         };
         // A timeout too long to add to the clock is no timeout.
         let now = self.clock().now();

@@ -18,6 +18,7 @@ pub mod entities;
 mod error;
 pub mod hubs;
 mod metrics;
+pub mod retention;
 mod rewind;
 mod terminations;
 pub mod validate;
@@ -25,6 +26,7 @@ pub mod workers;
 
 pub use error::ServiceError;
 pub use hubs::{HubPolicy, TaskHubs};
+pub use retention::RetentionPolicy;
 pub use workers::WorkerHub;
 
 /// `Result` with [`ServiceError`].

@@ -274,6 +274,11 @@ pub struct PurgeFilter {
     pub created_to: Option<DateTime<Utc>>,
     /// Terminal statuses to purge; empty = all terminal. Non-terminal entries are ignored.
     pub statuses: Vec<RuntimeStatus>,
+    /// Exclusive: only instances that ended before this time (retention).
+    pub completed_before: Option<DateTime<Utc>>,
+    /// Only roots of instance trees: no parent, or the parent is gone. With `recursive`,
+    /// a sub-orchestration then leaves with its root, never on its own.
+    pub roots_only: bool,
 }
 
 /// What the dispatcher must rebuild after a restart.

@@ -70,6 +70,7 @@ macro_rules! store_conformance_tests {
             queries::query_newest_first_by_name_and_count_per_status,
             queries::list_completed_pages_terminal_instances,
             queries::purge_by_id_recursive_and_filter,
+            queries::purge_by_completion_time_takes_whole_trees,
             recovery::recover_after_reopening_the_same_database,
         );
         $crate::store_conformance_tests!(@tests $factory, (flavor = "multi_thread", worker_threads = 4);

@@ -4,7 +4,7 @@
 use durabletask_sidecar::domain::{InstanceRecord, NewInstance, ReusePolicy, RuntimeStatus};
 use durabletask_sidecar::store::{CompletedFilter, InstanceFilter, PurgeFilter, Store};
 
-use super::{at, complete, id, new_instance, start_running, StoreFactory};
+use super::{at, complete, id, new_instance, start_running, terminated, StoreFactory};
 
 /// Creates `instances` and one entity (which no query may return), then completes
 /// `completed` at time 10.
@@ -267,4 +267,99 @@ pub async fn purge_by_id_recursive_and_filter(mut f: impl StoreFactory) {
         left.into_iter().map(|r| r.instance_id).collect::<Vec<_>>(),
         [id("p4")]
     );
+}
+
+/// Retention's purge: by completion time (not creation), whole trees taken from their
+/// root, a child never before its root, orphans as roots, one status at a time.
+pub async fn purge_by_completion_time_takes_whole_trees(mut f: impl StoreFactory) {
+    let store = f.fresh().await;
+    let create = |name: &str, created: i64, parent: Option<&str>| {
+        let mut new = new_instance(name, at(created));
+        new.parent_instance_id = parent.map(id);
+        new
+    };
+    for new in [
+        create("old", 0, None),
+        create("old-child", 1, Some("old")),
+        create("ended-late", 0, None),
+        create("kid-of-late", 1, Some("ended-late")),
+        create("created-late", 15, None),
+        create("orphan", 0, Some("gone")),
+        create("term", 0, None),
+        create("@ent@key", 0, None),
+    ] {
+        store
+            .create_instance(new, ReusePolicy::ReplaceTerminal)
+            .await
+            .unwrap();
+    }
+    complete(&*store, "old", at(10)).await;
+    // Ended after the cut-off although its root ended before: it goes with the root.
+    complete(&*store, "old-child", at(40)).await;
+    // Created before the cut-off but ended after it: kept, and its old child with it.
+    complete(&*store, "ended-late", at(30)).await;
+    complete(&*store, "kid-of-late", at(5)).await;
+    complete(&*store, "created-late", at(18)).await;
+    complete(&*store, "orphan", at(5)).await;
+    store
+        .terminate_instance(&id("term"), terminated(at(5)), Some("r".into()), at(5))
+        .await
+        .unwrap();
+    start_running(&*store, "running", at(0)).await;
+
+    let retention = |status| PurgeFilter {
+        statuses: vec![status],
+        completed_before: Some(at(20)),
+        roots_only: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .purge_where(&retention(RuntimeStatus::Completed), true, None)
+            .await
+            .unwrap(),
+        (4, true),
+        "old with old-child, created-late, orphan"
+    );
+    assert_eq!(
+        left(&*store).await,
+        ["ended-late", "kid-of-late", "running", "term"]
+    );
+    assert!(
+        store.instance(&id("@ent@key")).await.unwrap().is_some(),
+        "entity rows are never purged as instances"
+    );
+    assert_eq!(
+        store
+            .purge_where(&retention(RuntimeStatus::Terminated), true, None)
+            .await
+            .unwrap(),
+        (1, true)
+    );
+    // A later cut-off takes the tree whose root ended late, child included.
+    let later = PurgeFilter {
+        completed_before: Some(at(31)),
+        ..retention(RuntimeStatus::Completed)
+    };
+    assert_eq!(
+        store.purge_where(&later, true, None).await.unwrap(),
+        (2, true)
+    );
+    assert_eq!(left(&*store).await, ["running"]);
+}
+
+/// Every instance id left, sorted.
+async fn left(store: &dyn Store) -> Vec<String> {
+    let mut ids: Vec<String> = store
+        .query_instances(&InstanceFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.instance_id.as_str().to_string())
+        .collect();
+    ids.sort();
+    ids
 }

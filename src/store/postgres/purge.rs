@@ -90,6 +90,23 @@ pub(super) async fn purge_batch(
     ));
     push_statuses(&mut q, &statuses);
     push_range(&mut q, filter.created_from, filter.created_to);
+    if let Some(before) = filter.completed_before {
+        // What ended before `before` was created before it too: the created_at bound lets
+        // the (hub, status, created_at) index skip everything newer.
+        let before = round_down(before);
+        q.push(" AND completed_at < ")
+            .push_bind(before)
+            .push(" AND created_at < ")
+            .push_bind(before);
+    }
+    if filter.roots_only {
+        // A NULL parent matches no row, so top-level instances pass too; without an OR
+        // around it the planner makes this an anti join on the primary key.
+        q.push(
+            " AND NOT EXISTS (SELECT 1 FROM instances p \
+             WHERE p.hub = instances.hub AND p.instance_id = instances.parent_instance_id)",
+        );
+    }
     q.push(" ORDER BY created_at, instance_id LIMIT ")
         .push_bind(i64::from(batch));
     let ids: Vec<String> = q

@@ -27,11 +27,13 @@ pub(super) async fn purge_instance(
     }
     let deleted = if recursive {
         // UNION (not UNION ALL) de-duplicates, so even a corrupt parent cycle terminates.
+        // `+status` keeps SQLite off the status index: with it, every purge scanned all
+        // terminal instances instead of looking the tree's ids up by primary key.
         let sql = format!(
             "WITH RECURSIVE tree(id) AS ( \
                SELECT ? UNION \
                SELECT i.instance_id FROM instances i JOIN tree ON i.parent_instance_id = tree.id) \
-             DELETE FROM instances WHERE instance_id IN (SELECT id FROM tree) AND status IN {TERMINAL_SQL}"
+             DELETE FROM instances WHERE instance_id IN (SELECT id FROM tree) AND +status IN {TERMINAL_SQL}"
         );
         sqlx::query(&sql)
             .bind(id.as_str())
@@ -72,6 +74,21 @@ pub(super) async fn purge_batch(
     }
     if let Some(to) = filter.created_to {
         q.push(" AND created_at < ").push_bind(micros(to));
+    }
+    if let Some(before) = filter.completed_before {
+        // What ended before `before` was created before it too: the created_at bound lets
+        // the (status, created_at) index skip everything newer.
+        q.push(" AND completed_at < ")
+            .push_bind(micros(before))
+            .push(" AND created_at < ")
+            .push_bind(micros(before));
+    }
+    if filter.roots_only {
+        // A NULL parent matches no row, so top-level instances pass too.
+        q.push(
+            " AND NOT EXISTS \
+             (SELECT 1 FROM instances p WHERE p.instance_id = instances.parent_instance_id)",
+        );
     }
     q.push(" ORDER BY created_at, instance_id LIMIT ")
         .push_bind(i64::from(batch));
