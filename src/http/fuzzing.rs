@@ -19,7 +19,7 @@ impl FuzzDoor {
     /// The router `serve` would run, with default options.
     pub fn new(state: AppState) -> Self {
         Self {
-            router: super::router(state, &super::HttpOptions::default(), None),
+            router: super::router(state, &super::HttpOptions::default(), None, None),
         }
     }
 
