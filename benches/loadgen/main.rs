@@ -29,7 +29,8 @@ use workloads::{Cell, Ctx, Measured};
 
 /// Load generator for Durable Task sidecars (TaskHubSidecarService over gRPC).
 #[derive(Debug, Parser)]
-#[command(name = "loadgen")]
+// A later flag overrides an earlier one, so wrappers (benches/soak.sh) can set defaults.
+#[command(name = "loadgen", args_override_self = true)]
 struct Args {
     /// Sidecar address; several, comma-separated, for sidecars sharing one database:
     /// calls and work-item streams are spread over them.
