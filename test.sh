@@ -105,7 +105,7 @@ port=$((20000 + RANDOM % 20000))
 ./target/debug/durabletask-sidecar --port "$port" --http-port 0 --db :memory: --log-level warn &
 sidecar_pid=$!
 set +e
-cargo test --locked --bench loadgen -- --quick --addr "http://127.0.0.1:$port" --sidecar-pid "$sidecar_pid"
+cargo test --locked --bench loadgen -- --quick --workload all,soak --addr "http://127.0.0.1:$port" --sidecar-pid "$sidecar_pid"
 smoke=$?
 set -e
 kill "$sidecar_pid" 2>/dev/null || true

@@ -10,6 +10,7 @@
 //! finish in time.
 
 mod procstat;
+mod soak;
 mod stats;
 mod worker;
 mod workloads;
@@ -28,14 +29,15 @@ use workloads::{Cell, Ctx, Measured};
 
 /// Load generator for Durable Task sidecars (TaskHubSidecarService over gRPC).
 #[derive(Debug, Parser)]
-#[command(name = "loadgen")]
+// A later flag overrides an earlier one, so wrappers (benches/soak.sh) can set defaults.
+#[command(name = "loadgen", args_override_self = true)]
 struct Args {
     /// Sidecar address; several, comma-separated, for sidecars sharing one database:
     /// calls and work-item streams are spread over them.
     #[arg(long, default_value = "http://127.0.0.1:4001", value_delimiter = ',')]
     addr: Vec<String>,
 
-    /// Workloads to run: w1..w7, comma-separated, or `all`.
+    /// Workloads to run: w1..w7 and soak, comma-separated; `all` = w1..w7.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     workload: Vec<String>,
 
@@ -96,6 +98,40 @@ struct Args {
     /// Skip the GetInstance check of every finished orchestration's stored output.
     #[arg(long)]
     skip_verify: bool,
+
+    /// Soak: orchestrations kept in flight [default: 10000; with --quick 50].
+    #[arg(long)]
+    in_flight: Option<usize>,
+
+    /// Soak: seconds during which new orchestrations start [default: 1800; with --quick 6].
+    #[arg(long)]
+    soak_secs: Option<u64>,
+
+    /// Soak: seconds between report lines [default: 60; with --quick 2].
+    #[arg(long)]
+    report_secs: Option<f64>,
+
+    /// Soak: the RSS and p99 verdicts leave out this first part
+    /// [default: 300; with --quick 2].
+    #[arg(long)]
+    warmup_secs: Option<u64>,
+
+    /// Soak: an orchestration not finished this long after its start is an error.
+    #[arg(long, default_value_t = 600)]
+    soak_timeout_secs: u64,
+
+    /// Soak: fail when RSS at the end exceeds RSS after warm-up by more than this (%).
+    #[arg(long, default_value_t = 20.0)]
+    max_rss_growth_pct: f64,
+
+    /// Soak: fail when the largest per-interval p99 after warm-up exceeds the smallest by
+    /// more than this factor.
+    #[arg(long, default_value_t = 3.0)]
+    max_p99_ratio: f64,
+
+    /// Soak: seed of the workload mix (same seed, same sequence of orchestrations).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 
     /// `cargo bench` passes `--bench` to every bench target; accepted and ignored.
     #[arg(long, hide = true)]
@@ -159,9 +195,16 @@ async fn main() -> Result<()> {
         }
         rows.push(merge(cell, runs));
     }
+    let soak_doc = if wants_soak(&args) {
+        Some(soak::run(&ctx, &soak_config(&args)).await)
+    } else {
+        None
+    };
     ctx.worker.stop();
 
-    print_table(&args, &rows);
+    if !rows.is_empty() {
+        print_table(&args, &rows);
+    }
     if args.json {
         let doc: Vec<_> = rows
             .iter()
@@ -178,8 +221,10 @@ async fn main() -> Result<()> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "label": args.label, "rows": doc }))
-                .context("serialising results")?
+            serde_json::to_string_pretty(
+                &json!({ "label": args.label, "rows": doc, "soak": soak_doc })
+            )
+            .context("serialising results")?
         );
     }
     let failures = errors.count();
@@ -192,6 +237,33 @@ async fn main() -> Result<()> {
     }
     eprintln!("all checks passed (exactly-once results, outputs verified)");
     Ok(())
+}
+
+fn wants_soak(args: &Args) -> bool {
+    args.workload.iter().any(|w| w.eq_ignore_ascii_case("soak"))
+}
+
+/// The soak's parameters; `--quick` makes it a few-second smoke run without verdicts.
+fn soak_config(args: &Args) -> soak::SoakConfig {
+    let q = args.quick;
+    soak::SoakConfig {
+        in_flight: args.in_flight.unwrap_or(if q { 50 } else { 10_000 }),
+        duration: Duration::from_secs(args.soak_secs.unwrap_or(if q { 6 } else { 1800 })),
+        report_every: Duration::from_secs_f64(
+            args.report_secs
+                .unwrap_or(if q { 2.0 } else { 60.0 })
+                .max(0.1),
+        ),
+        warmup: Duration::from_secs(args.warmup_secs.unwrap_or(if q { 2 } else { 300 })),
+        timeout: Duration::from_secs(args.soak_timeout_secs),
+        streams: args.streams,
+        sidecar_pid: args.sidecar_pid,
+        seed: args.seed,
+        max_rss_growth_pct: args.max_rss_growth_pct,
+        max_p99_ratio: args.max_p99_ratio,
+        judge: !q,
+        verify: !args.skip_verify,
+    }
 }
 
 /// Turns the arguments into the list of cells to run.
@@ -250,7 +322,9 @@ fn plan(args: &Args) -> Result<Vec<Cell>> {
             "w7" => cells.push(Cell::ColdStart {
                 idle: Duration::from_secs(args.idle_secs.unwrap_or(if q { 2 } else { 60 })),
             }),
-            other => bail!("unknown workload {other:?} (expected w1..w7 or all)"),
+            // Not a cell: `main` runs it after the cells.
+            "soak" => {}
+            other => bail!("unknown workload {other:?} (expected w1..w7, soak or all)"),
         }
     }
     Ok(cells)

@@ -19,6 +19,8 @@ pub(crate) struct ProcSample {
     pub(crate) cpu_secs: f64,
     /// Peak resident set size (`VmHWM`) in KiB.
     pub(crate) peak_rss_kib: u64,
+    /// Current resident set size (`VmRSS`) in KiB; the soak watches it for leaks.
+    pub(crate) rss_kib: u64,
 }
 
 /// Reads the CPU time and peak RSS of `pid`.
@@ -41,18 +43,20 @@ pub(crate) fn sample(pid: u32) -> Result<ProcSample> {
 
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) else {
-        bail!("no VmHWM in /proc/{pid}/status");
+    let kib = |field: &str| -> Result<u64> {
+        let Some(line) = status.lines().find(|l| l.starts_with(field)) else {
+            bail!("no {field} in /proc/{pid}/status");
+        };
+        line.split_whitespace()
+            .nth(1)
+            .with_context(|| format!("malformed {field} line"))?
+            .parse()
+            .with_context(|| format!("non-numeric {field}"))
     };
-    let peak_rss_kib = line
-        .split_whitespace()
-        .nth(1)
-        .context("malformed VmHWM line")?
-        .parse()
-        .context("non-numeric VmHWM")?;
     Ok(ProcSample {
         cpu_secs,
-        peak_rss_kib,
+        peak_rss_kib: kib("VmHWM:")?,
+        rss_kib: kib("VmRSS:")?,
     })
 }
 

@@ -47,6 +47,18 @@ pub(crate) mod script {
     pub(crate) const EVENT_NAME: &str = "lg_next";
     /// Name of the one activity (it echoes its input).
     pub(crate) const ECHO: &str = "lg_echo";
+    /// Input `N`: N calls of `add 1` on its own counter entity ([`entity_id`]), one after
+    /// another; call k must return k+1. Output `N`.
+    pub(crate) const ENTITY_CALLS: &str = "lg_entity_calls";
+    /// Entity name of the counters; keyed by the calling orchestration's instance id.
+    pub(crate) const COUNTER: &str = "lg_counter";
+    /// The counter's one operation: adds its (integer) input, returns the new value.
+    pub(crate) const ADD: &str = "add";
+
+    /// The counter entity that orchestration `instance_id` calls.
+    pub(crate) fn entity_id(instance_id: &str) -> String {
+        format!("@{COUNTER}@{instance_id}")
+    }
 }
 
 /// Output that [`decide`] produces for a sequence or fan-out of `n` activities.
@@ -79,6 +91,8 @@ pub(crate) struct Counters {
     pub(crate) episodes: AtomicU64,
     /// Activity completions acknowledged OK.
     pub(crate) activities: AtomicU64,
+    /// Entity operations whose batch completion was acknowledged OK.
+    pub(crate) entity_operations: AtomicU64,
 }
 
 /// Errors seen by the worker; all of them fail the run (exit code 1).
@@ -236,6 +250,7 @@ async fn open_stream(client: &Client) -> Result<tonic::Streaming<pb::WorkItem>> 
         // High hints: the loadgen itself must never be the flow-control bottleneck.
         max_concurrent_orchestration_work_items: 10_000,
         max_concurrent_activity_work_items: 10_000,
+        max_concurrent_entity_work_items: 10_000,
         ..Default::default()
     };
     Ok(client
@@ -331,8 +346,78 @@ async fn handle(item: pb::WorkItem, arrived: Instant, inner: Arc<Inner>, mut cli
                 )),
             }
         }
-        // Keep-alives need no answer; entities are not part of any workload.
+        Some(pb::work_item::Request::EntityRequestV2(req)) => {
+            entity_batch(req, token, &inner, client).await;
+        }
+        // Keep-alives need no answer; only the soak's counters use entities, and the
+        // sidecar sends entity work as V2 (`entityRequestV2`).
         _ => {}
+    }
+}
+
+/// Runs one batch for a counter entity: every `add` adds its input to the state (absent
+/// state = 0) and returns the new value. Anything else fails the run: the soak only ever
+/// calls `add` with an integer.
+async fn entity_batch(req: pb::EntityRequest, token: String, inner: &Inner, mut client: Client) {
+    let entity = req.instance_id.clone();
+    let mut value: i64 = match req.entity_state.as_deref().map(str::parse) {
+        None => 0,
+        Some(Ok(v)) => v,
+        Some(Err(_)) => {
+            inner.errors.record(format!(
+                "entity {entity}: state {:?} is not an integer",
+                req.entity_state
+            ));
+            return;
+        }
+    };
+    let mut results = Vec::with_capacity(req.operation_requests.len());
+    for op in &req.operation_requests {
+        let (operation, input) = match &op.event_type {
+            Some(EventType::EntityOperationCalled(c)) => (&c.operation, &c.input),
+            Some(EventType::EntityOperationSignaled(s)) => (&s.operation, &s.input),
+            other => {
+                inner.errors.record(format!(
+                    "entity {entity}: batch holds a {} event",
+                    other.as_ref().map_or("missing", |_| "non-operation")
+                ));
+                return;
+            }
+        };
+        let add = input.as_deref().and_then(|s| s.parse::<i64>().ok());
+        let Some(add) = add.filter(|_| operation == script::ADD) else {
+            inner.errors.record(format!(
+                "entity {entity}: unexpected operation {operation:?} with input {input:?}"
+            ));
+            return;
+        };
+        value += add;
+        results.push(pb::OperationResult {
+            result_type: Some(pb::operation_result::ResultType::Success(
+                pb::OperationResultSuccess {
+                    result: Some(value.to_string()),
+                    ..Default::default()
+                },
+            )),
+        });
+    }
+    let operations = results.len() as u64;
+    let result = pb::EntityBatchResult {
+        results,
+        entity_state: Some(value.to_string()),
+        completion_token: token,
+        ..Default::default()
+    };
+    match client.complete_entity_task(result).await {
+        Ok(_) => {
+            inner
+                .counters
+                .entity_operations
+                .fetch_add(operations, Ordering::Relaxed);
+        }
+        Err(status) => inner
+            .errors
+            .record(format!("CompleteEntityTask {entity} failed: {status}")),
     }
 }
 
@@ -437,6 +522,12 @@ struct Seen {
     raised: Vec<String>,
     timer_created: bool,
     timer_fired: Option<prost_types::Timestamp>,
+    /// Entity calls sent so far (their history events), in order.
+    entity_calls: Vec<String>,
+    /// requestId → output of answered entity calls; a second answer is a duplicate.
+    entity_results: BTreeMap<String, String>,
+    entity_duplicates: Vec<String>,
+    entity_failures: Vec<String>,
 }
 
 fn scan(req: &pb::OrchestratorRequest) -> Seen {
@@ -462,6 +553,24 @@ fn scan(req: &pb::OrchestratorRequest) -> Seen {
             }
             Some(EventType::TimerCreated(_)) => seen.timer_created = true,
             Some(EventType::TimerFired(f)) => seen.timer_fired = f.fire_at,
+            Some(EventType::EntityOperationCalled(c)) => {
+                seen.entity_calls.push(c.request_id.clone());
+            }
+            Some(EventType::EntityOperationCompleted(c)) => {
+                let output = c.output.clone().unwrap_or_default();
+                if seen
+                    .entity_results
+                    .insert(c.request_id.clone(), output)
+                    .is_some()
+                {
+                    seen.entity_duplicates.push(c.request_id.clone());
+                }
+            }
+            Some(EventType::EntityOperationFailed(f)) => seen.entity_failures.push(format!(
+                "{}: {:?}",
+                f.request_id,
+                f.failure_details.as_ref().map(|d| &d.error_message)
+            )),
             _ => {}
         }
     }
@@ -544,9 +653,71 @@ pub(crate) fn decide(req: &pb::OrchestratorRequest) -> Result<Decision, String> 
                 d.actions.push(timer(0, add_ms(base, delay_ms)));
             }
         }
+        script::ENTITY_CALLS => {
+            let n = param(&name)?;
+            entity_calls(&req.instance_id, n, &seen, &mut d)?;
+        }
         other => return Err(format!("unknown orchestration {other:?}")),
     }
     Ok(d)
+}
+
+/// The [`script::ENTITY_CALLS`] script: call k (action id k, request id `<instance>:k`)
+/// goes out once call k-1 has been answered, and must come back as k+1 because the counter
+/// is this orchestration's own and starts at 0. A lost, repeated or misrouted answer, or a
+/// value off by any amount (an operation applied twice or lost) fails the run.
+fn entity_calls(instance_id: &str, n: usize, seen: &Seen, d: &mut Decision) -> Result<(), String> {
+    if !seen.entity_duplicates.is_empty() || !seen.entity_failures.is_empty() {
+        return Err(format!(
+            "entity answers repeated {:?} or failed {:?}",
+            seen.entity_duplicates, seen.entity_failures
+        ));
+    }
+    let request_id = |k: usize| format!("{instance_id}:{k}");
+    for (k, sent) in seen.entity_calls.iter().enumerate() {
+        if *sent != request_id(k) {
+            return Err(format!(
+                "entity call {k} has request id {sent:?} in the history"
+            ));
+        }
+    }
+    for (id, output) in &seen.entity_results {
+        let k = seen
+            .entity_calls
+            .iter()
+            .position(|sent| sent == id)
+            .ok_or_else(|| format!("entity answer for unknown request {id:?}"))?;
+        if *output != (k + 1).to_string() {
+            return Err(format!(
+                "entity call {k} returned {output:?}, expected \"{}\"",
+                k + 1
+            ));
+        }
+    }
+    let done = seen.entity_results.len();
+    d.progress = done;
+    if done == n {
+        d.output = Some(n.to_string());
+        d.actions.push(complete(n as i32, d.output.clone()));
+    } else if seen.entity_calls.len() == done {
+        d.actions.push(action(
+            done as i32,
+            OrchestratorActionType::SendEntityMessage(pb::SendEntityMessageAction {
+                entity_message_type: Some(
+                    pb::send_entity_message_action::EntityMessageType::EntityOperationCalled(
+                        pb::EntityOperationCalledEvent {
+                            request_id: request_id(done),
+                            operation: script::ADD.into(),
+                            input: Some("1".into()),
+                            target_instance_id: Some(script::entity_id(instance_id)),
+                            ..Default::default()
+                        },
+                    ),
+                ),
+            }),
+        ));
+    }
+    Ok(())
 }
 
 fn action(id: i32, kind: OrchestratorActionType) -> pb::OrchestratorAction {

@@ -160,14 +160,14 @@ fn push(extras: &mut Vec<(String, f64)>, name: &str, value: Option<f64>) {
 
 /// The orchestration a cell starts and the output it must end with.
 #[derive(Debug, Clone)]
-struct Spec {
-    name: &'static str,
-    input: String,
-    expected: String,
+pub(crate) struct Spec {
+    pub(crate) name: &'static str,
+    pub(crate) input: String,
+    pub(crate) expected: String,
 }
 
 impl Spec {
-    fn new(name: &'static str, input: String, expected: String) -> Self {
+    pub(crate) fn new(name: &'static str, input: String, expected: String) -> Self {
         Self {
             name,
             input,
@@ -185,7 +185,7 @@ struct Finished {
     timer_lateness: Option<Duration>,
 }
 
-async fn start(ctx: &Ctx, id: &str, spec: &Spec) -> Result<(), String> {
+pub(crate) async fn start(ctx: &Ctx, id: &str, spec: &Spec) -> Result<(), String> {
     ctx.clients
         .get()
         .start_instance(pb::CreateInstanceRequest {
@@ -201,7 +201,7 @@ async fn start(ctx: &Ctx, id: &str, spec: &Spec) -> Result<(), String> {
 }
 
 /// The next note for a watched instance, or an error at `deadline`.
-async fn next_note(
+pub(crate) async fn next_note(
     rx: &mut mpsc::UnboundedReceiver<EpisodeNote>,
     deadline: Instant,
     id: &str,
@@ -524,8 +524,7 @@ async fn cold_start(ctx: &Arc<Ctx>, prefix: &str, idle: Duration) -> Measured {
 }
 
 /// Checks with `GetInstance` that every finished orchestration is COMPLETED with the
-/// expected output. durabletask-go acknowledges a completion *before* committing it, so a
-/// not-yet-completed status is retried for a while before it counts as an error.
+/// expected output (see [`check_stored`]), 32 at a time.
 pub(crate) async fn verify(ctx: &Arc<Ctx>, items: Vec<(String, String)>) {
     let limit = Arc::new(Semaphore::new(32));
     let mut checks = JoinSet::new();
@@ -533,37 +532,7 @@ pub(crate) async fn verify(ctx: &Arc<Ctx>, items: Vec<(String, String)>) {
         let (ctx, limit) = (Arc::clone(ctx), Arc::clone(&limit));
         checks.spawn(async move {
             let _permit = limit.acquire().await.map_err(|e| e.to_string())?;
-            let give_up = Instant::now() + Duration::from_secs(30);
-            loop {
-                let state = ctx
-                    .clients
-                    .get()
-                    .get_instance(pb::GetInstanceRequest {
-                        instance_id: id.clone(),
-                        get_inputs_and_outputs: true,
-                    })
-                    .await
-                    .map_err(|s| format!("GetInstance {id} failed: {s}"))?
-                    .into_inner()
-                    .orchestration_state;
-                let status = state.as_ref().map(|s| s.orchestration_status);
-                if status == Some(pb::OrchestrationStatus::Completed as i32) {
-                    let output = state.and_then(|s| s.output).unwrap_or_default();
-                    return if output == expected {
-                        Ok(())
-                    } else {
-                        Err(format!(
-                            "{id}: stored output {output:?}, expected {expected:?}"
-                        ))
-                    };
-                }
-                if Instant::now() >= give_up {
-                    return Err(format!(
-                        "{id}: stored status {status:?}, expected COMPLETED"
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            check_stored(&ctx, &id, &expected).await
         });
     }
     while let Some(r) = checks.join_next().await {
@@ -572,5 +541,42 @@ pub(crate) async fn verify(ctx: &Arc<Ctx>, items: Vec<(String, String)>) {
             Ok(Err(e)) => ctx.errors.record(e),
             Err(e) => ctx.errors.record(format!("verify task panicked: {e}")),
         }
+    }
+}
+
+/// Checks with `GetInstance` that `id` is COMPLETED with output `expected`.
+/// durabletask-go acknowledges a completion *before* committing it, so a not-yet-completed
+/// status is retried for a while before it counts as an error.
+pub(crate) async fn check_stored(ctx: &Ctx, id: &str, expected: &str) -> Result<(), String> {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = ctx
+            .clients
+            .get()
+            .get_instance(pb::GetInstanceRequest {
+                instance_id: id.to_string(),
+                get_inputs_and_outputs: true,
+            })
+            .await
+            .map_err(|s| format!("GetInstance {id} failed: {s}"))?
+            .into_inner()
+            .orchestration_state;
+        let status = state.as_ref().map(|s| s.orchestration_status);
+        if status == Some(pb::OrchestrationStatus::Completed as i32) {
+            let output = state.and_then(|s| s.output).unwrap_or_default();
+            return if output == expected {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{id}: stored output {output:?}, expected {expected:?}"
+                ))
+            };
+        }
+        if Instant::now() >= give_up {
+            return Err(format!(
+                "{id}: stored status {status:?}, expected COMPLETED"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
