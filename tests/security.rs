@@ -744,6 +744,35 @@ async fn http_routes_need_a_known_token_whose_role_covers_them() {
     .await
     .unwrap();
     assert_eq!(r.status(), 403, "a hub outside the token's list");
+    // The auth check and the door must read the same parameter: an encoded name or a
+    // repeated one cannot make the check see `hub-a` while the door serves `hub-b`.
+    for query in [
+        "ta%73kHub=hub-b&taskHub=hub-a",
+        "TASKHUB=hub-b&taskHub=hub-a",
+        "taskHub=hub%2Db",
+        "taskHub=%20hub-b%20",
+    ] {
+        let r = send(
+            Method::GET,
+            format!("{base}/instances?{query}"),
+            Some(CLIENT),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 403, "{query}");
+    }
+    let r = send(
+        Method::GET,
+        format!("{base}/instances?taskHub=%68ub-a"),
+        Some(CLIENT),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "an encoded name of a listed hub is that hub"
+    );
     let r = send(Method::GET, format!("{base}/instances"), Some(WORKER))
         .await
         .unwrap();

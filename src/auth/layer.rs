@@ -122,12 +122,17 @@ where
             .headers()
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes());
+        let http_hub = match self.layer.door {
+            Door::Http => crate::http::requested_task_hub(req.uri()).ok().flatten(),
+            Door::Grpc => None,
+        };
         let hub = match self.layer.door {
             Door::Grpc => req
                 .headers()
                 .get(crate::grpc::TASK_HUB_METADATA)
                 .and_then(|v| v.to_str().ok()),
-            Door::Http => req.uri().query().and_then(http_task_hub),
+            // A malformed query is refused by the door itself (400).
+            Door::Http => http_hub.as_deref(),
         };
         match auth.check(header, need, hub, name) {
             Ok(_) => Either::Right(self.inner.call(req)),
@@ -138,13 +143,4 @@ where
             }
         }
     }
-}
-
-/// The `taskHub` query parameter (any case, as the HTTP door reads it), percent-decoding
-/// left out: a valid hub name has nothing to decode.
-fn http_task_hub(query: &str) -> Option<&str> {
-    query.split('&').find_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        name.eq_ignore_ascii_case("taskhub").then_some(value)
-    })
 }

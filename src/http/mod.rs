@@ -74,12 +74,7 @@ impl FromRequestParts<Server> for Door {
         parts: &mut Parts,
         server: &Server,
     ) -> Result<Self, Self::Rejection> {
-        let params = json::Params::from_request_parts(parts, server).await?;
-        let task_hub = params
-            .get(TASK_HUB_PARAM)
-            .map(str::trim)
-            .filter(|hub| !hub.is_empty())
-            .map(str::to_owned);
+        let task_hub = requested_task_hub(&parts.uri).map_err(error::invalid)?;
         let state = server.hubs.get(task_hub.as_deref()).await?;
         Ok(Self {
             state,
@@ -87,6 +82,21 @@ impl FromRequestParts<Server> for Door {
             local_addr: server.local_addr,
         })
     }
+}
+
+/// The task hub a request names: the first `taskHub` query parameter (name in any case,
+/// percent-decoded, trimmed); `None` when absent or empty. The door and the auth layer both
+/// read it here, so the hub a token is checked against is always the hub that is served.
+/// A malformed query string is an error naming the problem.
+pub(crate) fn requested_task_hub(uri: &axum::http::Uri) -> Result<Option<String>, String> {
+    let axum::extract::Query(pairs) =
+        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+            .map_err(|e| format!("malformed query string: {e}"))?;
+    Ok(json::Params::new(pairs)
+        .get(TASK_HUB_PARAM)
+        .map(str::trim)
+        .filter(|hub| !hub.is_empty())
+        .map(str::to_owned))
 }
 
 /// Serves the HTTP API on `listener` until `shutdown` fires; requests in flight finish.
