@@ -123,32 +123,11 @@ async fn terminate_on(client: &Client, id: &str) {
     );
 }
 
-async fn exists_on(client: &Client, id: &str) -> bool {
-    within(
-        "get instance",
-        client.clone().get_instance(pb::GetInstanceRequest {
-            instance_id: id.into(),
-            get_inputs_and_outputs: false,
-        }),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .exists
-}
-
 /// The value of one sample of `/metrics`, 0 when absent.
 async fn metric(server: &TestServer, sample: &str) -> f64 {
-    let text = within(
-        "scrape",
-        reqwest::get(format!("{}/metrics", server.http_base())),
-    )
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
-    text.lines()
+    common::metrics_text(server)
+        .await
+        .lines()
         .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
         .unwrap_or(0.0)
 }

@@ -410,14 +410,7 @@ async fn the_http_api_takes_the_hub_from_the_task_hub_parameter() {
     );
 
     // Per-hub gauges in /metrics.
-    let metrics = http
-        .get(format!("{}/metrics", server.http_base()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&server).await;
     assert!(
         metrics.contains("durabletask_instances{status=\"Pending\",task_hub=\"web\"} 1"),
         "{metrics}"

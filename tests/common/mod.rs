@@ -663,9 +663,14 @@ pub async fn terminated(server: &TestServer, id: &str) {
 
 /// Whether GetInstance finds the instance.
 pub async fn exists(server: &TestServer, id: &str) -> bool {
+    exists_on(&server.client(), id).await
+}
+
+/// Whether GetInstance through `client` (and so its task hub) finds the instance.
+pub async fn exists_on(client: &Client, id: &str) -> bool {
     within(
         "get instance",
-        server.client().get_instance(pb::GetInstanceRequest {
+        client.clone().get_instance(pb::GetInstanceRequest {
             instance_id: id.into(),
             get_inputs_and_outputs: false,
         }),
@@ -674,4 +679,17 @@ pub async fn exists(server: &TestServer, id: &str) -> bool {
     .unwrap()
     .into_inner()
     .exists
+}
+
+/// The text of the server's `/metrics`.
+pub async fn metrics_text(server: &TestServer) -> String {
+    within(
+        "scrape",
+        reqwest::get(format!("{}/metrics", server.http_base())),
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap()
 }
