@@ -681,6 +681,25 @@ pub async fn exists_on(client: &Client, id: &str) -> bool {
     .exists
 }
 
+/// Completes an entity work item as one successful operation that leaves `state`.
+pub async fn complete_entity_ok(client: &Client, completion_token: String, state: Option<String>) {
+    within(
+        "complete entity",
+        client.clone().complete_entity_task(pb::EntityBatchResult {
+            results: vec![pb::OperationResult {
+                result_type: Some(pb::operation_result::ResultType::Success(
+                    pb::OperationResultSuccess::default(),
+                )),
+            }],
+            entity_state: state,
+            completion_token,
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+}
+
 /// The text of the server's `/metrics`.
 pub async fn metrics_text(server: &TestServer) -> String {
     within(
