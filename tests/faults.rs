@@ -663,12 +663,7 @@ impl Sidecar {
     }
 
     fn spawn_on(db: impl AsRef<std::ffi::OsStr>) -> Self {
-        // Taken and released here; a clash with another process in between is unlikely.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::free_port();
         let mut child = Command::new(BIN)
             .args(["--port", &port.to_string(), "--http-port", "off", "--db"])
             .arg(db)

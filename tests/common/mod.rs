@@ -51,6 +51,16 @@ pub fn hub_client_of(channel: Channel, hub: &str) -> Client {
     TaskHubSidecarServiceClient::with_interceptor(channel, HubHeader(Some(hub.to_owned())))
 }
 
+/// A loopback port free when asked, for a sidecar process started by a test (taken and
+/// released here; a clash with another process in between is unlikely).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Every await on the server goes through this, so a bug fails instead of hanging.
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(20), fut)
