@@ -1070,11 +1070,7 @@ async fn bad_payloads_name_the_option_and_the_file() {
 
 #[tokio::test]
 async fn no_command_still_serves() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = Command::new(BIN)
         .args([
             "--port",

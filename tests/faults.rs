@@ -89,6 +89,19 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Writes zeros to `path` until the disk is full, then frees `room` bytes of it, so some
+/// commits still succeed before the disk is full.
+fn fill_leaving(path: &Path, room: u64) {
+    fill(path);
+    let full = std::fs::metadata(path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(full.saturating_sub(room))
+        .unwrap();
+}
+
 /// Writes zeros to `path` until the disk is full.
 fn fill(path: &Path) {
     let mut file = std::fs::File::create(path).unwrap();
@@ -173,6 +186,115 @@ async fn completing_worker(client: Client) -> ScriptedWorker {
     .await
 }
 
+/// Ten instances started while there is room, their ids.
+async fn start_before(client: &Client) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let id = format!("before-{i}");
+        client
+            .clone()
+            .start_instance(start_request(&id, None))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+/// Starts instances in waves of eight concurrent calls (so the writer batches them: a
+/// failed batch must fail each of its callers the same way) until a wave has a refusal.
+/// Acknowledged ids go to `acknowledged`; the refused ones are returned, each checked to
+/// be a retryable disk-full refusal.
+async fn start_until_refused(
+    client: &Client,
+    label: &str,
+    waves: u64,
+    input: impl Fn(u64) -> String,
+    acknowledged: &mut Vec<String>,
+) -> Vec<String> {
+    let mut refused = Vec::new();
+    for wave in 0..waves {
+        let outcomes = futures::future::join_all((0..8).map(|i| {
+            let mut client = client.clone();
+            let id = format!("full-{wave}-{i}");
+            let input = input(wave * 8 + i);
+            async move {
+                let r = client
+                    .start_instance(start_request(&id, Some(&input)))
+                    .await;
+                (id, r)
+            }
+        }))
+        .await;
+        for (id, r) in outcomes {
+            match r {
+                Ok(_) => acknowledged.push(id),
+                Err(status) => refused.push((id, status)),
+            }
+        }
+        if !refused.is_empty() {
+            break;
+        }
+    }
+    eprintln!(
+        "{label}: {} starts acknowledged, {} refused, first: {:?}",
+        acknowledged.len(),
+        refused.len(),
+        refused.first()
+    );
+    assert!(
+        !refused.is_empty(),
+        "commits kept succeeding on a full disk"
+    );
+    for (id, status) in &refused {
+        assert_eq!(status.code(), Code::Unavailable, "{id}: {status:?}");
+        assert!(
+            status.message().contains("disk is full"),
+            "{id}: {status:?}"
+        );
+    }
+    refused.into_iter().map(|(id, _)| id).collect()
+}
+
+/// Waits for each instance to complete, and checks it completed.
+async fn all_complete(client: &Client, ids: &[String]) {
+    for id in ids {
+        let r = within(
+            "completion",
+            client
+                .clone()
+                .wait_for_instance_completion(pb::GetInstanceRequest {
+                    instance_id: id.clone(),
+                    get_inputs_and_outputs: false,
+                }),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+        assert_eq!(
+            r.orchestration_state.unwrap().orchestration_status,
+            pb::OrchestrationStatus::Completed as i32,
+            "{id}"
+        );
+    }
+}
+
+/// Once the filler is gone, waits until a start (`after-0`) succeeds again, without a
+/// restart, and returns its id.
+async fn start_after_space_returns(client: &Client) -> String {
+    eventually("a start after space returned", || {
+        let mut client = client.clone();
+        async move {
+            client
+                .start_instance(start_request("after-0", None))
+                .await
+                .ok()
+        }
+    })
+    .await;
+    "after-0".into()
+}
+
 /// The sidecar binary run to its exit on `db`.
 fn run_to_exit(db: &str) -> Output {
     Command::new(BIN)
@@ -211,73 +333,24 @@ async fn a_full_disk_fails_commits_retryably_and_service_resumes_when_space_retu
     let mut server = TestServer::start_in(tempfile::tempdir_in(disk.path()).unwrap()).await;
     let db = PathBuf::from(&server.db);
     let mut client = server.client();
-    let mut acknowledged = Vec::new();
-    for i in 0..10 {
-        let id = format!("before-{i}");
-        client
-            .start_instance(start_request(&id, None))
-            .await
-            .unwrap();
-        acknowledged.push(id);
-    }
+    let mut acknowledged = start_before(&client).await;
 
     // A worker throughout: its completions fail on the full disk too, and must be
     // delivered again once space returns.
     let worker = completing_worker(server.client()).await;
     let filler = disk.path().join("filler");
-    fill(&filler);
-    // Leave a little room, so some commits still succeed before the disk is full.
-    let full = std::fs::metadata(&filler).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&filler)
-        .unwrap()
-        .set_len(full.saturating_sub(512 * 1024))
-        .unwrap();
+    fill_leaving(&filler, 512 * 1024);
     // Large inputs use up whatever room is left (free WAL pages, the last free blocks).
     let input = format!("\"{}\"", "x".repeat(16 * 1024));
-    // Waves of concurrent starts, so the writer batches them: a failed batch must fail
-    // each of its callers the same way.
-    let mut refused = Vec::new();
-    for wave in 0..250 {
-        let outcomes = futures::future::join_all((0..8).map(|i| {
-            let mut client = client.clone();
-            let id = format!("full-{wave}-{i}");
-            let input = input.clone();
-            async move {
-                let r = client
-                    .start_instance(start_request(&id, Some(&input)))
-                    .await;
-                (id, r)
-            }
-        }))
-        .await;
-        for (id, r) in outcomes {
-            match r {
-                Ok(_) => acknowledged.push(id),
-                Err(status) => refused.push((id, status)),
-            }
-        }
-        if !refused.is_empty() {
-            break;
-        }
-    }
-    eprintln!(
-        "disk full: {} starts acknowledged, {} refused, first: {:?}",
-        acknowledged.len(),
-        refused.len(),
-        refused.first()
-    );
-    assert!(
-        !refused.is_empty(),
-        "commits kept succeeding on a full disk"
-    );
-    for (id, status) in &refused {
-        assert_eq!(status.code(), Code::Unavailable, "{id}: {status:?}");
-        assert!(
-            status.message().contains("disk is full"),
-            "{id}: {status:?}"
-        );
+    let refused = start_until_refused(
+        &client,
+        "disk full",
+        250,
+        |_| input.clone(),
+        &mut acknowledged,
+    )
+    .await;
+    for id in &refused {
         assert!(
             server.get(id).await.is_none(),
             "refused start {id} was stored"
@@ -330,17 +403,7 @@ async fn a_full_disk_fails_commits_retryably_and_service_resumes_when_space_retu
 
     // Space returns: writes succeed again without a restart.
     std::fs::remove_file(&filler).unwrap();
-    eventually("a start after space returned", || {
-        let mut client = client.clone();
-        async move {
-            client
-                .start_instance(start_request("after-0", None))
-                .await
-                .ok()
-        }
-    })
-    .await;
-    acknowledged.push("after-0".into());
+    acknowledged.push(start_after_space_returns(&client).await);
     for i in 1..5 {
         let id = format!("after-{i}");
         client
@@ -433,69 +496,20 @@ async fn a_full_disk_under_postgres_fails_commits_retryably_and_service_resumes(
     let pg = PgServer::start(disk.path().join("pg"));
     let sidecar = Sidecar::spawn_on(&pg.url);
     let client = sidecar.ready().await;
-    let mut acknowledged = Vec::new();
-    for i in 0..10 {
-        let id = format!("before-{i}");
-        client
-            .clone()
-            .start_instance(start_request(&id, None))
-            .await
-            .unwrap();
-        acknowledged.push(id);
-    }
+    let mut acknowledged = start_before(&client).await;
     let worker = completing_worker(client.clone()).await;
 
     let filler = disk.path().join("filler");
-    fill(&filler);
-    let full = std::fs::metadata(&filler).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&filler)
-        .unwrap()
-        .set_len(full.saturating_sub(1024 * 1024))
-        .unwrap();
-    let mut refused = Vec::new();
-    for wave in 0..2_000u64 {
-        let outcomes = futures::future::join_all((0..8).map(|i| {
-            let mut client = client.clone();
-            let id = format!("full-{wave}-{i}");
-            let input = incompressible(wave * 8 + i, 32 * 1024);
-            async move {
-                let r = client
-                    .start_instance(start_request(&id, Some(&input)))
-                    .await;
-                (id, r)
-            }
-        }))
-        .await;
-        for (id, r) in outcomes {
-            match r {
-                Ok(_) => acknowledged.push(id),
-                Err(status) => refused.push((id, status)),
-            }
-        }
-        if !refused.is_empty() {
-            break;
-        }
-    }
-    eprintln!(
-        "postgres disk full: {} starts acknowledged, {} refused, first: {:?}",
-        acknowledged.len(),
-        refused.len(),
-        refused.first()
-    );
-    assert!(
-        !refused.is_empty(),
-        "commits kept succeeding on a full disk"
-    );
-    for (id, status) in &refused {
-        assert_eq!(status.code(), Code::Unavailable, "{id}: {status:?}");
-        assert!(
-            status.message().contains("disk is full"),
-            "{id}: {status:?}"
-        );
-    }
-    for id in acknowledged.iter().chain(refused.iter().map(|(id, _)| id)) {
+    fill_leaving(&filler, 1024 * 1024);
+    let refused = start_until_refused(
+        &client,
+        "postgres disk full",
+        2_000,
+        |n| incompressible(n, 32 * 1024),
+        &mut acknowledged,
+    )
+    .await;
+    for id in acknowledged.iter().chain(&refused) {
         let r = client
             .clone()
             .get_instance(pb::GetInstanceRequest {
@@ -505,41 +519,13 @@ async fn a_full_disk_under_postgres_fails_commits_retryably_and_service_resumes(
             .await
             .unwrap()
             .into_inner();
-        let refused = refused.iter().any(|(r, _)| r == id);
+        let refused = refused.contains(id);
         assert_eq!(r.exists, !refused, "{id}: read on a full disk");
     }
 
     std::fs::remove_file(&filler).unwrap();
-    eventually("a start after space returned", || {
-        let mut client = client.clone();
-        async move {
-            client
-                .start_instance(start_request("after-0", None))
-                .await
-                .ok()
-        }
-    })
-    .await;
-    acknowledged.push("after-0".into());
-    for id in &acknowledged {
-        let r = within(
-            "completion",
-            client
-                .clone()
-                .wait_for_instance_completion(pb::GetInstanceRequest {
-                    instance_id: id.clone(),
-                    get_inputs_and_outputs: false,
-                }),
-        )
-        .await
-        .unwrap()
-        .into_inner();
-        assert_eq!(
-            r.orchestration_state.unwrap().orchestration_status,
-            pb::OrchestrationStatus::Completed as i32,
-            "{id}"
-        );
-    }
+    acknowledged.push(start_after_space_returns(&client).await);
+    all_complete(&client, &acknowledged).await;
     worker.stop().await;
     sidecar.kill();
     drop(pg);
@@ -677,12 +663,7 @@ impl Sidecar {
     }
 
     fn spawn_on(db: impl AsRef<std::ffi::OsStr>) -> Self {
-        // Taken and released here; a clash with another process in between is unlikely.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::free_port();
         let mut child = Command::new(BIN)
             .args(["--port", &port.to_string(), "--http-port", "off", "--db"])
             .arg(db)
@@ -830,25 +811,7 @@ async fn sigkill_during_start_up_recovery_and_during_a_purge_leaves_a_clean_data
     let fourth = Sidecar::spawn(&db);
     let client = fourth.ready().await;
     let worker = completing_worker(client.clone()).await;
-    for id in &ids {
-        let r = within(
-            "completion",
-            client
-                .clone()
-                .wait_for_instance_completion(pb::GetInstanceRequest {
-                    instance_id: id.clone(),
-                    get_inputs_and_outputs: false,
-                }),
-        )
-        .await
-        .unwrap()
-        .into_inner();
-        assert_eq!(
-            r.orchestration_state.unwrap().orchestration_status,
-            pb::OrchestrationStatus::Completed as i32,
-            "{id}"
-        );
-    }
+    all_complete(&client, &ids).await;
     worker.stop().await;
 
     // Every instance ran the same script, so has the same history.

@@ -927,24 +927,7 @@ async fn entities_signal_get_and_list() {
                 Some(EventType::EntityOperationSignaled(s)) => s.input.clone(),
                 _ => None,
             });
-        let result = pb::OperationResult {
-            result_type: Some(pb::operation_result::ResultType::Success(
-                pb::OperationResultSuccess::default(),
-            )),
-        };
-        within(
-            "complete entity",
-            w.client
-                .clone()
-                .complete_entity_task(pb::EntityBatchResult {
-                    results: vec![result],
-                    entity_state: input,
-                    completion_token: item.completion_token,
-                    ..Default::default()
-                }),
-        )
-        .await
-        .unwrap();
+        complete_entity_ok(&w.client, item.completion_token, input).await;
     }
     let a = get("a").await;
     assert_eq!((a.status, &a.body), (200, &json!(5)));
@@ -1219,23 +1202,7 @@ async fn dashboard_fields_failure_details_parent_and_child_and_entity_keys() {
     let mut w = WorkStream::open(server.client(), pb::GetWorkItemsRequest::default()).await;
     for _ in 0..3 {
         let item = w.next_where(is_entity).await;
-        within(
-            "complete entity",
-            w.client
-                .clone()
-                .complete_entity_task(pb::EntityBatchResult {
-                    results: vec![pb::OperationResult {
-                        result_type: Some(pb::operation_result::ResultType::Success(
-                            pb::OperationResultSuccess::default(),
-                        )),
-                    }],
-                    entity_state: Some("1".into()),
-                    completion_token: item.completion_token,
-                    ..Default::default()
-                }),
-        )
-        .await
-        .unwrap();
+        complete_entity_ok(&w.client, item.completion_token, Some("1".into())).await;
     }
     let all = eventually("three counters listed", || async {
         let r = api.get(&named, &[("entityName", "counter")], "").await;

@@ -126,15 +126,7 @@ async fn a_start_flood_past_the_pending_writes_bound_is_refused_as_unavailable_a
 
     // The refusals are counted, and the server keeps serving: the accepted instances run
     // to completion and a refused start succeeds when retried.
-    let metrics = within(
-        "scrape",
-        reqwest::get(format!("{}/metrics", server.http_base())),
-    )
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    let metrics = common::metrics_text(&server).await;
     assert!(
         metrics.contains("durabletask_rejected_requests_total{reason=\"pending_writes\"}"),
         "{metrics}"

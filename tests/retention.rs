@@ -123,32 +123,11 @@ async fn terminate_on(client: &Client, id: &str) {
     );
 }
 
-async fn exists_on(client: &Client, id: &str) -> bool {
-    within(
-        "get instance",
-        client.clone().get_instance(pb::GetInstanceRequest {
-            instance_id: id.into(),
-            get_inputs_and_outputs: false,
-        }),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .exists
-}
-
 /// The value of one sample of `/metrics`, 0 when absent.
 async fn metric(server: &TestServer, sample: &str) -> f64 {
-    let text = within(
-        "scrape",
-        reqwest::get(format!("{}/metrics", server.http_base())),
-    )
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
-    text.lines()
+    common::metrics_text(server)
+        .await
+        .lines()
         .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
         .unwrap_or(0.0)
 }
@@ -259,21 +238,12 @@ async fn empty_entities_are_cleaned_and_entities_with_state_stay() {
         .await
         .unwrap();
         let item = w.next_where(is_entity).await;
-        within(
-            "complete entity",
-            server.client().complete_entity_task(pb::EntityBatchResult {
-                results: vec![pb::OperationResult {
-                    result_type: Some(pb::operation_result::ResultType::Success(
-                        pb::OperationResultSuccess::default(),
-                    )),
-                }],
-                entity_state: state.map(Into::into),
-                completion_token: item.completion_token,
-                ..Default::default()
-            }),
+        complete_entity_ok(
+            &server.client(),
+            item.completion_token,
+            state.map(Into::into),
         )
-        .await
-        .unwrap();
+        .await;
     }
     eventually("empty entity removed", || async {
         let left = transient_entities(&server).await;

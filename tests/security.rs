@@ -7,9 +7,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{within, Client, TestServer};
+use common::{eventually, within, Client, TestServer};
 use durabletask_sidecar::proto as pb;
 use durabletask_sidecar::security::SecurityOptions;
 use durabletask_sidecar::server::{self, ServerOptions};
@@ -104,6 +104,14 @@ impl Files {
 
 // ---- A server with TLS ---------------------------------------------------------------
 
+/// Security options with TLS from `tls` and nothing else.
+fn tls_only(tls: TlsFiles) -> SecurityOptions {
+    SecurityOptions {
+        tls: Some(tls),
+        ..SecurityOptions::default()
+    }
+}
+
 /// `server::run` on ephemeral ports with `security`; `TestServer` connects in plaintext,
 /// so TLS servers are started here.
 struct SecureServer {
@@ -194,11 +202,7 @@ async fn hello(client: &mut Client) -> Result<(), tonic::Status> {
 async fn grpc_and_http_over_tls() {
     let ca = Ca::new("test CA");
     let files = Files::new(&ca);
-    let server = SecureServer::start(SecurityOptions {
-        tls: Some(files.tls(None)),
-        ..SecurityOptions::default()
-    })
-    .await;
+    let server = SecureServer::start(tls_only(files.tls(None))).await;
 
     let mut client = server.client(&ca, None).await.unwrap();
     let id = within(
@@ -233,11 +237,7 @@ async fn grpc_and_http_over_tls() {
 async fn plaintext_clients_against_the_tls_ports_fail_cleanly() {
     let ca = Ca::new("test CA");
     let files = Files::new(&ca);
-    let server = SecureServer::start(SecurityOptions {
-        tls: Some(files.tls(None)),
-        ..SecurityOptions::default()
-    })
-    .await;
+    let server = SecureServer::start(tls_only(files.tls(None))).await;
 
     // h2c against TLS: the handshake fails and the call errors instead of hanging.
     let plain = within("plaintext gRPC", async {
@@ -282,11 +282,7 @@ async fn mutual_tls_accepts_signed_clients_and_refuses_others() {
     let rogue_ca = Ca::new("rogue CA");
     let files = Files::new(&server_ca);
     let ca_file = files.write("clients.pem", &client_ca.pem);
-    let server = SecureServer::start(SecurityOptions {
-        tls: Some(files.tls(Some(ca_file))),
-        ..SecurityOptions::default()
-    })
-    .await;
+    let server = SecureServer::start(tls_only(files.tls(Some(ca_file)))).await;
 
     let mut good = server
         .client(&server_ca, Some(client_ca.leaf(&["worker-1"])))
@@ -351,19 +347,11 @@ async fn a_rotated_certificate_is_served_to_new_connections() {
     );
 
     files.install(&new_ca);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(mut c) = server.client(&new_ca, None).await {
-            if hello(&mut c).await.is_ok() {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new certificate was not picked up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the new certificate picked up", || async {
+        let mut c = server.client(&new_ca, None).await.ok()?;
+        hello(&mut c).await.ok()
+    })
+    .await;
     // The HTTP door rotated too.
     let r = within(
         "HTTP after rotation",
@@ -405,40 +393,28 @@ async fn bad_files_at_start_up_name_the_file() {
     let tokens = files.write("tokens.txt", "superuser aaaaaaaaaaaaaaaaaaaaaaaa\n");
     let cases: Vec<(SecurityOptions, String)> = vec![
         (
-            SecurityOptions {
-                tls: Some(TlsFiles {
-                    cert: missing.clone(),
-                    ..files.tls(None)
-                }),
-                ..Default::default()
-            },
+            tls_only(TlsFiles {
+                cert: missing.clone(),
+                ..files.tls(None)
+            }),
             format!("--tls-cert {}", missing.display()),
         ),
         (
-            SecurityOptions {
-                tls: Some(TlsFiles {
-                    key: garbage.clone(),
-                    ..files.tls(None)
-                }),
-                ..Default::default()
-            },
+            tls_only(TlsFiles {
+                key: garbage.clone(),
+                ..files.tls(None)
+            }),
             format!("--tls-key {}", garbage.display()),
         ),
         (
-            SecurityOptions {
-                tls: Some(TlsFiles {
-                    key: wrong_key.clone(),
-                    ..files.tls(None)
-                }),
-                ..Default::default()
-            },
+            tls_only(TlsFiles {
+                key: wrong_key.clone(),
+                ..files.tls(None)
+            }),
             wrong_key.display().to_string(),
         ),
         (
-            SecurityOptions {
-                tls: Some(files.tls(Some(garbage.clone()))),
-                ..Default::default()
-            },
+            tls_only(files.tls(Some(garbage.clone()))),
             format!("--tls-client-ca {}", garbage.display()),
         ),
         (
@@ -495,16 +471,21 @@ async fn token_server(dir: &Path) -> (TestServer, PathBuf) {
             "# roles\nadmin {ADMIN}\nworker {WORKER}\nclient {CLIENT} default,hub-a\n\nread {READ} # reads\n"
         ),
     );
-    let server = TestServer::start_with(ServerOptions {
+    let server = tokens_file_server(&path, Duration::from_millis(100)).await;
+    (server, path)
+}
+
+/// A plaintext server whose tokens come from `path`, polled for changes every `poll`.
+async fn tokens_file_server(path: &Path, poll: Duration) -> TestServer {
+    TestServer::start_with(ServerOptions {
         security: SecurityOptions {
-            tokens_file: Some(path.clone()),
-            poll: Duration::from_millis(100),
+            tokens_file: Some(path.to_path_buf()),
+            poll,
             ..SecurityOptions::default()
         },
         ..ServerOptions::default()
     })
-    .await;
-    (server, path)
+    .await
 }
 
 fn with_token<T>(message: T, token: Option<&str>) -> Request<T> {
@@ -514,6 +495,11 @@ fn with_token<T>(message: T, token: Option<&str>) -> Request<T> {
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
     }
     r
+}
+
+/// Whether a call got past authentication (any answer but UNAUTHENTICATED).
+fn authenticated<T>(r: &Result<T, tonic::Status>) -> bool {
+    !matches!(r, Err(s) if s.code() == Code::Unauthenticated)
 }
 
 fn start_req(id: &str) -> pb::CreateInstanceRequest {
@@ -678,6 +664,10 @@ async fn http_routes_need_a_known_token_whose_role_covers_them() {
         }
         within("HTTP", r.send())
     };
+    let status = |method: reqwest::Method, url: String, token: Option<&str>| {
+        let sent = send(method, url, token);
+        async move { sent.await.unwrap().status() }
+    };
     use reqwest::Method;
 
     let r = send(Method::GET, format!("{base}/instances"), None)
@@ -696,19 +686,20 @@ async fn http_routes_need_a_known_token_whose_role_covers_them() {
         .unwrap()
         .contains("missing bearer token"));
 
-    let r = send(
-        Method::GET,
-        format!("{base}/instances"),
-        Some("nope-nope-nope-nope-1"),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(
+        status(
+            Method::GET,
+            format!("{base}/instances"),
+            Some("nope-nope-nope-nope-1")
+        )
+        .await,
+        401
+    );
 
-    let r = send(Method::GET, format!("{base}/instances"), Some(READ))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(
+        status(Method::GET, format!("{base}/instances"), Some(READ)).await,
+        200
+    );
     let r = send(
         Method::POST,
         format!("{base}/orchestrators/Orch/h1"),
@@ -724,26 +715,29 @@ async fn http_routes_need_a_known_token_whose_role_covers_them() {
         "{body}"
     );
 
-    let r = send(
-        Method::POST,
-        format!("{base}/orchestrators/Orch/h1"),
-        Some(CLIENT),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 202);
-    let r = send(Method::DELETE, format!("{base}/taskhub"), Some(CLIENT))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let r = send(
-        Method::GET,
-        format!("{base}/instances?taskHub=hub-b"),
-        Some(CLIENT),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 403, "a hub outside the token's list");
+    assert_eq!(
+        status(
+            Method::POST,
+            format!("{base}/orchestrators/Orch/h1"),
+            Some(CLIENT)
+        )
+        .await,
+        202
+    );
+    assert_eq!(
+        status(Method::DELETE, format!("{base}/taskhub"), Some(CLIENT)).await,
+        403
+    );
+    assert_eq!(
+        status(
+            Method::GET,
+            format!("{base}/instances?taskHub=hub-b"),
+            Some(CLIENT)
+        )
+        .await,
+        403,
+        "a hub outside the token's list"
+    );
     // The auth check and the door must read the same parameter: an encoded name or a
     // repeated one cannot make the check see `hub-a` while the door serves `hub-b`.
     for query in [
@@ -752,52 +746,40 @@ async fn http_routes_need_a_known_token_whose_role_covers_them() {
         "taskHub=hub%2Db",
         "taskHub=%20hub-b%20",
     ] {
-        let r = send(
-            Method::GET,
-            format!("{base}/instances?{query}"),
-            Some(CLIENT),
-        )
-        .await
-        .unwrap();
-        assert_eq!(r.status(), 403, "{query}");
+        assert_eq!(
+            status(
+                Method::GET,
+                format!("{base}/instances?{query}"),
+                Some(CLIENT)
+            )
+            .await,
+            403,
+            "{query}"
+        );
     }
-    let r = send(
-        Method::GET,
-        format!("{base}/instances?taskHub=%68ub-a"),
-        Some(CLIENT),
-    )
-    .await
-    .unwrap();
     assert_eq!(
-        r.status(),
+        status(
+            Method::GET,
+            format!("{base}/instances?taskHub=%68ub-a"),
+            Some(CLIENT)
+        )
+        .await,
         200,
         "an encoded name of a listed hub is that hub"
     );
-    let r = send(Method::GET, format!("{base}/instances"), Some(WORKER))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(
+        status(Method::GET, format!("{base}/instances"), Some(WORKER)).await,
+        403
+    );
 
     // Metrics need a reading role; the dashboard's page and the OpenAPI document are open.
     let metrics = format!("{}/metrics", server.http_base());
-    assert_eq!(
-        send(Method::GET, metrics.clone(), None)
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        send(Method::GET, metrics, Some(READ))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(Method::GET, metrics.clone(), None).await, 401);
+    assert_eq!(status(Method::GET, metrics, Some(READ)).await, 200);
     let page = format!("{}/", server.http_base());
-    assert_eq!(send(Method::GET, page, None).await.unwrap().status(), 200);
+    assert_eq!(status(Method::GET, page, None).await, 200);
     let doc = format!("{}/openapi.json", server.http_base());
-    assert_eq!(send(Method::GET, doc, None).await.unwrap().status(), 200);
+    assert_eq!(status(Method::GET, doc, None).await, 200);
 }
 
 #[tokio::test]
@@ -810,16 +792,15 @@ async fn a_changed_tokens_file_is_picked_up() {
     let new = "fresh-token-0123456789";
     // A new token, the client token demoted to `read`, the others gone.
     write_atomically(&path, &format!("read {new}\nread {CLIENT}\n"));
-    let deadline = Instant::now() + Duration::from_secs(15);
     // Any answer but UNAUTHENTICATED (the instance does not exist) means the token works.
-    while c
-        .get_instance(with_token(get_req("x"), Some(new)))
-        .await
-        .is_err_and(|s| s.code() == Code::Unauthenticated)
-    {
-        assert!(Instant::now() < deadline, "the new token was not picked up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the new token picked up", || {
+        let mut c = c.clone();
+        async move {
+            let r = c.get_instance(with_token(get_req("x"), Some(new))).await;
+            authenticated(&r).then_some(())
+        }
+    })
+    .await;
     let s = c
         .get_instance(with_token(get_req("x"), Some(READ)))
         .await
@@ -838,15 +819,7 @@ async fn sighup_reloads_the_tokens_file() {
     let path = dir.path().join("tokens.txt");
     write_atomically(&path, &format!("read {READ}\n"));
     // Polling effectively off: only the signal can bring the change in.
-    let server = TestServer::start_with(ServerOptions {
-        security: SecurityOptions {
-            tokens_file: Some(path.clone()),
-            poll: Duration::from_secs(3600),
-            ..SecurityOptions::default()
-        },
-        ..ServerOptions::default()
-    })
-    .await;
+    let server = tokens_file_server(&path, Duration::from_secs(3600)).await;
     let mut c = server.client();
     // Answered: the server, and its SIGHUP handler, are installed.
     c.hello(with_token((), Some(READ))).await.unwrap();
@@ -857,16 +830,12 @@ async fn sighup_reloads_the_tokens_file() {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while c
-        .hello(with_token((), Some(new)))
-        .await
-        .is_err_and(|s| s.code() == Code::Unauthenticated)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "SIGHUP did not reload the tokens"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("SIGHUP reloading the tokens", || {
+        let mut c = c.clone();
+        async move {
+            let r = c.hello(with_token((), Some(new))).await;
+            authenticated(&r).then_some(())
+        }
+    })
+    .await;
 }

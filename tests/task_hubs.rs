@@ -114,13 +114,15 @@ fn hub_names(names: &[&str]) -> Option<BTreeSet<TaskHubName>> {
     )
 }
 
+/// Clients of two task hubs of one server.
+async fn two_hubs(server: &TestServer, a: &str, b: &str) -> (Client, Client) {
+    (server.hub_client(a).await, server.hub_client(b).await)
+}
+
 #[tokio::test]
 async fn the_same_instance_id_lives_in_two_hubs_and_each_worker_gets_only_its_hub() {
     let server = TestServer::start().await;
-    let (a, b) = (
-        server.hub_client("hub-a").await,
-        server.hub_client("Hub-B").await,
-    );
+    let (a, b) = two_hubs(&server, "hub-a", "Hub-B").await;
     start(&a, "same", "\"x\"").await;
     start(&b, "same", "\"y\"").await;
     start(&a, "only-a", "\"z\"").await;
@@ -182,10 +184,7 @@ async fn the_same_instance_id_lives_in_two_hubs_and_each_worker_gets_only_its_hu
 #[tokio::test]
 async fn entities_events_and_task_hub_wipes_stay_in_their_hub() {
     let server = TestServer::start().await;
-    let (a, b) = (
-        server.hub_client("left").await,
-        server.hub_client("right").await,
-    );
+    let (a, b) = two_hubs(&server, "left", "right").await;
     within(
         "signal",
         a.clone().signal_entity(pb::SignalEntityRequest {
@@ -204,21 +203,7 @@ async fn entities_events_and_task_hub_wipes_stay_in_their_hub() {
     let item = left
         .next_where(|i| matches!(i.request, Some(pb::work_item::Request::EntityRequestV2(_))))
         .await;
-    within(
-        "complete entity",
-        a.clone().complete_entity_task(pb::EntityBatchResult {
-            results: vec![pb::OperationResult {
-                result_type: Some(pb::operation_result::ResultType::Success(
-                    pb::OperationResultSuccess::default(),
-                )),
-            }],
-            entity_state: Some("1".into()),
-            completion_token: item.completion_token,
-            ..Default::default()
-        }),
-    )
-    .await
-    .unwrap();
+    complete_entity_ok(&a, item.completion_token, Some("1".into())).await;
     let entity = |c: &Client| {
         let mut c = c.clone();
         async move {
@@ -410,14 +395,7 @@ async fn the_http_api_takes_the_hub_from_the_task_hub_parameter() {
     );
 
     // Per-hub gauges in /metrics.
-    let metrics = http
-        .get(format!("{}/metrics", server.http_base()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&server).await;
     assert!(
         metrics.contains("durabletask_instances{status=\"Pending\",task_hub=\"web\"} 1"),
         "{metrics}"

@@ -10,7 +10,6 @@ the conversation it was given, so each assertion on a reply checks what the side
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from durabletask.task import OrchestrationContext
 
 from agent_framework_durabletask import AgentSessionId, DurableAgentSession, DurableAIAgentOrchestrationContext
 
+from _util import wait_until
 from scripted import AGENT_NAME, ScriptedChatClient, expected_reply
 
 ENTITY_NAME = AgentSessionId.to_entity_name(AGENT_NAME)
@@ -42,7 +42,7 @@ def session_key(session: DurableAgentSession) -> str:
 
 def entity_state(sidecar, key: str) -> dict[str, Any] | None:
     """The agent entity's state through the sidecar's HTTP API (None while it has none)."""
-    url = f"{sidecar.http_base}/entities/{ENTITY_NAME}/{key}"
+    url = f"{sidecar.http_base}/runtime/webhooks/durabletask/entities/{ENTITY_NAME}/{key}"
     try:
         with urllib.request.urlopen(url, timeout=10) as answer:
             return json.loads(answer.read())
@@ -67,17 +67,6 @@ def turns(*user_messages: str) -> list[tuple[str, str]]:
     for i, text in enumerate(user_messages):
         out += [("user", text), ("assistant", expected_reply(user_messages[: i + 1]))]
     return out
-
-
-def wait_until(predicate, *, timeout: float = 30.0, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_multi_turn_conversation_keeps_history_in_the_entity(sidecar, agent_host, agents):
@@ -136,7 +125,7 @@ def test_turn_in_flight_when_the_sidecar_dies_is_answered_once_after_restart(sid
 
     # The new process redelivers the signal; the turn runs again and is stored once.
     wait_until(lambda: len(conversation(entity_state(sidecar, key))) == 4,
-               what="the held turn to be answered after the restart")
+               timeout=30.0, what="the held turn to be answered after the restart")
     assert conversation(entity_state(sidecar, key)) == turns("before", "during")
     # Held once in the killed process, run again in the new one: exactly two model calls.
     assert chat.calls.count(["before", "during"]) == 2, chat.calls

@@ -51,6 +51,16 @@ pub fn hub_client_of(channel: Channel, hub: &str) -> Client {
     TaskHubSidecarServiceClient::with_interceptor(channel, HubHeader(Some(hub.to_owned())))
 }
 
+/// A loopback port free when asked, for a sidecar process started by a test (taken and
+/// released here; a clash with another process in between is unlikely).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Every await on the server goes through this, so a bug fails instead of hanging.
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(20), fut)
@@ -663,9 +673,14 @@ pub async fn terminated(server: &TestServer, id: &str) {
 
 /// Whether GetInstance finds the instance.
 pub async fn exists(server: &TestServer, id: &str) -> bool {
+    exists_on(&server.client(), id).await
+}
+
+/// Whether GetInstance through `client` (and so its task hub) finds the instance.
+pub async fn exists_on(client: &Client, id: &str) -> bool {
     within(
         "get instance",
-        server.client().get_instance(pb::GetInstanceRequest {
+        client.clone().get_instance(pb::GetInstanceRequest {
             instance_id: id.into(),
             get_inputs_and_outputs: false,
         }),
@@ -674,4 +689,36 @@ pub async fn exists(server: &TestServer, id: &str) -> bool {
     .unwrap()
     .into_inner()
     .exists
+}
+
+/// Completes an entity work item as one successful operation that leaves `state`.
+pub async fn complete_entity_ok(client: &Client, completion_token: String, state: Option<String>) {
+    within(
+        "complete entity",
+        client.clone().complete_entity_task(pb::EntityBatchResult {
+            results: vec![pb::OperationResult {
+                result_type: Some(pb::operation_result::ResultType::Success(
+                    pb::OperationResultSuccess::default(),
+                )),
+            }],
+            entity_state: state,
+            completion_token,
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+}
+
+/// The text of the server's `/metrics`.
+pub async fn metrics_text(server: &TestServer) -> String {
+    within(
+        "scrape",
+        reqwest::get(format!("{}/metrics", server.http_base())),
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap()
 }

@@ -7,6 +7,8 @@
 
 import { randomUUID } from "node:crypto";
 import { TaskHubGrpcClient, TaskHubGrpcWorker } from "@dapr/durabletask-js";
+// Node built-ins only, so it resolves from here without tests/js/node_modules.
+import { waitUntil, waitForRuntimeStatus } from "../js/sidecar.mjs";
 
 export const ADDR = process.env.DAPR_JS_ADDR ?? "localhost:4001";
 
@@ -35,33 +37,8 @@ export async function startWorker({ orchestrators, activities }) {
 /** A unique, readable instance id: `<prefix>-<12 hex>`. */
 export const uid = (prefix) => `${prefix}-${randomUUID().replaceAll("-", "").slice(0, 12)}`;
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `fn` until it returns a truthy value (returned) or `timeoutMs` passes (then throws). */
-export async function waitUntil(fn, { timeoutMs = 10_000, intervalMs = 50, what = "condition" } = {}) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(intervalMs);
-  }
-}
+export { waitUntil };
 
 /** Polls GetInstance until the instance has `status`; returns that state. */
-export async function waitForStatus(client, id, status, timeoutMs = 10_000) {
-  let seen;
-  try {
-    return await waitUntil(
-      async () => {
-        const state = await client.getOrchestrationState(id);
-        seen = state?.runtimeStatus;
-        return state?.runtimeStatus === status ? state : undefined;
-      },
-      { timeoutMs, what: `${id} to reach status ${status}` },
-    );
-  } catch (e) {
-    e.message += ` (last status seen: ${seen})`;
-    throw e;
-  }
-}
+export const waitForStatus = (client, id, status, timeoutMs) =>
+  waitForRuntimeStatus(() => client.getOrchestrationState(id), id, status, timeoutMs);

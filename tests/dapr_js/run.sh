@@ -11,12 +11,8 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$HERE"
 
-SIDECAR_BIN="${SIDECAR_BIN:-../../target/debug/durabletask-sidecar}"
-if [[ ! -x "$SIDECAR_BIN" ]]; then
-  echo "run.sh: sidecar binary not found or not executable: $SIDECAR_BIN (set SIDECAR_BIN)" >&2
-  exit 2
-fi
-SIDECAR_BIN="$(cd "$(dirname "$SIDECAR_BIN")" && pwd)/$(basename "$SIDECAR_BIN")"
+# shellcheck source=../lib/sidecar.sh
+source "$HERE/../lib/sidecar.sh"
 
 # --test-force-exit needs node >= 20.14 (see below).
 command -v node >/dev/null || { echo "run.sh: node >= 20.14 is required" >&2; exit 2; }
@@ -28,8 +24,6 @@ fi
 echo "== npm ci"
 npm ci --no-audit --no-fund --loglevel=error
 
-# shellcheck source=../lib/sidecar.sh
-source "$HERE/../lib/sidecar.sh"
 sidecar_start
 
 export DAPR_JS_ADDR="localhost:$PORT"

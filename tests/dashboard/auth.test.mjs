@@ -4,50 +4,19 @@
 
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, openSync, readFileSync, writeFileSync } from "node:fs";
-import { createServer, connect } from "node:net";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
+// Node built-ins only, so it resolves from here without tests/js/node_modules.
+import { BIN, Sidecar, freePort } from "../js/sidecar.mjs";
 
-const BIN = process.env.SIDECAR_BIN;
 const T = 20_000;
 const READ = "dash-read-token-0123456789";
 const CLIENT = "dash-client-token-0123456789";
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function portOpen(port) {
-  return new Promise((resolve) => {
-    const c = connect(port, "127.0.0.1");
-    c.once("connect", () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once("error", () => resolve(false));
-  });
-}
-
-async function waitUntil(fn, what) {
-  const deadline = Date.now() + T;
-  while (!(await fn())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 describe("dashboard with bearer tokens (own sidecar)", { skip: !BIN && "SIDECAR_BIN not set" }, () => {
-  let dir, proc, logFile, base, browser, page;
+  let dir, sidecar, base, browser, page;
 
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), "dts-dash-auth-"));
@@ -55,23 +24,21 @@ describe("dashboard with bearer tokens (own sidecar)", { skip: !BIN && "SIDECAR_
     writeFileSync(tokens, `read ${READ}\nclient ${CLIENT}\n`);
     const [port, httpPort] = [await freePort(), await freePort()];
     base = `http://127.0.0.1:${httpPort}`;
-    logFile = path.join(dir, "sidecar.log");
-    const log = openSync(logFile, "a");
-    proc = spawn(BIN, ["--port", String(port), "--http-port", String(httpPort), "--db", path.join(dir, "db.sqlite"),
-      "--auth-tokens-file", tokens, "--log-level", "warn"], { stdio: ["ignore", log, log] });
-    await waitUntil(async () => proc.exitCode === null && (await portOpen(httpPort)), "sidecar to listen");
+    sidecar = new Sidecar({
+      dir,
+      port,
+      args: ["--http-port", String(httpPort), "--db", path.join(dir, "db.sqlite"), "--auth-tokens-file", tokens],
+      readyPort: httpPort,
+    });
+    await sidecar.start({ timeoutMs: T });
     browser = await chromium.launch({ executablePath: process.env.CHROMIUM, headless: true, args: ["--no-sandbox"] });
     page = await browser.newPage();
   });
 
   after(async () => {
     await browser?.close();
-    if (proc && proc.exitCode === null) {
-      const exited = new Promise((r) => proc.once("exit", r));
-      proc.kill("SIGTERM");
-      await exited;
-    }
-    if (process.exitCode) console.error(readFileSync(logFile, "utf8"));
+    await sidecar?.kill("SIGTERM");
+    if (process.exitCode) console.error(sidecar?.log());
     rmSync(dir, { recursive: true, force: true });
   });
 

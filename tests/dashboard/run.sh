@@ -13,11 +13,9 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$HERE"
 
-SIDECAR_BIN="${SIDECAR_BIN:-../../target/debug/durabletask-sidecar}"
-if [[ ! -x "$SIDECAR_BIN" ]]; then
-  echo "run.sh: sidecar binary not found or not executable: $SIDECAR_BIN (run cargo build, or set SIDECAR_BIN)" >&2
-  exit 2
-fi
+# shellcheck source=../lib/sidecar.sh
+source "$HERE/../lib/sidecar.sh"
+
 CHROMIUM="${CHROMIUM:-$(command -v chromium || true)}"
 if [[ -z "$CHROMIUM" ]]; then
   echo "run.sh: chromium is required (apt-get install chromium, or set CHROMIUM)" >&2
@@ -30,8 +28,6 @@ echo "== npm ci"
 # engine-strict off: the SDK's package.json says node >= 22, 0.4.0 works on 20 (see tests/js).
 npm ci --no-audit --no-fund --engine-strict=false --loglevel=error
 
-# shellcheck source=../lib/sidecar.sh
-source "$HERE/../lib/sidecar.sh"
 sidecar_start http
 
 export DTS_ADDR="localhost:$PORT"

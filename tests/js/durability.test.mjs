@@ -4,9 +4,7 @@
 
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, openSync, readFileSync } from "node:fs";
-import { createServer, connect } from "node:net";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import {
@@ -18,65 +16,9 @@ import {
   VersionFailureStrategy,
 } from "@microsoft/durabletask-js";
 import { uid, sleep, waitUntil } from "./helpers.mjs";
+import { BIN, Sidecar, freePort } from "./sidecar.mjs";
 
-const BIN = process.env.SIDECAR_BIN;
 const json = (v) => JSON.stringify(v);
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function portOpen(port) {
-  return new Promise((resolve) => {
-    const c = connect(port, "127.0.0.1");
-    c.once("connect", () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once("error", () => resolve(false));
-  });
-}
-
-class Sidecar {
-  constructor(dir, port) {
-    this.db = path.join(dir, "durability.sqlite");
-    this.logFile = path.join(dir, "sidecar.log");
-    this.port = port;
-    this.proc = undefined;
-  }
-  async start() {
-    const log = openSync(this.logFile, "a");
-    this.proc = spawn(BIN, ["--port", String(this.port), "--http-port", "0", "--db", this.db, "--log-level", "warn"], {
-      stdio: ["ignore", log, log],
-    });
-    const proc = this.proc;
-    await waitUntil(async () => proc.exitCode === null && (await portOpen(this.port)), {
-      timeoutMs: 10_000,
-      what: "sidecar to listen",
-    });
-  }
-  async kill(signal = "SIGKILL") {
-    const proc = this.proc;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-    const exited = new Promise((r) => proc.once("exit", r));
-    proc.kill(signal);
-    await exited;
-  }
-  log() {
-    try {
-      return readFileSync(this.logFile, "utf8");
-    } catch {
-      return "";
-    }
-  }
-}
 
 // Activities/orchestrators -----------------------------------------------------------------------
 
@@ -139,7 +81,8 @@ describe("durability and reconnection (own sidecar)", { skip: !BIN && "SIDECAR_B
 
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), "dts-js-durability-"));
-    sidecar = new Sidecar(dir, await freePort());
+    const port = await freePort();
+    sidecar = new Sidecar({ dir, port, args: ["--http-port", "0", "--db", path.join(dir, "durability.sqlite")] });
     await sidecar.start();
     addr = `localhost:${sidecar.port}`;
     client = new TaskHubGrpcClient({ hostAddress: addr, logger: new NoOpLogger() });

@@ -5,6 +5,7 @@
 
 import { randomUUID } from "node:crypto";
 import { TaskHubGrpcClient, TaskHubGrpcWorker, ConsoleLogger, NoOpLogger } from "@microsoft/durabletask-js";
+import { sleep, waitUntil, waitForRuntimeStatus } from "./sidecar.mjs";
 
 export const ADDR = process.env.DTS_ADDR ?? "localhost:4001";
 
@@ -37,39 +38,8 @@ export function uid(prefix) {
   return `${prefix}-${randomUUID().slice(0, 12)}`;
 }
 
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/**
- * Polls `fn` until it returns a truthy value (returned) or `timeoutMs` elapses
- * (then throws, naming `what` and the last value seen).
- */
-export async function waitUntil(fn, { timeoutMs = 10_000, intervalMs = 100, what = "condition" } = {}) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    last = await fn();
-    if (last) return last;
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last value: ${JSON.stringify(last)}`);
-    }
-    await sleep(intervalMs);
-  }
-}
+export { sleep, waitUntil };
 
 /** Polls GetInstance until the instance has the wanted runtime status; returns that state. */
-export async function waitForStatus(client, id, status, timeoutMs = 10_000) {
-  let seen;
-  try {
-    return await waitUntil(
-      async () => {
-        const st = await client.getOrchestrationState(id, true);
-        seen = st?.runtimeStatus;
-        return st && st.runtimeStatus === status ? st : undefined;
-      },
-      { timeoutMs, what: `instance ${id} to reach status ${status}` },
-    );
-  } catch (e) {
-    e.message += ` (last status seen: ${seen})`;
-    throw e;
-  }
-}
+export const waitForStatus = (client, id, status, timeoutMs) =>
+  waitForRuntimeStatus(() => client.getOrchestrationState(id, true), id, status, timeoutMs);

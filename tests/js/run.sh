@@ -10,13 +10,8 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$HERE"
 
-SIDECAR_BIN="${SIDECAR_BIN:-../../target/debug/durabletask-sidecar}"
-if [[ ! -x "$SIDECAR_BIN" ]]; then
-  echo "run.sh: sidecar binary not found or not executable: $SIDECAR_BIN (set SIDECAR_BIN)" >&2
-  exit 2
-fi
-SIDECAR_BIN="$(cd "$(dirname "$SIDECAR_BIN")" && pwd)/$(basename "$SIDECAR_BIN")"
-export SIDECAR_BIN  # durability.test.mjs starts (and kills) its own sidecar with it
+# shellcheck source=../lib/sidecar.sh
+source "$HERE/../lib/sidecar.sh"
 
 # The SDK's package.json says engines.node >= 22, but 0.4.0 works on Node 20 (what this machine
 # has); node:test and --test-concurrency need >= 20.10.
@@ -30,8 +25,6 @@ fi
 echo "== npm ci"
 npm ci --no-audit --no-fund --engine-strict=false --loglevel=error
 
-# shellcheck source=../lib/sidecar.sh
-source "$HERE/../lib/sidecar.sh"
 sidecar_start
 
 export DTS_ADDR="localhost:$PORT"

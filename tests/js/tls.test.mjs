@@ -6,9 +6,8 @@
 
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, openSync, readFileSync, writeFileSync } from "node:fs";
-import { createServer, connect } from "node:net";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -18,36 +17,14 @@ import {
   NoOpLogger,
   OrchestrationStatus as S,
 } from "@microsoft/durabletask-js";
-import { uid, waitUntil } from "./helpers.mjs";
+import { uid } from "./helpers.mjs";
+import { BIN, Sidecar, freePort } from "./sidecar.mjs";
 
-const BIN = process.env.SIDECAR_BIN;
 const TOKENS = {
   worker: "js-worker-token-0123456789",
   client: "js-client-token-0123456789",
   read: "js-read-token-0123456789",
 };
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function portOpen(port) {
-  return new Promise((resolve) => {
-    const c = connect(port, "127.0.0.1");
-    c.once("connect", () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once("error", () => resolve(false));
-  });
-}
 
 /** A throwaway CA and a server certificate for localhost / 127.0.0.1, made with openssl. */
 function makeCertificates(dir) {
@@ -71,7 +48,7 @@ const bearer = (role) => async () => {
 };
 
 describe("TLS and bearer tokens (own sidecar)", { skip: !BIN && "SIDECAR_BIN not set" }, () => {
-  let dir, proc, logFile, address, credentials;
+  let dir, sidecar, address, credentials;
   const clients = [];
   const client = (role) => {
     const c = new TaskHubGrpcClient({ hostAddress: address, credentials, metadataGenerator: bearer(role), logger: new NoOpLogger() });
@@ -87,22 +64,19 @@ describe("TLS and bearer tokens (own sidecar)", { skip: !BIN && "SIDECAR_BIN not
     writeFileSync(tokens, Object.entries(TOKENS).map(([role, token]) => `${role} ${token}\n`).join(""));
     const port = await freePort();
     address = `localhost:${port}`;
-    logFile = path.join(dir, "sidecar.log");
-    const log = openSync(logFile, "a");
-    proc = spawn(BIN, ["--port", String(port), "--http-port", "off", "--db", path.join(dir, "db.sqlite"),
-      "--tls-cert", certs.cert, "--tls-key", certs.key, "--auth-tokens-file", tokens, "--log-level", "warn"],
-    { stdio: ["ignore", log, log] });
-    await waitUntil(async () => proc.exitCode === null && (await portOpen(port)), { timeoutMs: 10_000, what: "sidecar to listen" });
+    sidecar = new Sidecar({
+      dir,
+      port,
+      args: ["--http-port", "off", "--db", path.join(dir, "db.sqlite"),
+        "--tls-cert", certs.cert, "--tls-key", certs.key, "--auth-tokens-file", tokens],
+    });
+    await sidecar.start();
   });
 
   after(async () => {
     for (const c of clients) await c.stop().catch(() => {});
-    if (proc && proc.exitCode === null) {
-      const exited = new Promise((r) => proc.once("exit", r));
-      proc.kill("SIGTERM");
-      await exited;
-    }
-    if (process.exitCode) console.error(readFileSync(logFile, "utf8"));
+    await sidecar?.kill("SIGTERM");
+    if (process.exitCode) console.error(sidecar?.log());
     rmSync(dir, { recursive: true, force: true });
   });
 

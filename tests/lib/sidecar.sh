@@ -6,7 +6,19 @@
 #                          else the HTTP API is off), SIDECAR_PID, TMP, DB, LOG
 #   sidecar_alive          whether it is still running
 #   KEEP_DB=1              keep the temporary directory
-# The caller sets `set -euo pipefail` and SIDECAR_BIN; node must be on PATH.
+# The caller sets `set -euo pipefail` and sources this from its own directory (tests/<suite>),
+# before its npm ci so a missing binary fails first; node must be on PATH.
+#   SIDECAR_BIN            the binary (default: target/debug/durabletask-sidecar), made
+#                          absolute and exported: test files that start a sidecar of their
+#                          own read it
+
+SIDECAR_BIN="${SIDECAR_BIN:-../../target/debug/durabletask-sidecar}"
+if [[ ! -x "$SIDECAR_BIN" ]]; then
+  echo "run.sh: sidecar binary not found or not executable: $SIDECAR_BIN (run cargo build, or set SIDECAR_BIN)" >&2
+  exit 2
+fi
+SIDECAR_BIN="$(cd "$(dirname "$SIDECAR_BIN")" && pwd)/$(basename "$SIDECAR_BIN")"
+export SIDECAR_BIN
 
 TMP="$(mktemp -d -t dts-e2e.XXXXXX)"
 DB="$TMP/sidecar.sqlite"

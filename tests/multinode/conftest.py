@@ -21,12 +21,9 @@ default info), MULTINODE_KEEP_DB=1 (keep the database for diagnosis).
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +35,6 @@ from typing import Any, Callable, Iterable
 
 import grpc
 import pytest
-from google.protobuf import empty_pb2
 
 import durabletask.internal.orchestrator_service_pb2_grpc as stubs
 from durabletask import client, worker
@@ -47,6 +43,8 @@ from durabletask import client, worker
 # node that comes back or goes away is noticed within about a second), and its polling.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 from _util import FAST_RECONNECT, FAST_WORKER_RESILIENCY, wait_until  # noqa: E402
+# ... and the process helpers of its fixtures.
+from _sidecar import find_psql, free_port, hello_ok, psql, with_database  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_VAR = "DURABLETASK_TEST_POSTGRES"
@@ -56,33 +54,6 @@ STARTUP_DEADLINE_S = 30.0
 LOG_TAIL_LINES = 60
 
 # --- PostgreSQL ------------------------------------------------------------------------
-
-def find_psql() -> str:
-    found = shutil.which("psql")
-    if found:
-        return found
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"),
-                      key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
-    if not versions:
-        pytest.fail(f"{POSTGRES_VAR} is set but psql is not installed (postgresql-client)", pytrace=False)
-    return versions[-1]
-
-
-def run_psql(admin_url: str, sql: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [find_psql(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", admin_url, "-c", sql],
-        env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
-
-
-def database_url(admin_url: str, database: str) -> str:
-    """``admin_url`` pointing at ``database`` (credentials, host, port and query kept)."""
-    base, sep, query = admin_url.partition("?")
-    authority_start = base.find("://") + 3 if "://" in base else 0
-    path_start = base.find("/", authority_start)
-    authority = base if path_start < 0 else base[:path_start]
-    return f"{authority}/{database}{sep}{query}"
-
 
 def socket_ports(pid: int) -> set[int]:
     """Local TCP ports of process ``pid``'s sockets (Linux /proc), to tell which node a
@@ -158,16 +129,16 @@ def pg_database():
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     name = f"dt_mn_{uuid.uuid4().hex[:16]}"
-    created = run_psql(admin, f"CREATE DATABASE {name}")
+    created = psql(admin, f"CREATE DATABASE {name}")
     if created.returncode != 0:
         pytest.fail(f"cannot create database {name} via {POSTGRES_VAR}: {created.stderr.strip()}",
                     pytrace=False)
-    yield database_url(admin, name)
+    yield with_database(admin, name)
     if os.environ.get("MULTINODE_KEEP_DB"):
-        print(f"kept database {database_url(admin, name)}")
+        print(f"kept database {with_database(admin, name)}")
         return
     try:
-        run_psql(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        psql(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     except (OSError, subprocess.SubprocessError):
         pass  # a leftover database costs disk space, not correctness
 
@@ -187,24 +158,6 @@ def sidecar_binary() -> Path:
         pytest.fail("durabletask-sidecar not found: set SIDECAR_BIN or run "
                     "`cargo build --bin durabletask-sidecar`", pytrace=False)
     return max(built, key=lambda p: p.stat().st_mtime)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def hello_ok(address: str, timeout: float = 0.5) -> bool:
-    channel = grpc.insecure_channel(address)
-    try:
-        stubs.TaskHubSidecarServiceStub(channel).Hello(empty_pb2.Empty(), timeout=timeout,
-                                                        wait_for_ready=True)
-        return True
-    except grpc.RpcError:
-        return False
-    finally:
-        channel.close()
 
 
 class Node:
@@ -240,7 +193,7 @@ class Node:
             if not self.alive():
                 pytest.fail(f"{self.name} exited during start-up with code {self.proc.returncode} "
                             f"(log: {self.log_path})", pytrace=False)
-            if hello_ok(self.address):
+            if hello_ok(self.address, timeout=0.5):
                 return
             time.sleep(0.05)
         pytest.fail(f"{self.name} did not answer Hello on {self.address} within "

@@ -7,9 +7,8 @@ it; instance ids are reused across the hubs on purpose."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from typing import Any, Callable
+from pathlib import Path
 
 import pytest
 
@@ -17,22 +16,12 @@ from durabletask import client, entities, task, worker
 from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient, DurableTaskSchedulerClient
 from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 
+from _util import wait_until
 from conftest import dts_kwargs
 
 HUBS = ("orders", "billing")
 WAIT = 30
 Status = client.OrchestrationStatus
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {value!r})")
-        time.sleep(0.05)
 
 
 def make_worker(hub: str, cs: str) -> worker.TaskHubGrpcWorker:
@@ -128,12 +117,12 @@ def test_entities_are_per_hub(sidecar, hubs):
     def state_of(hub):
         meta = hubs[hub].get_entity(eid)
         return meta is not None and meta.get_state(int)
-    assert wait_until(lambda: state_of("orders") == 7, "orders counter at 7")
-    assert wait_until(lambda: state_of("billing") == 700, "billing counter at 700")
+    assert wait_until(lambda: state_of("orders") == 7, timeout=WAIT, what="orders counter at 7")
+    assert wait_until(lambda: state_of("billing") == 700, timeout=WAIT, what="billing counter at 700")
 
     only = entities.EntityInstanceId("counter", new_id("billing-only"))
     hubs["billing"].signal_entity(only, "add", 1)
-    wait_until(lambda: hubs["billing"].get_entity(only) is not None, "billing-only entity")
+    wait_until(lambda: hubs["billing"].get_entity(only) is not None, timeout=WAIT, what="billing-only entity")
     assert hubs["orders"].get_entity(only) is None
     names = {h: {str(e.id) for e in c.get_all_entities(client.EntityQuery(include_state=False))}
              for h, c in hubs.items()}
@@ -182,7 +171,7 @@ def test_default_hub_and_hub_files(sidecar, hubs):
     finally:
         plain.close()
     # Each named hub is its own SQLite file next to the --db file.
-    files = {p.name for p in (sidecar.db.parent / f"{sidecar.db.name}.hubs").iterdir()}
+    files = {p.name for p in Path(f"{sidecar.db}.hubs").iterdir()}
     assert {"orders.sqlite", "billing.sqlite"} <= files
 
 

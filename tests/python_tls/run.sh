@@ -12,10 +12,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 venv="${PY_VENV:-$root/.venv-e2e}"
 
-if [ ! -x "$venv/bin/python" ]; then
-    "${PYTHON:-python3}" -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$root/tests/python/requirements.txt"
+# shellcheck source=tests/pysuite.sh
+. "$root/tests/pysuite.sh"
+python_venv "$venv" "$root/tests/python/requirements.txt"
 
 certs="$(mktemp -d)"
 trap 'rm -rf "$certs"' EXIT

@@ -1,0 +1,122 @@
+// What the JavaScript suites (tests/js, tests/dapr_js, tests/dashboard) share: polling, and a
+// sidecar process of a test file's own (SIDECAR_BIN, exported by run.sh) for tests that need
+// flags the suite's shared sidecar lacks or that kill and restart it.
+//
+// Node built-ins only: the other suites import this file across directories, and a package
+// import would resolve against tests/js/node_modules, which their run.sh does not install.
+
+import { spawn } from "node:child_process";
+import { openSync, readFileSync } from "node:fs";
+import { createServer, connect } from "node:net";
+import path from "node:path";
+
+export const BIN = process.env.SIDECAR_BIN;
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Polls `fn` until it returns a truthy value (returned) or `timeoutMs` elapses
+ * (then throws, naming `what` and the last value seen).
+ */
+export async function waitUntil(fn, { timeoutMs = 10_000, intervalMs = 100, what = "condition" } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last value: ${JSON.stringify(last)}`);
+    }
+    await sleep(intervalMs);
+  }
+}
+
+/**
+ * Polls `getState()` (an SDK's GetInstance) until the instance has the wanted runtime status;
+ * returns that state.
+ */
+export async function waitForRuntimeStatus(getState, id, status, timeoutMs = 10_000) {
+  let seen;
+  try {
+    return await waitUntil(
+      async () => {
+        const state = await getState();
+        seen = state?.runtimeStatus;
+        return state?.runtimeStatus === status ? state : undefined;
+      },
+      { timeoutMs, what: `instance ${id} to reach status ${status}` },
+    );
+  } catch (e) {
+    e.message += ` (last status seen: ${seen})`;
+    throw e;
+  }
+}
+
+/** A TCP port free on 127.0.0.1 when asked (taken and released; a clash in between is unlikely). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Whether something accepts connections on 127.0.0.1:`port`. */
+export function portOpen(port) {
+  return new Promise((resolve) => {
+    const c = connect(port, "127.0.0.1");
+    c.once("connect", () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once("error", () => resolve(false));
+  });
+}
+
+/**
+ * The sidecar binary on gRPC `port` with the flags `args` (besides --port and --log-level),
+ * its output appended to `dir`/sidecar.log. It is up once `readyPort` (by default the gRPC
+ * port) accepts connections; `start` may be called again after `kill`, on the same ports.
+ */
+export class Sidecar {
+  constructor({ dir, port, args = [], readyPort = port }) {
+    this.logFile = path.join(dir, "sidecar.log");
+    this.port = port;
+    this.args = args;
+    this.readyPort = readyPort;
+    this.proc = undefined;
+  }
+
+  async start({ timeoutMs = 10_000 } = {}) {
+    const log = openSync(this.logFile, "a");
+    const proc = spawn(BIN, ["--port", String(this.port), ...this.args, "--log-level", "warn"], {
+      stdio: ["ignore", log, log],
+    });
+    this.proc = proc;
+    await waitUntil(async () => proc.exitCode === null && (await portOpen(this.readyPort)), {
+      timeoutMs,
+      what: "sidecar to listen",
+    });
+  }
+
+  /** Sends `signal` and waits for the exit; nothing if it is not running. */
+  async kill(signal = "SIGKILL") {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once("exit", r));
+    proc.kill(signal);
+    await exited;
+  }
+
+  /** The log so far ("" if there is none yet). */
+  log() {
+    try {
+      return readFileSync(this.logFile, "utf8");
+    } catch {
+      return "";
+    }
+  }
+}
