@@ -215,9 +215,11 @@ pub(super) fn set_suspended(
         return Ok(SuspendOutcome::Unchanged);
     };
     let now_us = micros(now);
-    conn.prepare_cached("UPDATE instances SET status = ?, last_updated_at = ? WHERE instance_id = ?")
-        .and_then(|mut s| s.execute(params![next.name(), now_us, id.as_str()]))
-        .map_err(sq_error("suspend"))?;
+    conn.prepare_cached(
+        "UPDATE instances SET status = ?, last_updated_at = ? WHERE instance_id = ?",
+    )
+    .and_then(|mut s| s.execute(params![next.name(), now_us, id.as_str()]))
+    .map_err(sq_error("suspend"))?;
     inbox::insert(conn, id, None, now_us, event)?;
     hot.set(
         id,

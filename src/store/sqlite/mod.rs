@@ -235,9 +235,7 @@ impl Store for SqliteStore {
     async fn create_instance(&self, new: NewInstance, policy: ReusePolicy) -> Result<()> {
         let hot = Arc::clone(&self.hot);
         self.writer
-            .submit_direct(direct!(|conn| instances::create(
-                conn, &hot, &new, &policy
-            )))
+            .submit_direct(direct!(|conn| instances::create(conn, &hot, &new, &policy)))
             .await
     }
 

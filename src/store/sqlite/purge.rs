@@ -5,8 +5,8 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::codec::{db_error, micros, TERMINAL_SQL};
 use super::hot::Hot;
-use super::writer::with_direct;
 use super::queries::push_statuses;
+use super::writer::with_direct;
 use crate::domain::InstanceId;
 use crate::store::codec::purge_statuses;
 use crate::store::{PurgeFilter, Result};

@@ -27,7 +27,10 @@ pub(super) async fn rewind(
     }
     for child in &plan.recreated {
         // Planned as purged; if the id exists again, the plan is stale.
-        if with_direct(conn, |c| hot.state(c, &child.instance_id)).await?.is_some() {
+        if with_direct(conn, |c| hot.state(c, &child.instance_id))
+            .await?
+            .is_some()
+        {
             return Err(StoreError::LeaseLost(child.instance_id.clone()));
         }
         with_direct(conn, |c| instances::insert_new(c, hot, child)).await?;
@@ -155,7 +158,9 @@ const STARTED_IN_INBOX: &str = "SELECT seq, payload FROM inbox WHERE instance_id
 async fn relink(conn: &mut SqliteConnection, hot: &Hot, link: &ParentRelink) -> Result<()> {
     let id = &link.instance_id;
     let stale = || StoreError::LeaseLost(id.clone());
-    let state = with_direct(conn, |c| hot.state(c, id)).await?.ok_or_else(stale)?;
+    let state = with_direct(conn, |c| hot.state(c, id))
+        .await?
+        .ok_or_else(stale)?;
     if state.status.is_terminal() {
         // It finished since the plan was made; a new plan re-delivers its result.
         return Err(stale());

@@ -500,3 +500,177 @@ async fn exec(conn: &mut SqliteConnection, control: &Control) -> Result<()> {
         .map(|_| ())
         .map_err(db_error("transaction control"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use sqlx::ConnectOptions;
+
+    use super::*;
+
+    /// A writer over a private in-memory database with one table `t(v)`.
+    async fn writer(rollbacks: Arc<AtomicUsize>) -> Writer {
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .in_memory(true)
+            .foreign_keys(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (v TEXT NOT NULL)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let on_rollback: OnRollback = Box::new(move || {
+            rollbacks.fetch_add(1, Ordering::Relaxed);
+        });
+        Writer::start(conn, 16, on_rollback).unwrap()
+    }
+
+    fn insert_direct(v: &'static str, fail: bool) -> DirectOp<()> {
+        Box::new(move |conn: &rusqlite::Connection| {
+            conn.execute("INSERT INTO t (v) VALUES (?)", [v])
+                .map_err(sq_error("test"))?;
+            if fail {
+                return Err(StoreError::Backend(format!("{v} fails")));
+            }
+            Ok(())
+        })
+    }
+
+    fn insert_async(v: &'static str, fail: bool) -> Op<()> {
+        Box::new(move |conn: &mut SqliteConnection| -> BoxFut<'_, ()> {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO t (v) VALUES (?)")
+                    .bind(v)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_error("test"))?;
+                if fail {
+                    return Err(StoreError::Backend(format!("{v} fails")));
+                }
+                Ok(())
+            })
+        })
+    }
+
+    fn values() -> Op<Vec<String>> {
+        Box::new(|conn: &mut SqliteConnection| -> BoxFut<'_, Vec<String>> {
+            Box::pin(async move {
+                sqlx::query_scalar("SELECT v FROM t ORDER BY rowid")
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(db_error("test"))
+            })
+        })
+    }
+
+    /// Direct and sqlx requests in one batch, a failing one of each kind in the middle:
+    /// each failure rolls back alone, the rest commit together.
+    #[tokio::test]
+    async fn mixed_batch_rolls_back_failed_requests_alone() {
+        let rollbacks = Arc::new(AtomicUsize::new(0));
+        let writer = Arc::new(writer(Arc::clone(&rollbacks)).await);
+
+        // Hold the writer thread in a request of its own until the batch under test is
+        // queued behind it, so that batch is taken whole.
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let (running, started) = oneshot::channel::<()>();
+        let gated = {
+            let writer = Arc::clone(&writer);
+            tokio::spawn(async move {
+                writer
+                    .submit_direct(Box::new(move |_: &rusqlite::Connection| {
+                        let _ = running.send(());
+                        gate.recv().ok();
+                        Ok(())
+                    }))
+                    .await
+            })
+        };
+        started.await.unwrap();
+        let capacity = || {
+            let tx = writer.tx.lock().unwrap();
+            tx.as_ref().unwrap().capacity()
+        };
+        let empty = capacity();
+
+        let submit = |work: Work<()>| {
+            let writer = Arc::clone(&writer);
+            tokio::spawn(async move { writer.send(work).await })
+        };
+        let requests = [
+            submit(Work::Direct(insert_direct("a", false))),
+            submit(Work::Async(insert_async("b", true))),
+            submit(Work::Direct(insert_direct("c", true))),
+            submit(Work::Async(insert_async("d", false))),
+            submit(Work::Direct(insert_direct("e", false))),
+        ];
+        while capacity() > empty - 5 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        gated.await.unwrap().unwrap();
+
+        let mut outcomes = Vec::new();
+        for request in requests {
+            outcomes.push(request.await.unwrap().is_ok());
+        }
+        assert_eq!(outcomes, [true, false, false, true, true]);
+        assert_eq!(rollbacks.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            writer.stats(),
+            WriterStats {
+                commits: 2,
+                requests: 6
+            }
+        );
+        assert_eq!(writer.submit(values()).await.unwrap(), ["a", "d", "e"]);
+        writer.close().await;
+    }
+
+    /// A failed COMMIT fails the batch: its requests get an error and nothing is kept.
+    #[tokio::test]
+    async fn failed_commit_fails_the_whole_batch() {
+        let rollbacks = Arc::new(AtomicUsize::new(0));
+        let writer = writer(Arc::clone(&rollbacks)).await;
+        // A deferred foreign key that is still violated makes COMMIT fail.
+        writer
+            .submit(Box::new(|conn: &mut SqliteConnection| -> BoxFut<'_, ()> {
+                Box::pin(async move {
+                    sqlx::query(
+                        "CREATE TABLE p (id INTEGER PRIMARY KEY); \
+                         CREATE TABLE c (p INTEGER REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)",
+                    )
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_error("test"))?;
+                    Ok(())
+                })
+            }))
+            .await
+            .unwrap();
+        let violate: DirectOp<()> = Box::new(|conn: &rusqlite::Connection| {
+            conn.execute("INSERT INTO c (p) VALUES (1)", [])
+                .map_err(sq_error("test"))?;
+            Ok(())
+        });
+        let err = writer.submit_direct(violate).await.unwrap_err();
+        assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+        assert_eq!(rollbacks.load(Ordering::Relaxed), 1);
+        assert_eq!(writer.stats().commits, 1);
+        let kept = writer
+            .submit(Box::new(|conn: &mut SqliteConnection| -> BoxFut<'_, i64> {
+                Box::pin(async move {
+                    sqlx::query_scalar("SELECT COUNT(*) FROM c")
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(db_error("test"))
+                })
+            }))
+            .await
+            .unwrap();
+        assert_eq!(kept, 0);
+        writer.close().await;
+    }
+}
