@@ -569,6 +569,17 @@ mod tests {
     /// each failure rolls back alone, the rest commit together.
     #[tokio::test]
     async fn mixed_batch_rolls_back_failed_requests_alone() {
+        within_deadline(mixed_batch()).await;
+    }
+
+    /// Fails the test instead of hanging it when the writer stops answering.
+    async fn within_deadline(test: impl Future<Output = ()>) {
+        tokio::time::timeout(std::time::Duration::from_secs(60), test)
+            .await
+            .expect("the writer did not answer in time");
+    }
+
+    async fn mixed_batch() {
         let rollbacks = Arc::new(AtomicUsize::new(0));
         let writer = Arc::new(writer(Arc::clone(&rollbacks)).await);
 
@@ -632,6 +643,10 @@ mod tests {
     /// A failed COMMIT fails the batch: its requests get an error and nothing is kept.
     #[tokio::test]
     async fn failed_commit_fails_the_whole_batch() {
+        within_deadline(failed_commit()).await;
+    }
+
+    async fn failed_commit() {
         let rollbacks = Arc::new(AtomicUsize::new(0));
         let writer = writer(Arc::clone(&rollbacks)).await;
         // A deferred foreign key that is still violated makes COMMIT fail.
