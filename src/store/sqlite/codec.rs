@@ -1,6 +1,7 @@
 //! Column encodings of the SQLite store: times as microseconds, protobuf and JSON
 //! columns, the instance column list, the typed column reads the shared row decoding
-//! (`store::rows`) builds on, and the mapping of sqlx errors to [`StoreError`].
+//! (`store::rows`) builds on, and the mapping of sqlx and rusqlite errors to
+//! [`StoreError`].
 //!
 //! The encodings are documented in the header of the first migration; this is the only
 //! file that knows them.
@@ -113,25 +114,52 @@ pub(super) fn db_error(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreErr
             sqlx::Error::Database(db) => {
                 // The extended result code; its low byte is the primary one.
                 let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
-                match code & 0xff {
-                    SQLITE_FULL => {
-                        crate::metrics::get()
-                            .commits
-                            .disk_full(crate::metrics::Backend::Sqlite);
-                        StoreError::DiskFull
-                    }
-                    // A failed write or fsync (often ENOSPC on the WAL or -shm file, which
-                    // SQLite reports as an i/o error): the transaction is rolled back and a
-                    // retry may succeed, so this is no internal error.
-                    SQLITE_IOERR => StoreError::Unavailable(format!("{op}: database i/o error")),
-                    _ => StoreError::Backend(format!("{op}: {}", db.message())),
-                }
+                sqlite_code_error(op, code, db.message())
             }
             sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
                 StoreError::Corrupt(format!("{op}: undecodable column"))
             }
             _ => StoreError::Backend(format!("{op} failed")),
         }
+    }
+}
+
+/// [`db_error`] for the writer's direct (rusqlite) statements: the same mapping.
+pub(super) fn sq_error(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |err| {
+        tracing::error!(error = %err, op, "sqlite store operation failed");
+        match err {
+            rusqlite::Error::SqliteFailure(code, message) => sqlite_code_error(
+                op,
+                code.extended_code,
+                message.as_deref().unwrap_or("database error"),
+            ),
+            rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnIndex(_)
+            | rusqlite::Error::InvalidColumnName(_) => {
+                StoreError::Corrupt(format!("{op}: undecodable column"))
+            }
+            _ => StoreError::Backend(format!("{op} failed")),
+        }
+    }
+}
+
+/// The error for an SQLite result code (extended; its low byte is the primary one).
+fn sqlite_code_error(op: &'static str, code: i32, message: &str) -> StoreError {
+    match code & 0xff {
+        SQLITE_FULL => {
+            crate::metrics::get()
+                .commits
+                .disk_full(crate::metrics::Backend::Sqlite);
+            StoreError::DiskFull
+        }
+        // A failed write or fsync (often ENOSPC on the WAL or -shm file, which SQLite
+        // reports as an i/o error): the transaction is rolled back and a retry may
+        // succeed, so this is no internal error.
+        SQLITE_IOERR => StoreError::Unavailable(format!("{op}: database i/o error")),
+        _ => StoreError::Backend(format!("{op}: {message}")),
     }
 }
 

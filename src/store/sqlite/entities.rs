@@ -5,9 +5,10 @@
 use std::collections::{BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
 use sqlx::SqliteConnection;
 
-use super::codec::{db_error, encode, micros, visible_micros};
+use super::codec::{db_error, encode, micros, sq_error, visible_micros};
 use super::hot::Hot;
 use super::{inbox, instances};
 use crate::domain::rules;
@@ -21,34 +22,32 @@ use crate::store::rows::{
 use crate::store::{CommitOutcome, EntityWork, Lease, Result, StoreError};
 
 /// Appends a message to an entity's queue, creating the entity row if needed.
-pub(super) async fn enqueue(
-    conn: &mut SqliteConnection,
+pub(super) fn enqueue(
+    conn: &Connection,
     target: &InstanceId,
     visible_at_us: i64,
     event: &pb::HistoryEvent,
     now_us: i64,
 ) -> Result<()> {
-    sqlx::query(
+    conn.prepare_cached(
         "INSERT INTO entities (instance_id, last_modified_at) VALUES (?, ?) \
-           ON CONFLICT (instance_id) DO NOTHING; \
-         INSERT INTO entity_inbox (instance_id, visible_at, payload) VALUES (?, ?, ?)",
+           ON CONFLICT (instance_id) DO NOTHING",
     )
-    .bind(target.as_str())
-    .bind(now_us)
-    .bind(target.as_str())
-    .bind(visible_at_us)
-    .bind(encode(event))
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error("entity enqueue"))?;
+    .and_then(|mut s| s.execute(params![target.as_str(), now_us]))
+    .map_err(sq_error("entity enqueue"))?;
+    conn.prepare_cached(
+        "INSERT INTO entity_inbox (instance_id, visible_at, payload) VALUES (?, ?, ?)",
+    )
+    .and_then(|mut s| s.execute(params![target.as_str(), visible_at_us, encode(event)]))
+    .map_err(sq_error("entity enqueue"))?;
     Ok(())
 }
 
 /// Routes one outbound message: entity targets go to the entity queue (always accepted),
 /// orchestration targets through the orchestration inbox rules (§4.5). Visible targets
 /// other than `committing` land in `touched`.
-pub(super) async fn route(
-    conn: &mut SqliteConnection,
+pub(super) fn route(
+    conn: &Connection,
     hot: &Hot,
     committing: &InstanceId,
     message: &OutboundMessage,
@@ -62,13 +61,12 @@ pub(super) async fn route(
             visible_micros(message.visible_at),
             &message.event,
             now_us,
-        )
-        .await?;
+        )?;
         true
     } else {
-        let stored = inbox::deliver(conn, hot, message).await?;
+        let stored = inbox::deliver(conn, hot, message)?;
         if !stored {
-            release_dropped_grant(conn, message, now_us, touched).await?;
+            release_dropped_grant(conn, message, now_us, touched)?;
         }
         stored
     };
@@ -81,8 +79,8 @@ pub(super) async fn route(
 /// A lock grant that cannot be delivered (the owner ended) would leave the entities
 /// locked; §4.5 says to release them. The grant does not name them, so release every
 /// entity this owner holds in that critical section.
-async fn release_dropped_grant(
-    conn: &mut SqliteConnection,
+fn release_dropped_grant(
+    conn: &Connection,
     message: &OutboundMessage,
     now_us: i64,
     touched: &mut BTreeSet<InstanceId>,
@@ -90,33 +88,34 @@ async fn release_dropped_grant(
     let Some(critical_section) = rules::undeliverable_grant(message) else {
         return Ok(());
     };
-    let released: Vec<String> = sqlx::query_scalar(
-        "UPDATE entities SET locked_by = NULL, critical_section = NULL, version = version + 1 \
-         WHERE locked_by = ? AND critical_section = ? RETURNING instance_id",
-    )
-    .bind(message.target.as_str())
-    .bind(critical_section)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_error("entity lock release"))?;
+    let released: Vec<String> = conn
+        .prepare_cached(
+            "UPDATE entities SET locked_by = NULL, critical_section = NULL, \
+               version = version + 1 \
+             WHERE locked_by = ? AND critical_section = ? RETURNING instance_id",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![message.target.as_str(), critical_section], |r| {
+                r.get(0)
+            })?
+            .collect()
+        })
+        .map_err(sq_error("entity lock release"))?;
     for id in released {
         let id = InstanceId::new(id);
-        if has_visible(conn, &id, now_us).await? {
+        if has_visible(conn, &id, now_us)? {
             touched.insert(id);
         }
     }
     Ok(())
 }
 
-async fn has_visible(conn: &mut SqliteConnection, id: &InstanceId, now_us: i64) -> Result<bool> {
-    sqlx::query_scalar(
+fn has_visible(conn: &Connection, id: &InstanceId, now_us: i64) -> Result<bool> {
+    conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM entity_inbox WHERE instance_id = ? AND visible_at <= ?)",
     )
-    .bind(id.as_str())
-    .bind(now_us)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db_error("entity inbox read"))
+    .and_then(|mut s| s.query_row(params![id.as_str(), now_us], |r| r.get(0)))
+    .map_err(sq_error("entity inbox read"))
 }
 
 const RECORD_COLUMNS: &str = "e.instance_id, e.state, e.locked_by, e.critical_section, \
@@ -209,34 +208,29 @@ async fn is_live(conn: &mut SqliteConnection, instance: &str) -> Result<bool> {
 
 /// Commits one entity step: guard on the record version, consumed queue rows, state,
 /// lock, messages and started orchestrations.
-pub(super) async fn commit(
-    conn: &mut SqliteConnection,
-    hot: &Hot,
-    t: &EntityTransition,
-) -> Result<CommitOutcome> {
+pub(super) fn commit(conn: &Connection, hot: &Hot, t: &EntityTransition) -> Result<CommitOutcome> {
     let now = micros(t.now);
     let id = &t.entity;
-    let version: Option<i64> =
-        sqlx::query_scalar("SELECT version FROM entities WHERE instance_id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_error("entity guard"))?;
+    let version: Option<i64> = conn
+        .prepare_cached("SELECT version FROM entities WHERE instance_id = ?")
+        .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)).optional())
+        .map_err(sq_error("entity guard"))?;
     if version != Some(t.expected_version) {
         return Err(StoreError::LeaseLost(id.clone()));
     }
-    let list =
-        serde_json::to_string(&t.consumed).map_err(|e| StoreError::Backend(e.to_string()))?;
-    let deleted = sqlx::query(
-        "DELETE FROM entity_inbox WHERE instance_id = ? AND seq IN (SELECT value FROM json_each(?))",
-    )
-    .bind(id.as_str())
-    .bind(list)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error("entity inbox delete"))?
-    .rows_affected();
-    if deleted != t.consumed.len() as u64 {
+    let mut deleted = 0;
+    {
+        let mut stmt = conn
+            .prepare_cached("DELETE FROM entity_inbox WHERE instance_id = ? AND seq = ?")
+            .map_err(sq_error("entity inbox delete"))?;
+        // A seq listed twice deletes nothing the second time, so it fails the check below.
+        for seq in &t.consumed {
+            deleted += stmt
+                .execute(params![id.as_str(), seq])
+                .map_err(sq_error("entity inbox delete"))?;
+        }
+    }
+    if deleted != t.consumed.len() {
         // Rows the step planned with are gone: another step ran (cannot happen while one
         // process owns the file) or the entity was purged meanwhile.
         return Err(StoreError::LeaseLost(id.clone()));
@@ -254,7 +248,7 @@ pub(super) async fn commit(
             Some(l.critical_section.clone()),
         ),
     };
-    sqlx::query(
+    conn.prepare_cached(
         "UPDATE entities SET \
            state = CASE WHEN ? THEN ? ELSE state END, \
            locked_by = CASE WHEN ? THEN ? ELSE locked_by END, \
@@ -263,39 +257,41 @@ pub(super) async fn commit(
            version = version + 1 \
          WHERE instance_id = ?",
     )
-    .bind(set_state)
-    .bind(state)
-    .bind(set_lock)
-    .bind(owner)
-    .bind(set_lock)
-    .bind(section)
-    .bind(t.touch)
-    .bind(now)
-    .bind(id.as_str())
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error("entity update"))?;
+    .and_then(|mut s| {
+        s.execute(params![
+            set_state,
+            state,
+            set_lock,
+            owner,
+            set_lock,
+            section,
+            t.touch,
+            now,
+            id.as_str()
+        ])
+    })
+    .map_err(sq_error("entity update"))?;
 
     let mut touched = BTreeSet::new();
     for new in &t.starts {
         // Replace a terminal instance, skip a live one (PROTOCOL.md §5.3).
-        match hot.state(conn, &new.instance_id).await? {
+        match hot.state(conn, &new.instance_id)? {
             Some(existing) if !existing.status.is_terminal() => {
                 tracing::info!(instance_id = %new.instance_id, entity = %id, "entity start skipped: instance is live");
                 continue;
             }
-            Some(_) => instances::delete(conn, hot, &new.instance_id).await?,
+            Some(_) => instances::delete(conn, hot, &new.instance_id)?,
             None => {}
         }
-        let visible = instances::insert_new(conn, hot, new).await?;
+        let visible = instances::insert_new(conn, hot, new)?;
         if visible <= now {
             touched.insert(new.instance_id.clone());
         }
     }
     for m in &t.messages {
-        route(conn, hot, id, m, now, &mut touched).await?;
+        route(conn, hot, id, m, now, &mut touched)?;
     }
-    let has_visible_inbox = has_visible(conn, id, now).await?;
+    let has_visible_inbox = has_visible(conn, id, now)?;
     Ok(CommitOutcome {
         activities: Vec::new(),
         has_visible_inbox,

@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use sqlx::SqliteConnection;
+use rusqlite::{Connection, OptionalExtension};
 
-use super::codec::{self, db_error, get};
+use super::codec::{self, sq_error};
 use crate::domain::{ExecutionId, InstanceId};
 use crate::store::Result;
 
@@ -33,15 +33,11 @@ impl Hot {
     }
 
     /// The instance's routing state, or `None` when it does not exist.
-    pub(super) async fn state(
-        &self,
-        conn: &mut SqliteConnection,
-        id: &InstanceId,
-    ) -> Result<Option<State>> {
+    pub(super) fn state(&self, conn: &Connection, id: &InstanceId) -> Result<Option<State>> {
         if let Some(s) = self.lock().get(id) {
             return Ok(Some(s.clone()));
         }
-        let found = read(conn, id).await?;
+        let found = read(conn, id)?;
         if let Some(s) = &found {
             // Terminal instances are rarely touched again; keep the map to live ones.
             if !s.status.is_terminal() {
@@ -76,19 +72,23 @@ impl Hot {
     }
 }
 
-async fn read(conn: &mut SqliteConnection, id: &InstanceId) -> Result<Option<State>> {
-    let row = sqlx::query(
-        "SELECT status, execution_id, history_len FROM instances WHERE instance_id = ?",
-    )
-    .bind(id.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_error("instance lookup"))?;
-    row.map(|row| {
+fn read(conn: &Connection, id: &InstanceId) -> Result<Option<State>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT status, execution_id, history_len FROM instances WHERE instance_id = ?",
+        )
+        .and_then(|mut s| {
+            s.query_row([id.as_str()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+            })
+            .optional()
+        })
+        .map_err(sq_error("instance lookup"))?;
+    row.map(|(status, execution_id, history_len)| {
         Ok(State {
-            status: codec::status(&get::<String>(&row, "status")?)?,
-            execution_id: ExecutionId::new(get::<String>(&row, "execution_id")?),
-            history_len: get(&row, "history_len")?,
+            status: codec::status(&status)?,
+            execution_id: ExecutionId::new(execution_id),
+            history_len,
         })
     })
     .transpose()

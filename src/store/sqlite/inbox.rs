@@ -1,11 +1,14 @@
 //! Inbox rows: insertion, the routing/drop rules of PROTOCOL.md §4.5, visibility reads,
 //! and the continue-as-new reordering that puts a new head before waiting messages.
+//!
+//! Runs on the writer's direct connection (see `writer`): every statement is a plain
+//! call into SQLite, so one statement per row with cached statements is the cheap form.
 
 use std::borrow::Cow;
 
-use sqlx::SqliteConnection;
+use rusqlite::{params, Connection};
 
-use super::codec::{db_error, encode, micros, push_hex, visible_micros};
+use super::codec::{encode, micros, sq_error, visible_micros};
 use super::hot::Hot;
 use crate::domain::rules::{self, Admission};
 use crate::domain::{ExecutionId, InstanceId, OutboundMessage};
@@ -13,36 +16,41 @@ use crate::proto as pb;
 use crate::store::Result;
 
 /// Appends one message to `id`'s inbox (no checks); returns its seq.
-pub(super) async fn insert(
-    conn: &mut SqliteConnection,
+pub(super) fn insert(
+    conn: &Connection,
     id: &InstanceId,
     target_execution: Option<&ExecutionId>,
     visible_at_us: i64,
     event: &pb::HistoryEvent,
 ) -> Result<i64> {
-    sqlx::query_scalar(
+    conn.prepare_cached(
         "INSERT INTO inbox (instance_id, target_execution, visible_at, payload) \
          VALUES (?, ?, ?, ?) RETURNING seq",
     )
-    .bind(id.as_str())
-    .bind(target_execution.map(ExecutionId::as_str))
-    .bind(visible_at_us)
-    .bind(encode(event))
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(db_error("inbox insert"))
+    .and_then(|mut s| {
+        s.query_row(
+            params![
+                id.as_str(),
+                target_execution.map(ExecutionId::as_str),
+                visible_at_us,
+                encode(event)
+            ],
+            |r| r.get(0),
+        )
+    })
+    .map_err(sq_error("inbox insert"))
 }
 
 /// The message as it may be stored (PROTOCOL.md §4.5), or `None` when it is dropped: the
 /// target must exist, be non-terminal and, for execution-scoped messages, still run that
 /// execution. A message for an execution that a rewind replaced is readdressed to the
 /// current one, which continues it (§4.10). Dropped messages are never stored.
-pub(super) async fn admit<'m>(
-    conn: &mut SqliteConnection,
+pub(super) fn admit<'m>(
+    conn: &Connection,
     hot: &Hot,
     msg: &'m OutboundMessage,
 ) -> Result<Option<Cow<'m, OutboundMessage>>> {
-    let target = hot.state(conn, &msg.target).await?;
+    let target = hot.state(conn, &msg.target)?;
     let Some(target) = target else {
         return Ok(None);
     };
@@ -53,15 +61,13 @@ pub(super) async fn admit<'m>(
                 .target_execution
                 .as_ref()
                 .map_or("", ExecutionId::as_str);
-            let rewound: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM instances, json_each(instances.rewound_from) \
-                 WHERE instance_id = ? AND json_each.value = ?)",
-            )
-            .bind(msg.target.as_str())
-            .bind(wanted)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db_error("inbox admit"))?;
+            let rewound: bool = conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM instances, json_each(instances.rewound_from) \
+                     WHERE instance_id = ? AND json_each.value = ?)",
+                )
+                .and_then(|mut s| s.query_row([msg.target.as_str(), wanted], |r| r.get(0)))
+                .map_err(sq_error("inbox admit"))?;
             rules::admit_after_rewind_check(&target, rewound)
         }
         other => other,
@@ -78,12 +84,8 @@ pub(super) async fn admit<'m>(
 
 /// Delivers one outbound message unless [`admit`] drops it; returns whether it was
 /// stored.
-pub(super) async fn deliver(
-    conn: &mut SqliteConnection,
-    hot: &Hot,
-    msg: &OutboundMessage,
-) -> Result<bool> {
-    let Some(msg) = admit(conn, hot, msg).await? else {
+pub(super) fn deliver(conn: &Connection, hot: &Hot, msg: &OutboundMessage) -> Result<bool> {
+    let Some(msg) = admit(conn, hot, msg)? else {
         return Ok(false);
     };
     insert(
@@ -92,99 +94,59 @@ pub(super) async fn deliver(
         msg.target_execution.as_ref(),
         visible_micros(msg.visible_at),
         &msg.event,
-    )
-    .await?;
+    )?;
     Ok(true)
 }
 
-/// Two statements: insert the rows of [`rows_json`], then report whether an instance
-/// has a message visible by a time. Binds: rows, instance, now. A macro so that the
-/// one-call commit can `concat!` it onto its own statements.
-macro_rules! insert_rows_then_check {
-    () => {
-        "INSERT INTO inbox (instance_id, target_execution, visible_at, payload) \
-           SELECT value ->> 0, value ->> 1, value ->> 2, unhex(value ->> 3) FROM json_each(?); \
-         SELECT EXISTS (SELECT 1 FROM inbox WHERE instance_id = ? AND visible_at <= ?)"
-    };
-}
-pub(super) use insert_rows_then_check;
-
-/// Inbox rows as the JSON array `[[target, execution|null, visible_at, "hex"], ...]`
-/// that the batched inserts read with `json_each`.
-pub(super) fn rows_json(messages: &[Cow<'_, OutboundMessage>]) -> Result<String> {
-    let json = |s: &str| {
-        serde_json::to_string(s).map_err(|e| crate::store::StoreError::Backend(e.to_string()))
-    };
-    let mut rows = String::from("[");
-    for (i, m) in messages.iter().enumerate() {
-        if i > 0 {
-            rows.push(',');
-        }
-        let target = json(m.target.as_str())?;
-        let execution = match &m.target_execution {
-            Some(e) => json(e.as_str())?,
-            None => "null".to_string(),
-        };
-        rows.push_str(&format!(
-            "[{target},{execution},{},\"",
-            visible_micros(m.visible_at)
-        ));
-        push_hex(&mut rows, &encode(&m.event));
-        rows.push_str("\"]");
-    }
-    rows.push(']');
-    Ok(rows)
-}
-
-/// Stores already-accepted messages in order (one statement), then answers whether
-/// `id` has a message visible at `now_us` (same call: each call is a round trip).
-pub(super) async fn insert_all_then_check(
-    conn: &mut SqliteConnection,
+/// Stores already-accepted messages in order, then answers whether `id` has a message
+/// visible at `now_us`.
+pub(super) fn insert_all_then_check(
+    conn: &Connection,
     messages: &[Cow<'_, OutboundMessage>],
     id: &InstanceId,
     now_us: i64,
 ) -> Result<bool> {
-    let rows = rows_json(messages)?;
-    sqlx::query_scalar(insert_rows_then_check!())
-        .bind(rows)
-        .bind(id.as_str())
-        .bind(now_us)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db_error("inbox insert"))
+    for m in messages {
+        insert(
+            conn,
+            &m.target,
+            m.target_execution.as_ref(),
+            visible_micros(m.visible_at),
+            &m.event,
+        )?;
+    }
+    has_visible(conn, id, now_us)
+}
+
+/// Whether `id` has a message visible at `now_us`.
+pub(super) fn has_visible(conn: &Connection, id: &InstanceId, now_us: i64) -> Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM inbox WHERE instance_id = ? AND visible_at <= ?)",
+    )
+    .and_then(|mut s| s.query_row(params![id.as_str(), now_us], |r| r.get(0)))
+    .map_err(sq_error("inbox read"))
 }
 
 /// Deletes the given rows of `id` (rows of other instances are never touched).
-pub(super) async fn delete_seqs(
-    conn: &mut SqliteConnection,
-    id: &InstanceId,
-    seqs: &[i64],
-) -> Result<()> {
+pub(super) fn delete_seqs(conn: &Connection, id: &InstanceId, seqs: &[i64]) -> Result<()> {
     if seqs.is_empty() {
         return Ok(());
     }
-    // One statement with a JSON array instead of one per row or a variable-length IN list,
-    // so the prepared statement is cached whatever the count.
-    let list = serde_json::to_string(seqs)
-        .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
-    sqlx::query(
-        "DELETE FROM inbox WHERE instance_id = ? AND seq IN (SELECT value FROM json_each(?))",
-    )
-    .bind(id.as_str())
-    .bind(list)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error("inbox delete"))?;
+    let mut stmt = conn
+        .prepare_cached("DELETE FROM inbox WHERE instance_id = ? AND seq = ?")
+        .map_err(sq_error("inbox delete"))?;
+    for seq in seqs {
+        stmt.execute(params![id.as_str(), seq])
+            .map_err(sq_error("inbox delete"))?;
+    }
     Ok(())
 }
 
 /// Deletes every message of `id`.
-pub(super) async fn clear(conn: &mut SqliteConnection, id: &InstanceId) -> Result<()> {
-    sqlx::query("DELETE FROM inbox WHERE instance_id = ?")
-        .bind(id.as_str())
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error("inbox clear"))?;
+pub(super) fn clear(conn: &Connection, id: &InstanceId) -> Result<()> {
+    conn.prepare_cached("DELETE FROM inbox WHERE instance_id = ?")
+        .and_then(|mut s| s.execute([id.as_str()]))
+        .map_err(sq_error("inbox clear"))?;
     Ok(())
 }
 
@@ -194,45 +156,35 @@ pub(super) async fn clear(conn: &mut SqliteConnection, id: &InstanceId) -> Resul
 /// Seqs only grow, so the waiting rows are moved behind the head by copying them to new
 /// seqs and deleting the originals. Rows addressed to `old_execution` are dropped on the
 /// way: they can never be delivered to the new execution (§4.5).
-pub(super) async fn put_head(
-    conn: &mut SqliteConnection,
+pub(super) fn put_head(
+    conn: &Connection,
     id: &InstanceId,
     head: &[pb::HistoryEvent],
     now: chrono::DateTime<chrono::Utc>,
     old_execution: &ExecutionId,
 ) -> Result<()> {
-    sqlx::query("DELETE FROM inbox WHERE instance_id = ? AND target_execution = ?")
-        .bind(id.as_str())
-        .bind(old_execution.as_str())
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error("inbox drop stale"))?;
-    let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM inbox WHERE instance_id = ?")
-        .bind(id.as_str())
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db_error("inbox read"))?;
+    conn.prepare_cached("DELETE FROM inbox WHERE instance_id = ? AND target_execution = ?")
+        .and_then(|mut s| s.execute([id.as_str(), old_execution.as_str()]))
+        .map_err(sq_error("inbox drop stale"))?;
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT MAX(seq) FROM inbox WHERE instance_id = ?")
+        .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)))
+        .map_err(sq_error("inbox read"))?;
     let now_us = micros(now);
     for event in head {
-        insert(conn, id, None, now_us, event).await?;
+        insert(conn, id, None, now_us, event)?;
     }
     if let Some(last) = last {
-        sqlx::query(
+        conn.prepare_cached(
             "INSERT INTO inbox (instance_id, target_execution, visible_at, payload) \
              SELECT instance_id, target_execution, visible_at, payload FROM inbox \
              WHERE instance_id = ? AND seq <= ? ORDER BY seq",
         )
-        .bind(id.as_str())
-        .bind(last)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error("inbox reorder"))?;
-        sqlx::query("DELETE FROM inbox WHERE instance_id = ? AND seq <= ?")
-            .bind(id.as_str())
-            .bind(last)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error("inbox reorder"))?;
+        .and_then(|mut s| s.execute(params![id.as_str(), last]))
+        .map_err(sq_error("inbox reorder"))?;
+        conn.prepare_cached("DELETE FROM inbox WHERE instance_id = ? AND seq <= ?")
+            .and_then(|mut s| s.execute(params![id.as_str(), last]))
+            .map_err(sq_error("inbox reorder"))?;
     }
     Ok(())
 }

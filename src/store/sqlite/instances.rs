@@ -3,9 +3,9 @@
 //! savepoint per call), so each is atomic.
 
 use chrono::{DateTime, Utc};
-use sqlx::SqliteConnection;
+use rusqlite::{params, Connection, OptionalExtension};
 
-use super::codec::{db_error, encode, get, micros, tags_json, visible_micros};
+use super::codec::{micros, sq_error, tags_json, visible_micros};
 use super::hot::{Hot, State};
 use super::inbox;
 use crate::domain::events::timestamp_of;
@@ -19,12 +19,8 @@ use crate::store::{
 /// Inserts a fresh instance row (PENDING) and its `ExecutionStarted`, visible at the
 /// scheduled start or the creation time, whichever is later (PROTOCOL.md §3.1 step 4).
 /// Returns the start's visibility time as stored.
-pub(super) async fn insert_new(
-    conn: &mut SqliteConnection,
-    hot: &Hot,
-    new: &NewInstance,
-) -> Result<i64> {
-    let (inserted, visible) = insert_row_and_start(conn, hot, new, INSERT_NEW_SQL).await?;
+pub(super) fn insert_new(conn: &Connection, hot: &Hot, new: &NewInstance) -> Result<i64> {
+    let (inserted, visible) = insert_row_and_start(conn, hot, new, INSERT_NEW_SQL)?;
     if !inserted {
         return Err(StoreError::Backend("instance insert wrote no row".into()));
     }
@@ -32,35 +28,29 @@ pub(super) async fn insert_new(
 }
 
 /// Like [`insert_new`] but a no-op (`false`) when the id is taken: the common case of
-/// `create_instance` (a fresh id) then costs one call and no lookup.
-async fn try_insert_new(conn: &mut SqliteConnection, hot: &Hot, new: &NewInstance) -> Result<bool> {
-    Ok(insert_row_and_start(conn, hot, new, TRY_INSERT_NEW_SQL)
-        .await?
-        .0)
+/// `create_instance` (a fresh id) then costs no lookup.
+fn try_insert_new(conn: &Connection, hot: &Hot, new: &NewInstance) -> Result<bool> {
+    Ok(insert_row_and_start(conn, hot, new, TRY_INSERT_NEW_SQL)?.0)
 }
 
 /// Binds, in order: id, execution, name, version, status, created (twice), scheduled
-/// start, input, parent, tags; then id, start visibility, `ExecutionStarted` payload.
-/// The inbox row is only written when the instance row was (`changes()` of the INSERT).
-/// Plain `?` parameters: sqlx misbinds numbered ones across statements.
+/// start, input, parent, tags.
 const INSERT_NEW_SQL: &str = "\
     INSERT INTO instances (instance_id, execution_id, name, version, status, created_at, \
       last_updated_at, scheduled_start_at, input, parent_instance_id, tags, history_len) \
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0); \
-    INSERT INTO inbox (instance_id, target_execution, visible_at, payload) \
-      SELECT ?, NULL, ?, ? WHERE changes() > 0 RETURNING seq";
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)";
 
 /// [`INSERT_NEW_SQL`] that leaves an existing row alone.
 const TRY_INSERT_NEW_SQL: &str = "\
     INSERT INTO instances (instance_id, execution_id, name, version, status, created_at, \
       last_updated_at, scheduled_start_at, input, parent_instance_id, tags, history_len) \
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) \
-      ON CONFLICT (instance_id) DO NOTHING; \
-    INSERT INTO inbox (instance_id, target_execution, visible_at, payload) \
-      SELECT ?, NULL, ?, ? WHERE changes() > 0 RETURNING seq";
+      ON CONFLICT (instance_id) DO NOTHING";
 
-async fn insert_row_and_start(
-    conn: &mut SqliteConnection,
+/// Inserts the row with `sql`, and the `ExecutionStarted` inbox row only when the row was
+/// written. Returns whether it was, and the start's visibility.
+fn insert_row_and_start(
+    conn: &Connection,
     hot: &Hot,
     new: &NewInstance,
     sql: &'static str,
@@ -71,25 +61,28 @@ async fn insert_row_and_start(
         .map_or(visible_micros(new.created_at), |at| {
             visible_micros(at).max(visible_micros(new.created_at))
         });
-    let seq: Option<i64> = sqlx::query_scalar(sql)
-        .bind(new.instance_id.as_str())
-        .bind(new.execution_id.as_str())
-        .bind(&new.name)
-        .bind(&new.version)
-        .bind(RuntimeStatus::Pending.name())
-        .bind(created)
-        .bind(created)
-        .bind(new.scheduled_start_at.map(micros))
-        .bind(&new.input)
-        .bind(new.parent_instance_id.as_ref().map(InstanceId::as_str))
-        .bind(tags_json(&new.tags)?)
-        .bind(new.instance_id.as_str())
-        .bind(visible)
-        .bind(encode(&new.start_event))
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_error("instance insert"))?;
-    if seq.is_some() {
+    let tags = tags_json(&new.tags)?;
+    let inserted = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| {
+            s.execute(params![
+                new.instance_id.as_str(),
+                new.execution_id.as_str(),
+                new.name,
+                new.version,
+                RuntimeStatus::Pending.name(),
+                created,
+                created,
+                new.scheduled_start_at.map(micros),
+                new.input,
+                new.parent_instance_id.as_ref().map(InstanceId::as_str),
+                tags,
+            ])
+        })
+        .map_err(sq_error("instance insert"))?
+        > 0;
+    if inserted {
+        inbox::insert(conn, &new.instance_id, None, visible, &new.start_event)?;
         hot.set(
             &new.instance_id,
             State {
@@ -99,31 +92,29 @@ async fn insert_row_and_start(
             },
         );
     }
-    Ok((seq.is_some(), visible))
+    Ok((inserted, visible))
 }
 
 /// Deletes an instance row; the schema cascades to its history, inbox and activities.
-pub(super) async fn delete(conn: &mut SqliteConnection, hot: &Hot, id: &InstanceId) -> Result<()> {
+pub(super) fn delete(conn: &Connection, hot: &Hot, id: &InstanceId) -> Result<()> {
     hot.remove(id);
-    sqlx::query("DELETE FROM instances WHERE instance_id = ?")
-        .bind(id.as_str())
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error("instance delete"))?;
+    conn.prepare_cached("DELETE FROM instances WHERE instance_id = ?")
+        .and_then(|mut s| s.execute([id.as_str()]))
+        .map_err(sq_error("instance delete"))?;
     Ok(())
 }
 
 /// `Store::create_instance`: create, or replace when `policy` allows the existing status.
-pub(super) async fn create(
-    conn: &mut SqliteConnection,
+pub(super) fn create(
+    conn: &Connection,
     hot: &Hot,
     new: &NewInstance,
     policy: &ReusePolicy,
 ) -> Result<()> {
-    if !hot.knows(&new.instance_id) && try_insert_new(conn, hot, new).await? {
+    if !hot.knows(&new.instance_id) && try_insert_new(conn, hot, new)? {
         return Ok(());
     }
-    if let Some(existing) = hot.state(conn, &new.instance_id).await? {
+    if let Some(existing) = hot.state(conn, &new.instance_id)? {
         if !policy.allows(existing.status) {
             return Err(StoreError::AlreadyExists {
                 instance_id: new.instance_id.clone(),
@@ -132,104 +123,104 @@ pub(super) async fn create(
         }
         // Replacement is delete + insert in one savepoint: the old history, inbox and
         // activities go with the row, and the new row starts clean.
-        delete(conn, hot, &new.instance_id).await?;
+        delete(conn, hot, &new.instance_id)?;
     }
-    insert_new(conn, hot, new).await?;
+    insert_new(conn, hot, new)?;
     Ok(())
 }
 
 /// `Store::enqueue_event`. Client events are visible from their own timestamp.
-pub(super) async fn enqueue_event(
-    conn: &mut SqliteConnection,
+pub(super) fn enqueue_event(
+    conn: &Connection,
     hot: &Hot,
     id: &InstanceId,
     event: &pb::HistoryEvent,
 ) -> Result<EnqueueOutcome> {
-    let Some(target) = hot.state(conn, id).await? else {
+    let Some(target) = hot.state(conn, id)? else {
         return Err(StoreError::NotFound(id.clone()));
     };
     if target.status.is_terminal() {
         return Ok(EnqueueOutcome::Dropped);
     }
-    inbox::insert(conn, id, None, visible_micros(timestamp_of(event)), event).await?;
+    inbox::insert(conn, id, None, visible_micros(timestamp_of(event)), event)?;
     Ok(EnqueueOutcome::Enqueued)
 }
 
 /// `Store::terminate_instance`.
-pub(super) async fn terminate(
-    conn: &mut SqliteConnection,
+pub(super) fn terminate(
+    conn: &Connection,
     hot: &Hot,
     id: &InstanceId,
     event: &pb::HistoryEvent,
     reason: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<TerminateOutcome> {
-    let Some(target) = hot.state(conn, id).await? else {
+    let Some(target) = hot.state(conn, id)? else {
         return Err(StoreError::NotFound(id.clone()));
     };
     // The parent lookup is only needed for an instance that has not started.
     let has_parent =
-        !target.status.is_terminal() && target.history_len == 0 && has_parent(conn, id).await?;
+        !target.status.is_terminal() && target.history_len == 0 && has_parent(conn, id)?;
     let now_us = micros(now);
     match rules::terminate_action(&target, has_parent) {
         TerminateAction::AlreadyTerminal => return Ok(TerminateOutcome::AlreadyTerminal),
         TerminateAction::Enqueue => {
-            inbox::insert(conn, id, None, now_us, event).await?;
+            inbox::insert(conn, id, None, now_us, event)?;
             return Ok(TerminateOutcome::Enqueued);
         }
         // An episode already out for it fails its commit guard (terminal).
         TerminateAction::InPlace => {}
     }
-    sqlx::query(
+    conn.prepare_cached(
         "UPDATE instances SET status = ?, output = ?, failure = NULL, completed_at = ?, \
          last_updated_at = ? WHERE instance_id = ?",
     )
-    .bind(RuntimeStatus::Terminated.name())
-    .bind(reason)
-    .bind(now_us)
-    .bind(now_us)
-    .bind(id.as_str())
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error("terminate"))?;
-    inbox::clear(conn, id).await?;
+    .and_then(|mut s| {
+        s.execute(params![
+            RuntimeStatus::Terminated.name(),
+            reason,
+            now_us,
+            now_us,
+            id.as_str()
+        ])
+    })
+    .map_err(sq_error("terminate"))?;
+    inbox::clear(conn, id)?;
     hot.remove(id);
     Ok(TerminateOutcome::TerminatedDirectly)
 }
 
 /// Whether the instance is a sub-orchestration.
-async fn has_parent(conn: &mut SqliteConnection, id: &InstanceId) -> Result<bool> {
-    sqlx::query_scalar("SELECT parent_instance_id IS NOT NULL FROM instances WHERE instance_id = ?")
-        .bind(id.as_str())
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db_error("instance lookup"))
+fn has_parent(conn: &Connection, id: &InstanceId) -> Result<bool> {
+    conn.prepare_cached(
+        "SELECT parent_instance_id IS NOT NULL FROM instances WHERE instance_id = ?",
+    )
+    .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)))
+    .map_err(sq_error("instance lookup"))
 }
 
 /// `Store::set_suspended`: the stored status flips at RPC time (PROTOCOL.md §3.6).
-pub(super) async fn set_suspended(
-    conn: &mut SqliteConnection,
+pub(super) fn set_suspended(
+    conn: &Connection,
     hot: &Hot,
     id: &InstanceId,
     suspend: bool,
     event: &pb::HistoryEvent,
     now: DateTime<Utc>,
 ) -> Result<SuspendOutcome> {
-    let Some(target) = hot.state(conn, id).await? else {
+    let Some(target) = hot.state(conn, id)? else {
         return Err(StoreError::NotFound(id.clone()));
     };
     let Some(next) = rules::suspend_flip(target.status, suspend) else {
         return Ok(SuspendOutcome::Unchanged);
     };
     let now_us = micros(now);
-    sqlx::query("UPDATE instances SET status = ?, last_updated_at = ? WHERE instance_id = ?")
-        .bind(next.name())
-        .bind(now_us)
-        .bind(id.as_str())
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error("suspend"))?;
-    inbox::insert(conn, id, None, now_us, event).await?;
+    conn.prepare_cached(
+        "UPDATE instances SET status = ?, last_updated_at = ? WHERE instance_id = ?",
+    )
+    .and_then(|mut s| s.execute(params![next.name(), now_us, id.as_str()]))
+    .map_err(sq_error("suspend"))?;
+    inbox::insert(conn, id, None, now_us, event)?;
     hot.set(
         id,
         State {
@@ -242,24 +233,24 @@ pub(super) async fn set_suspended(
 
 /// `Store::complete_activity`: deletes the row and routes the result to the execution
 /// that scheduled it (PROTOCOL.md §4.7); the result is visible from its own timestamp.
-pub(super) async fn complete_activity(
-    conn: &mut SqliteConnection,
+pub(super) fn complete_activity(
+    conn: &Connection,
     hot: &Hot,
     activity_id: i64,
     result: &pb::HistoryEvent,
 ) -> Result<ActivityOutcome> {
-    let row =
-        sqlx::query("DELETE FROM activities WHERE id = ? RETURNING instance_id, execution_id")
-            .bind(activity_id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_error("activity delete"))?;
-    let Some(row) = row else {
+    let row: Option<(String, String)> = conn
+        .prepare_cached("DELETE FROM activities WHERE id = ? RETURNING instance_id, execution_id")
+        .and_then(|mut s| {
+            s.query_row([activity_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(sq_error("activity delete"))?;
+    let Some((id, execution)) = row else {
         return Ok(ActivityOutcome::Unknown);
     };
-    let id = InstanceId::new(get::<String>(&row, "instance_id")?);
-    let execution = ExecutionId::new(get::<String>(&row, "execution_id")?);
-    match hot.state(conn, &id).await? {
+    let (id, execution) = (InstanceId::new(id), ExecutionId::new(execution));
+    match hot.state(conn, &id)? {
         Some(target) if !target.status.is_terminal() && target.execution_id == execution => {
             inbox::insert(
                 conn,
@@ -267,8 +258,7 @@ pub(super) async fn complete_activity(
                 Some(&execution),
                 visible_micros(timestamp_of(result)),
                 result,
-            )
-            .await?;
+            )?;
             Ok(ActivityOutcome::Delivered(id))
         }
         _ => Ok(ActivityOutcome::Dropped),

@@ -1,6 +1,6 @@
 //! `SqliteStore`: the [`Store`] on SQLite (sqlx).
 //!
-//! Layout (PROTOCOL.md §6.4): every write goes through one writer task that owns the only
+//! Layout (PROTOCOL.md §6.4): every write goes through one writer thread that owns the only
 //! writing connection and group-commits queued requests (see `writer`); reads use a
 //! separate pool of read-only connections, which WAL lets run beside the writer. An
 //! in-memory database (`:memory:`) exists only inside one connection, so there every call,
@@ -37,7 +37,7 @@ use sqlx::ConnectOptions;
 use self::codec::db_error;
 use self::hot::Hot;
 pub use self::writer::WriterStats;
-use self::writer::{BoxFut, Op, Writer};
+use self::writer::{BoxFut, DirectOp, Op, Writer};
 use super::{
     ActivityOutcome, CleanOutcome, CommitOutcome, CompletedFilter, EnqueueOutcome, EntityWork,
     InstanceFilter, Lease, OrchestrationWork, PurgeFilter, Recovery, Result, RewindOutcome, Store,
@@ -168,7 +168,7 @@ impl SqliteStore {
             Box::new(move || hot.clear())
         };
         Ok(Self {
-            writer: Writer::start(conn, options.max_batch, on_rollback),
+            writer: Writer::start(conn, options.max_batch, on_rollback)?,
             hot,
             reads,
             clock: options.clock,
@@ -221,15 +221,21 @@ macro_rules! op {
     };
 }
 
+/// Boxes a closure over the writer's direct connection as a [`DirectOp`].
+macro_rules! direct {
+    (|$conn:ident| $body:expr) => {{
+        let op: DirectOp<_> = Box::new(move |$conn: &rusqlite::Connection| $body);
+        op
+    }};
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %new.instance_id))]
     async fn create_instance(&self, new: NewInstance, policy: ReusePolicy) -> Result<()> {
         let hot = Arc::clone(&self.hot);
         self.writer
-            .submit(op!(
-                |conn| instances::create(conn, &hot, &new, &policy).await
-            ))
+            .submit_direct(direct!(|conn| instances::create(conn, &hot, &new, &policy)))
             .await
     }
 
@@ -258,10 +264,9 @@ impl Store for SqliteStore {
     ) -> Result<EnqueueOutcome> {
         let (id, hot) = (id.clone(), Arc::clone(&self.hot));
         self.writer
-            .submit(op!(|conn| instances::enqueue_event(
+            .submit_direct(direct!(|conn| instances::enqueue_event(
                 conn, &hot, &id, &event
-            )
-            .await))
+            )))
             .await
     }
 
@@ -275,15 +280,14 @@ impl Store for SqliteStore {
     ) -> Result<TerminateOutcome> {
         let (id, hot) = (id.clone(), Arc::clone(&self.hot));
         self.writer
-            .submit(op!(|conn| instances::terminate(
+            .submit_direct(direct!(|conn| instances::terminate(
                 conn,
                 &hot,
                 &id,
                 &event,
                 reason.as_deref(),
                 now
-            )
-            .await))
+            )))
             .await
     }
 
@@ -297,10 +301,9 @@ impl Store for SqliteStore {
     ) -> Result<SuspendOutcome> {
         let (id, hot) = (id.clone(), Arc::clone(&self.hot));
         self.writer
-            .submit(op!(|conn| instances::set_suspended(
+            .submit_direct(direct!(|conn| instances::set_suspended(
                 conn, &hot, &id, suspend, &event, now
-            )
-            .await))
+            )))
             .await
     }
 
@@ -332,7 +335,7 @@ impl Store for SqliteStore {
     ) -> Result<CommitOutcome> {
         let (transition, hot) = (transition.clone(), Arc::clone(&self.hot));
         self.writer
-            .submit(op!(|conn| commit::commit(conn, &hot, &transition).await))
+            .submit_direct(direct!(|conn| commit::commit(conn, &hot, &transition)))
             .await
     }
 
@@ -349,7 +352,7 @@ impl Store for SqliteStore {
         let id = id.clone();
         let seqs = seqs.to_vec();
         self.writer
-            .submit(op!(|conn| inbox::delete_seqs(conn, &id, &seqs).await))
+            .submit_direct(direct!(|conn| inbox::delete_seqs(conn, &id, &seqs)))
             .await
     }
 
@@ -361,13 +364,12 @@ impl Store for SqliteStore {
     ) -> Result<ActivityOutcome> {
         let hot = Arc::clone(&self.hot);
         self.writer
-            .submit(op!(|conn| instances::complete_activity(
+            .submit_direct(direct!(|conn| instances::complete_activity(
                 conn,
                 &hot,
                 activity_id,
                 &result
-            )
-            .await))
+            )))
             .await
     }
 
@@ -463,14 +465,13 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         let id = id.clone();
         self.writer
-            .submit(op!(|conn| entities::enqueue(
+            .submit_direct(direct!(|conn| entities::enqueue(
                 conn,
                 &id,
                 codec::visible_micros(visible_at),
                 &event,
                 codec::micros(now)
-            )
-            .await))
+            )))
             .await
     }
 
@@ -503,7 +504,7 @@ impl Store for SqliteStore {
     ) -> Result<CommitOutcome> {
         let (transition, hot) = (transition.clone(), Arc::clone(&self.hot));
         self.writer
-            .submit(op!(|conn| entities::commit(conn, &hot, &transition).await))
+            .submit_direct(direct!(|conn| entities::commit(conn, &hot, &transition)))
             .await
     }
 

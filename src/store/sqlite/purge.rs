@@ -6,6 +6,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use super::codec::{db_error, micros, TERMINAL_SQL};
 use super::hot::Hot;
 use super::queries::push_statuses;
+use super::writer::with_direct;
 use crate::domain::InstanceId;
 use crate::store::codec::purge_statuses;
 use crate::store::{PurgeFilter, Result};
@@ -21,7 +22,7 @@ pub(super) async fn purge_instance(
 ) -> Result<u32> {
     // Only terminal instances are purged, and the cache holds live ones; the descendants
     // deleted below are terminal too, so no cached entry goes stale.
-    match hot.state(conn, id).await? {
+    match with_direct(conn, |c| hot.state(c, id)).await? {
         Some(root) if root.status.is_terminal() => {}
         _ => return Ok(0),
     }

@@ -6,6 +6,7 @@ use sqlx::SqliteConnection;
 
 use super::codec::{db_error, hex_json_array, micros};
 use super::hot::{Hot, State};
+use super::writer::with_direct;
 use super::{inbox, instances};
 use crate::domain::{ParentRelink, RewindPlan, RewoundExecution};
 use crate::store::codec::{
@@ -26,10 +27,13 @@ pub(super) async fn rewind(
     }
     for child in &plan.recreated {
         // Planned as purged; if the id exists again, the plan is stale.
-        if hot.state(conn, &child.instance_id).await?.is_some() {
+        if with_direct(conn, |c| hot.state(c, &child.instance_id))
+            .await?
+            .is_some()
+        {
             return Err(StoreError::LeaseLost(child.instance_id.clone()));
         }
-        instances::insert_new(conn, hot, child).await?;
+        with_direct(conn, |c| instances::insert_new(c, hot, child)).await?;
     }
     for link in &plan.relinked {
         relink(conn, hot, link).await?;
@@ -60,7 +64,7 @@ async fn rewind_execution(
     activities: &mut Vec<ActivityItem>,
 ) -> Result<()> {
     let id = &x.instance_id;
-    if !rewind_guard_holds(hot.state(conn, id).await?.as_ref(), x) {
+    if !rewind_guard_holds(with_direct(conn, |c| hot.state(c, id)).await?.as_ref(), x) {
         return Err(StoreError::LeaseLost(id.clone()));
     }
     let status = rewound_status(x.expected_status);
@@ -116,16 +120,19 @@ async fn rewind_execution(
         activities.extend(paired_activities(id, &x.execution_id, rows, missing));
     }
 
-    for m in &x.messages {
-        inbox::insert(
-            conn,
-            &m.target,
-            m.target_execution.as_ref(),
-            super::codec::visible_micros(m.visible_at),
-            &m.event,
-        )
-        .await?;
-    }
+    with_direct(conn, |c| {
+        for m in &x.messages {
+            inbox::insert(
+                c,
+                &m.target,
+                m.target_execution.as_ref(),
+                super::codec::visible_micros(m.visible_at),
+                &m.event,
+            )?;
+        }
+        Ok(())
+    })
+    .await?;
     hot.set(
         id,
         State {
@@ -151,7 +158,9 @@ const STARTED_IN_INBOX: &str = "SELECT seq, payload FROM inbox WHERE instance_id
 async fn relink(conn: &mut SqliteConnection, hot: &Hot, link: &ParentRelink) -> Result<()> {
     let id = &link.instance_id;
     let stale = || StoreError::LeaseLost(id.clone());
-    let state = hot.state(conn, id).await?.ok_or_else(stale)?;
+    let state = with_direct(conn, |c| hot.state(c, id))
+        .await?
+        .ok_or_else(stale)?;
     if state.status.is_terminal() {
         // It finished since the plan was made; a new plan re-delivers its result.
         return Err(stale());
