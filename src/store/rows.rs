@@ -123,22 +123,27 @@ pub(crate) fn completed(row: &impl Columns) -> Result<(InstanceId, DateTime<Utc>
 pub(crate) fn inbox_messages<C: Columns>(rows: &[C], targeted: bool) -> Result<Vec<InboxMessage>> {
     let mut messages = Vec::with_capacity(rows.len());
     for row in rows {
-        let Some(seq) = row.opt_int("m_seq")? else {
-            continue;
-        };
-        let target_execution = if targeted {
-            row.opt_text("m_target")?.map(ExecutionId::new)
-        } else {
-            None
-        };
-        messages.push(InboxMessage {
-            seq,
-            target_execution,
-            event: decode_event(&row.bytes("m_payload")?)?,
-            visible_at: row.time("m_visible")?,
-        });
+        messages.extend(inbox_message(row, targeted)?);
     }
     Ok(messages)
+}
+
+/// One row of [`inbox_messages`], for callers that cannot collect their rows.
+pub(crate) fn inbox_message(row: &impl Columns, targeted: bool) -> Result<Option<InboxMessage>> {
+    let Some(seq) = row.opt_int("m_seq")? else {
+        return Ok(None);
+    };
+    let target_execution = if targeted {
+        row.opt_text("m_target")?.map(ExecutionId::new)
+    } else {
+        None
+    };
+    Ok(Some(InboxMessage {
+        seq,
+        target_execution,
+        event: decode_event(&row.bytes("m_payload")?)?,
+        visible_at: row.time("m_visible")?,
+    }))
 }
 
 /// Whether the caller's cached history (execution, length) is the record's current one,

@@ -85,6 +85,33 @@ impl Columns for SqliteRow {
     }
 }
 
+/// The same encodings read through rusqlite (the writer's and the inline reader's rows).
+impl Columns for rusqlite::Row<'_> {
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        sq_get(self, column)
+    }
+
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        sq_get(self, column)
+    }
+
+    fn opt_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        sq_get(self, column)
+    }
+
+    fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        sq_get::<Option<i64>>(self, column)?.map(time).transpose()
+    }
+}
+
+fn sq_get<T: rusqlite::types::FromSql>(
+    row: &rusqlite::Row<'_>,
+    column: &str,
+) -> Result<T, StoreError> {
+    row.get(column)
+        .map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
+}
+
 /// One typed column; a type mismatch means the file was not written by us.
 pub(super) fn get<'r, T>(row: &'r SqliteRow, column: &str) -> Result<T, StoreError>
 where

@@ -1,8 +1,9 @@
 //! `SqliteStore`: the [`Store`] on SQLite (sqlx).
 //!
 //! Layout (PROTOCOL.md §6.4): every write goes through one writer thread that owns the only
-//! writing connection and group-commits queued requests (see `writer`); reads use a
-//! separate pool of read-only connections, which WAL lets run beside the writer. An
+//! writing connection and group-commits queued requests (see `writer`); reads use
+//! separate read-only connections, which WAL lets run beside the writer: a sqlx pool, and
+//! a few rusqlite connections for the small hot reads run inline (see `reader`). An
 //! in-memory database (`:memory:`) exists only inside one connection, so there every call,
 //! reads included, goes through the writer.
 //!
@@ -20,6 +21,7 @@ mod lock;
 mod preflight;
 mod purge;
 mod queries;
+mod reader;
 mod rewind;
 mod writer;
 
@@ -36,6 +38,7 @@ use sqlx::ConnectOptions;
 
 use self::codec::db_error;
 use self::hot::Hot;
+use self::reader::Reader;
 pub use self::writer::WriterStats;
 use self::writer::{BoxFut, DirectOp, Op, Writer};
 use super::{
@@ -48,6 +51,7 @@ use crate::domain::{
     NewInstance, ReusePolicy, RewindPlan, RuntimeStatus, SystemClock, Transition,
 };
 use crate::proto as pb;
+use crate::store::rows::history_is_current;
 
 /// The embedded schema migrations. `run_direct` (not `run`) keeps `open` a `Send`
 /// future: `run`'s generic `Acquire` bound is not general enough for `tokio::spawn`.
@@ -94,6 +98,8 @@ pub struct SqliteStore {
     hot: Arc<Hot>,
     /// `None` for `:memory:`, where reads go through the writer.
     reads: Option<SqlitePool>,
+    /// The small hot reads, run inline (see `reader`); `None` for `:memory:`.
+    reader: Option<Reader>,
     clock: Arc<dyn Clock>,
     /// Held while the store is open: one sidecar process per database file.
     file_lock: lock::FileLock,
@@ -148,6 +154,13 @@ impl SqliteStore {
                 .await
                 .map_err(|err| crate::store::schema::migration_error(err, &MIGRATOR))?;
         }
+        let reader = (!memory).then(|| {
+            Reader::new(
+                base.get_filename().to_path_buf(),
+                options.busy_timeout,
+                options.read_connections as usize,
+            )
+        });
         let reads = if memory {
             None
         } else {
@@ -171,6 +184,7 @@ impl SqliteStore {
             writer: Writer::start(conn, options.max_batch, on_rollback)?,
             hot,
             reads,
+            reader,
             clock: options.clock,
             file_lock,
         })
@@ -195,6 +209,19 @@ impl SqliteStore {
         };
         let mut conn = pool.acquire().await.map_err(db_error("read"))?;
         op(&mut conn).await
+    }
+
+    /// Runs a small read inline on a reader connection (see `reader`), or through the
+    /// writer for in-memory databases.
+    async fn read_inline<T, F>(&self, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+    {
+        match &self.reader {
+            Some(reader) => reader.with(read),
+            None => self.writer.submit_direct(Box::new(read)).await,
+        }
     }
 
     /// Runs a read in one snapshot: a read transaction on a pooled connection, or the
@@ -242,7 +269,7 @@ impl Store for SqliteStore {
     #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %id))]
     async fn instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>> {
         let id = id.clone();
-        self.read(op!(|conn| queries::instance(conn, &id).await))
+        self.read_inline(move |conn| queries::instance(conn, &id))
             .await
     }
 
@@ -316,15 +343,31 @@ impl Store for SqliteStore {
         cached: Option<(ExecutionId, u32)>,
     ) -> Result<Option<OrchestrationWork>> {
         let id = id.clone();
-        self.read_unwrapped(op!(|conn| queries::orchestration_work(
-            conn,
-            &id,
-            now,
-            max_messages,
-            cached.as_ref()
-        )
-        .await))
-            .await
+        let read = id.clone();
+        let episode = self
+            .read_inline(move |conn| queries::episode(conn, &read, now, max_messages))
+            .await?;
+        let Some((record, messages)) = episode else {
+            return Ok(None);
+        };
+        if record.status.is_terminal() {
+            return Ok(None);
+        }
+        let history = if history_is_current(cached.as_ref(), &record) {
+            None
+        } else {
+            Some(
+                self.read_unwrapped(op!(|conn| queries::events(conn, &id).await))
+                    .await?,
+            )
+        };
+        Ok(Some(OrchestrationWork {
+            // The file lock makes this process the owner of everything.
+            lease: Lease::default(),
+            record,
+            history,
+            messages,
+        }))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(instance_id = %transition.instance_id))]
@@ -581,6 +624,9 @@ impl Store for SqliteStore {
         self.writer.close().await;
         if let Some(pool) = &self.reads {
             pool.close().await;
+        }
+        if let Some(reader) = &self.reader {
+            reader.close();
         }
         self.file_lock.release();
     }

@@ -1,34 +1,43 @@
 //! Reads: instance records, histories, episode snapshots, paged queries and recovery.
-//! Each function takes a connection already inside a (read) transaction, so multi-
-//! statement reads see one snapshot.
+//! The sqlx functions take a connection already inside a (read) transaction where they
+//! need one snapshot over several statements; the two small hot reads (`instance`,
+//! `episode`) are single rusqlite statements run inline (see `reader`).
+
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
-use super::codec::{db_error, decode_event, get, micros, INSTANCE_COLUMNS, TERMINAL_SQL};
+use super::codec::{db_error, decode_event, get, micros, sq_error, INSTANCE_COLUMNS, TERMINAL_SQL};
 use crate::domain::{ExecutionId, InstanceId, InstanceRecord, RuntimeStatus};
 use crate::proto as pb;
-use crate::store::rows::{
-    activity_item, completed, history_is_current, inbox_messages, instance_record, wakeup,
-};
-use crate::store::{CompletedFilter, InstanceFilter, Lease, OrchestrationWork, Recovery, Result};
+use crate::store::rows::{activity_item, completed, inbox_message, instance_record, wakeup};
+use crate::store::{CompletedFilter, InboxMessage, InstanceFilter, Recovery, Result};
 
-/// The record of `id`, if any.
-pub(super) async fn instance(
-    conn: &mut SqliteConnection,
+/// The record of `id`, if any (an inline read, see `reader`).
+pub(super) fn instance(
+    conn: &rusqlite::Connection,
     id: &InstanceId,
 ) -> Result<Option<InstanceRecord>> {
-    let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?");
-    let row = sqlx::query(&sql)
-        .bind(id.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_error("instance read"))?;
-    row.as_ref().map(instance_record).transpose()
+    static SQL: LazyLock<String> =
+        LazyLock::new(|| format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?"));
+    let mut stmt = conn
+        .prepare_cached(&SQL)
+        .map_err(sq_error("instance read"))?;
+    let mut rows = stmt
+        .query([id.as_str()])
+        .map_err(sq_error("instance read"))?;
+    match rows.next().map_err(sq_error("instance read"))? {
+        Some(row) => instance_record(row).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The current execution's history, in order.
-async fn events(conn: &mut SqliteConnection, id: &InstanceId) -> Result<Vec<pb::HistoryEvent>> {
+pub(super) async fn events(
+    conn: &mut SqliteConnection,
+    id: &InstanceId,
+) -> Result<Vec<pb::HistoryEvent>> {
     let payloads: Vec<Vec<u8>> =
         sqlx::query_scalar("SELECT payload FROM history WHERE instance_id = ? ORDER BY seq")
             .bind(id.as_str())
@@ -55,54 +64,46 @@ pub(super) async fn history(
     }
 }
 
-/// `Store::orchestration_work`: `None` for unknown or terminal instances.
-///
-/// The record and the visible messages come from ONE statement (so no read transaction
-/// is needed for a consistent pair, and the episode costs one round trip); the history
-/// only when the caller's cached copy is not current. A history read racing a change of
-/// the instance is harmless: the commit's guard then fails and the episode is redone.
-pub(super) async fn orchestration_work(
-    conn: &mut SqliteConnection,
+/// The record and the visible messages of an episode (an inline read, see `reader`),
+/// from ONE statement, so the pair is consistent without a read transaction; `None` for
+/// unknown instances. `Store::orchestration_work` adds the history when the caller's
+/// cached copy is not current. A history read racing a change of the instance is
+/// harmless: the commit's guard then fails and the episode is redone.
+pub(super) fn episode(
+    conn: &rusqlite::Connection,
     id: &InstanceId,
     now: DateTime<Utc>,
     max_messages: u32,
-    cached: Option<&(ExecutionId, u32)>,
-) -> Result<Option<OrchestrationWork>> {
-    let sql = format!(
-        "SELECT {INSTANCE_COLUMNS}, m.seq AS m_seq, m.target_execution AS m_target, \
-           m.visible_at AS m_visible, m.payload AS m_payload \
-         FROM instances LEFT JOIN ( \
-           SELECT seq, target_execution, visible_at, payload FROM inbox \
-           WHERE instance_id = ?1 AND visible_at <= ?2 ORDER BY seq LIMIT ?3) AS m \
-         WHERE instance_id = ?1 ORDER BY m.seq"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(id.as_str())
-        .bind(micros(now))
-        .bind(i64::from(max_messages))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_error("episode read"))?;
-    let Some(first) = rows.first() else {
+) -> Result<Option<(InstanceRecord, Vec<InboxMessage>)>> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {INSTANCE_COLUMNS}, m.seq AS m_seq, m.target_execution AS m_target, \
+               m.visible_at AS m_visible, m.payload AS m_payload \
+             FROM instances LEFT JOIN ( \
+               SELECT seq, target_execution, visible_at, payload FROM inbox \
+               WHERE instance_id = ?1 AND visible_at <= ?2 ORDER BY seq LIMIT ?3) AS m \
+             WHERE instance_id = ?1 ORDER BY m.seq"
+        )
+    });
+    let mut stmt = conn
+        .prepare_cached(&SQL)
+        .map_err(sq_error("episode read"))?;
+    let mut rows = stmt
+        .query(rusqlite::params![
+            id.as_str(),
+            micros(now),
+            i64::from(max_messages)
+        ])
+        .map_err(sq_error("episode read"))?;
+    let Some(first) = rows.next().map_err(sq_error("episode read"))? else {
         return Ok(None);
     };
     let record = instance_record(first)?;
-    if record.status.is_terminal() {
-        return Ok(None);
+    let mut messages: Vec<InboxMessage> = inbox_message(first, true)?.into_iter().collect();
+    while let Some(row) = rows.next().map_err(sq_error("episode read"))? {
+        messages.extend(inbox_message(row, true)?);
     }
-    let messages = inbox_messages(&rows, true)?;
-    let history = if history_is_current(cached, &record) {
-        None
-    } else {
-        Some(events(conn, id).await?)
-    };
-    Ok(Some(OrchestrationWork {
-        // The file lock makes this process the owner of everything.
-        lease: Lease::default(),
-        record,
-        history,
-        messages,
-    }))
+    Ok(Some((record, messages)))
 }
 
 /// Adds `AND status IN (...)` for a non-empty list.
