@@ -14,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{eventually, finish, within, Client, ScriptedWorker, TestServer};
+use common::{eventually, finish, wait_completion_on, within, Client, ScriptedWorker, TestServer};
 use durabletask_sidecar::proto as pb;
 use futures::StreamExt;
 use sqlx::sqlite::SqliteConnectOptions;
@@ -259,20 +259,8 @@ async fn start_until_refused(
 /// Waits for each instance to complete, and checks it completed.
 async fn all_complete(client: &Client, ids: &[String]) {
     for id in ids {
-        let r = within(
-            "completion",
-            client
-                .clone()
-                .wait_for_instance_completion(pb::GetInstanceRequest {
-                    instance_id: id.clone(),
-                    get_inputs_and_outputs: false,
-                }),
-        )
-        .await
-        .unwrap()
-        .into_inner();
         assert_eq!(
-            r.orchestration_state.unwrap().orchestration_status,
+            wait_completion_on(client, id).await.orchestration_status,
             pb::OrchestrationStatus::Completed as i32,
             "{id}"
         );

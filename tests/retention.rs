@@ -90,19 +90,7 @@ async fn wait_ended(client: &Client, id: &str) -> pb::OrchestrationStatus {
         exists_on(client, id).await.then_some(())
     })
     .await;
-    let r = within(
-        "wait for completion",
-        client
-            .clone()
-            .wait_for_instance_completion(pb::GetInstanceRequest {
-                instance_id: id.into(),
-                get_inputs_and_outputs: false,
-            }),
-    )
-    .await
-    .unwrap()
-    .into_inner();
-    r.orchestration_state.unwrap().orchestration_status()
+    wait_completion_on(client, id).await.orchestration_status()
 }
 
 async fn terminate_on(client: &Client, id: &str) {

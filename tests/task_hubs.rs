@@ -52,23 +52,6 @@ async fn get(client: &Client, id: &str) -> Option<pb::OrchestrationState> {
     r.orchestration_state.filter(|_| r.exists)
 }
 
-async fn wait(client: &Client, id: &str) -> pb::OrchestrationState {
-    within(
-        "wait",
-        client
-            .clone()
-            .wait_for_instance_completion(pb::GetInstanceRequest {
-                instance_id: id.into(),
-                get_inputs_and_outputs: true,
-            }),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .orchestration_state
-    .unwrap()
-}
-
 async fn ids(client: &Client) -> BTreeSet<String> {
     let r = within(
         "query",
@@ -138,14 +121,23 @@ async fn the_same_instance_id_lives_in_two_hubs_and_each_worker_gets_only_its_hu
 
     // A worker on hub B is handed B's instance only; A's work waits for A's worker.
     let worker_b = echo_worker(b.clone(), "b").await;
-    assert_eq!(wait(&b, "same").await.output.as_deref(), Some("\"b:y\""));
+    assert_eq!(
+        wait_completion_on(&b, "same").await.output.as_deref(),
+        Some("\"b:y\"")
+    );
     assert_eq!(
         get(&a, "same").await.unwrap().orchestration_status,
         S::Pending as i32
     );
     let worker_a = echo_worker(a.clone(), "a").await;
-    assert_eq!(wait(&a, "same").await.output.as_deref(), Some("\"a:x\""));
-    assert_eq!(wait(&a, "only-a").await.output.as_deref(), Some("\"a:z\""));
+    assert_eq!(
+        wait_completion_on(&a, "same").await.output.as_deref(),
+        Some("\"a:x\"")
+    );
+    assert_eq!(
+        wait_completion_on(&a, "only-a").await.output.as_deref(),
+        Some("\"a:z\"")
+    );
     let seen_by_b: Vec<String> = worker_b
         .seen
         .lock()
@@ -329,7 +321,7 @@ async fn hubs_beyond_the_limit_are_refused_and_existing_ones_reopen_after_a_rest
     let one = server.hub_client("one").await;
     let worker = echo_worker(one.clone(), "one").await;
     assert_eq!(
-        wait(&one, "kept").await.output.as_deref(),
+        wait_completion_on(&one, "kept").await.output.as_deref(),
         Some("\"one:k\"")
     );
     worker.stop().await;

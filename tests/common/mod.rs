@@ -245,19 +245,7 @@ impl TestServer {
     }
 
     pub async fn wait_completion(&self, id: &str) -> pb::OrchestrationState {
-        let r = within(
-            "wait for completion",
-            self.client()
-                .wait_for_instance_completion(pb::GetInstanceRequest {
-                    instance_id: id.into(),
-                    get_inputs_and_outputs: true,
-                }),
-        )
-        .await
-        .unwrap()
-        .into_inner();
-        assert!(r.exists, "instance {id} does not exist");
-        r.orchestration_state.unwrap()
+        wait_completion_on(&self.client(), id).await
     }
 
     pub async fn get(&self, id: &str) -> Option<pb::OrchestrationState> {
@@ -674,6 +662,25 @@ pub async fn terminated(server: &TestServer, id: &str) {
 /// Whether GetInstance finds the instance.
 pub async fn exists(server: &TestServer, id: &str) -> bool {
     exists_on(&server.client(), id).await
+}
+
+/// Waits on `client` (its hub) until `id` has ended, and returns its state with inputs
+/// and outputs; the instance must exist.
+pub async fn wait_completion_on(client: &Client, id: &str) -> pb::OrchestrationState {
+    let r = within(
+        "wait for completion",
+        client
+            .clone()
+            .wait_for_instance_completion(pb::GetInstanceRequest {
+                instance_id: id.into(),
+                get_inputs_and_outputs: true,
+            }),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    assert!(r.exists, "instance {id} does not exist");
+    r.orchestration_state.unwrap()
 }
 
 /// Whether GetInstance through `client` (and so its task hub) finds the instance.
