@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
 // Node built-ins only, so it resolves from here without tests/js/node_modules.
-import { BIN, Sidecar, freePort } from "../js/sidecar.mjs";
+import { BIN, startOnFreePorts } from "../js/sidecar.mjs";
 
 const T = 20_000;
 const READ = "dash-read-token-0123456789";
@@ -22,15 +22,17 @@ describe("dashboard with bearer tokens (own sidecar)", { skip: !BIN && "SIDECAR_
     dir = mkdtempSync(path.join(tmpdir(), "dts-dash-auth-"));
     const tokens = path.join(dir, "tokens.txt");
     writeFileSync(tokens, `read ${READ}\nclient ${CLIENT}\n`);
-    const [port, httpPort] = [await freePort(), await freePort()];
-    base = `http://127.0.0.1:${httpPort}`;
-    sidecar = new Sidecar({
-      dir,
-      port,
-      args: ["--http-port", String(httpPort), "--db", path.join(dir, "db.sqlite"), "--auth-tokens-file", tokens],
-      readyPort: httpPort,
-    });
-    await sidecar.start({ timeoutMs: T });
+    sidecar = await startOnFreePorts(
+      2,
+      ([port, httpPort]) => ({
+        dir,
+        port,
+        args: ["--http-port", String(httpPort), "--db", path.join(dir, "db.sqlite"), "--auth-tokens-file", tokens],
+        readyPort: httpPort,
+      }),
+      { timeoutMs: T },
+    );
+    base = `http://127.0.0.1:${sidecar.readyPort}`;
     browser = await chromium.launch({ executablePath: process.env.CHROMIUM, headless: true, args: ["--no-sandbox"] });
     page = await browser.newPage();
   });

@@ -16,7 +16,7 @@ import {
   VersionFailureStrategy,
 } from "@microsoft/durabletask-js";
 import { uid, sleep, waitUntil } from "./helpers.mjs";
-import { BIN, Sidecar, freePort } from "./sidecar.mjs";
+import { BIN, startOnFreePorts } from "./sidecar.mjs";
 
 const json = (v) => JSON.stringify(v);
 
@@ -81,9 +81,11 @@ describe("durability and reconnection (own sidecar)", { skip: !BIN && "SIDECAR_B
 
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), "dts-js-durability-"));
-    const port = await freePort();
-    sidecar = new Sidecar({ dir, port, args: ["--http-port", "0", "--db", path.join(dir, "durability.sqlite")] });
-    await sidecar.start();
+    sidecar = await startOnFreePorts(1, ([port]) => ({
+      dir,
+      port,
+      args: ["--http-port", "0", "--db", path.join(dir, "durability.sqlite")],
+    }));
     addr = `localhost:${sidecar.port}`;
     client = new TaskHubGrpcClient({ hostAddress: addr, logger: new NoOpLogger() });
   });

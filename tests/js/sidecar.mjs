@@ -53,15 +53,26 @@ export async function waitForRuntimeStatus(getState, id, status, timeoutMs = 10_
 }
 
 /** A TCP port free on 127.0.0.1 when asked (taken and released; a clash in between is unlikely). */
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
+export async function freePort() {
+  return (await freePorts(1))[0];
+}
+
+/** `count` distinct TCP ports free on 127.0.0.1 when asked: all held at once, then released. */
+export async function freePorts(count) {
+  const servers = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const s = createServer();
+      servers.push(s);
+      await new Promise((resolve, reject) => {
+        s.once("error", reject);
+        s.listen(0, "127.0.0.1", resolve);
+      });
+    }
+    return servers.map((s) => s.address().port);
+  } finally {
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(() => r()))));
+  }
 }
 
 /** Whether something accepts connections on 127.0.0.1:`port`. */
@@ -90,16 +101,35 @@ export class Sidecar {
     this.proc = undefined;
   }
 
+  /**
+   * Spawns the binary and waits until `readyPort` accepts connections. Throws at once, with
+   * the exit status and the end of the log, if the process exits first (a SidecarExited).
+   */
   async start({ timeoutMs = 10_000 } = {}) {
     const log = openSync(this.logFile, "a");
     const proc = spawn(BIN, ["--port", String(this.port), ...this.args, "--log-level", "warn"], {
       stdio: ["ignore", log, log],
     });
     this.proc = proc;
-    await waitUntil(async () => proc.exitCode === null && (await portOpen(this.readyPort)), {
-      timeoutMs,
-      what: "sidecar to listen",
-    });
+    const exited = new Promise((resolve) => proc.once("exit", resolve));
+    try {
+      await waitUntil(
+        async () => {
+          if (proc.exitCode !== null || proc.signalCode !== null) {
+            throw new SidecarExited(proc, this.log());
+          }
+          return await portOpen(this.readyPort);
+        },
+        { timeoutMs, what: "sidecar to listen" },
+      );
+    } catch (e) {
+      if (!(e instanceof SidecarExited)) {
+        proc.kill("SIGKILL");
+        await exited;
+        e.message += `\n== sidecar log (end)\n${tail(this.log())}`;
+      }
+      throw e;
+    }
   }
 
   /** Sends `signal` and waits for the exit; nothing if it is not running. */
@@ -117,6 +147,38 @@ export class Sidecar {
       return readFileSync(this.logFile, "utf8");
     } catch {
       return "";
+    }
+  }
+}
+
+/** The sidecar process ended before it listened (`status` says how, `message` ends with its log). */
+export class SidecarExited extends Error {
+  constructor(proc, log) {
+    const status = proc.signalCode ?? `exit code ${proc.exitCode}`;
+    super(`the sidecar exited before it listened (${status})\n== sidecar log (end)\n${tail(log)}`);
+    this.status = status;
+  }
+}
+
+function tail(text, lines = 40) {
+  return text.split("\n").slice(-lines).join("\n");
+}
+
+/**
+ * A started sidecar on `count` free ports picked here; `options(ports)` gives its Sidecar
+ * options. A picked port can be taken by another process before the sidecar binds it, so a
+ * sidecar that exits before it listens is started again on new ports (three tries in all,
+ * as tests/lib/sidecar.sh does).
+ */
+export async function startOnFreePorts(count, options, { timeoutMs } = {}) {
+  for (let attempt = 1; ; attempt++) {
+    const sidecar = new Sidecar(options(await freePorts(count)));
+    try {
+      await sidecar.start({ timeoutMs });
+      return sidecar;
+    } catch (e) {
+      if (!(e instanceof SidecarExited) || attempt === 3) throw e;
+      console.error(`sidecar did not come up (attempt ${attempt}): ${e.message}`);
     }
   }
 }

@@ -18,7 +18,7 @@ import {
   OrchestrationStatus as S,
 } from "@microsoft/durabletask-js";
 import { uid } from "./helpers.mjs";
-import { BIN, Sidecar, freePort } from "./sidecar.mjs";
+import { BIN, startOnFreePorts } from "./sidecar.mjs";
 
 const TOKENS = {
   worker: "js-worker-token-0123456789",
@@ -62,15 +62,13 @@ describe("TLS and bearer tokens (own sidecar)", { skip: !BIN && "SIDECAR_BIN not
     credentials = grpc.credentials.createSsl(certs.ca);
     const tokens = path.join(dir, "tokens.txt");
     writeFileSync(tokens, Object.entries(TOKENS).map(([role, token]) => `${role} ${token}\n`).join(""));
-    const port = await freePort();
-    address = `localhost:${port}`;
-    sidecar = new Sidecar({
+    sidecar = await startOnFreePorts(1, ([port]) => ({
       dir,
       port,
       args: ["--http-port", "off", "--db", path.join(dir, "db.sqlite"),
         "--tls-cert", certs.cert, "--tls-key", certs.key, "--auth-tokens-file", tokens],
-    });
-    await sidecar.start();
+    }));
+    address = `localhost:${sidecar.port}`;
   });
 
   after(async () => {
