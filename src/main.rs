@@ -12,6 +12,12 @@ use tokio_util::sync::CancellationToken;
 use durabletask_sidecar::config::Config;
 use durabletask_sidecar::{cli, otel, server, telemetry};
 
+// Every work item and commit allocates many small, short-lived buffers on several
+// threads; mimalloc's thread-local free lists cost less per allocation than glibc's
+// arenas (measured in the README's performance section).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut config = Config::parse();
