@@ -21,6 +21,8 @@ COPY rust-toolchain.toml ./
 RUN rustup toolchain install && rustup target add "${TARGET}"
 
 COPY Cargo.toml Cargo.lock build.rs ./
+# Build settings of the C dependencies (mimalloc's arena commit, see the file).
+COPY .cargo ./.cargo
 COPY proto ./proto
 COPY migrations ./migrations
 COPY src ./src
