@@ -9,7 +9,7 @@
 //! steps), `work_items` (building what workers receive), `ownership` (claims, renewal and
 //! the change feed when several processes share the store), `rewinding` and `skipping`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -330,19 +330,32 @@ impl Engine {
         if st.parked.is_empty() || !self.capacity_changed.swap(false, Ordering::AcqRel) {
             return;
         }
+        // Capacity only shrinks during one pass (the lock is held), so a (name, version) no
+        // stream took stays refused for the rest of it: asking again for each parked
+        // instance would scan every stream's filters per instance, which with thousands of
+        // each pinned a core.
+        let mut refused: HashSet<(String, Option<String>)> = HashSet::new();
         for p in std::mem::take(&mut st.parked) {
             match p {
                 Parked::Orchestration(id, name, version) => {
                     if st.flights.contains_key(&id) {
                         continue;
                     }
+                    let key = (name, version);
+                    if refused.contains(&key) {
+                        st.parked.push(Parked::Orchestration(id, key.0, key.1));
+                        continue;
+                    }
                     let target = WorkTarget {
-                        name: &name,
-                        version: version.as_deref(),
+                        name: &key.0,
+                        version: key.1.as_deref(),
                     };
                     match self.executor.reserve(WorkKind::Orchestration, Some(target)) {
                         Ok(reservation) => self.begin_fetch(st, id, reservation, fetches),
-                        Err(_) => st.parked.push(Parked::Orchestration(id, name, version)),
+                        Err(_) => {
+                            refused.insert(key.clone());
+                            st.parked.push(Parked::Orchestration(id, key.0, key.1));
+                        }
                     }
                 }
                 Parked::Activity(aid) => st.activities.requeue(aid),
