@@ -52,11 +52,6 @@ export async function waitForRuntimeStatus(getState, id, status, timeoutMs = 10_
   }
 }
 
-/** A TCP port free on 127.0.0.1 when asked (taken and released; a clash in between is unlikely). */
-export async function freePort() {
-  return (await freePorts(1))[0];
-}
-
 /** `count` distinct TCP ports free on 127.0.0.1 when asked: all held at once, then released. */
 export async function freePorts(count) {
   const servers = [];
@@ -151,12 +146,11 @@ export class Sidecar {
   }
 }
 
-/** The sidecar process ended before it listened (`status` says how, `message` ends with its log). */
+/** The sidecar process ended before it listened; the message ends with its log. */
 export class SidecarExited extends Error {
   constructor(proc, log) {
     const status = proc.signalCode ?? `exit code ${proc.exitCode}`;
     super(`the sidecar exited before it listened (${status})\n== sidecar log (end)\n${tail(log)}`);
-    this.status = status;
   }
 }
 
