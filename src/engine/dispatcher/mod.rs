@@ -481,3 +481,6 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod unpark_tests;
