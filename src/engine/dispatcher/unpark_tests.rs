@@ -40,7 +40,7 @@ async fn a_refused_name_is_asked_for_once_per_pass() {
     let engine = Engine::new(
         store,
         Arc::new(SystemClock),
-        executor.clone(),
+        Arc::clone(&executor) as Arc<dyn WorkExecutor>,
         EngineConfig::default(),
     );
     let mut st = DispatchState::default();
