@@ -145,6 +145,25 @@ impl DispatchState {
         }
     }
 
+    /// Makes instances whose wake-up is due ready ahead of the rest of the queue, in the
+    /// order they came due: their lateness is what a timer's user sees, while the work
+    /// queued behind them (new starts, mostly) has no time it was promised.
+    fn fire_timers(&mut self, now: DateTime<Utc>) {
+        let mut due = Vec::new();
+        while let Some(id) = self.timers.pop_due(now) {
+            if id.is_entity() {
+                self.entities.mark_ready(id);
+            } else if let Some(f) = self.flights.get_mut(&id) {
+                f.again = true;
+            } else {
+                due.push(id);
+            }
+        }
+        for id in due.into_iter().rev() {
+            self.ready.push_front(id);
+        }
+    }
+
     /// Brings the dispatch state in line with a committed episode: history cache, new
     /// activities, timers, and the other instances it sent messages to.
     fn committed(&mut self, t: &Transition, outcome: CommitOutcome, now: DateTime<Utc>) {
@@ -413,9 +432,7 @@ impl Engine {
         let mut fetches = Vec::new();
         let (next, sends, entity_fetches, unsent) = {
             let mut st = self.lock();
-            while let Some(id) = st.timers.pop_due(now) {
-                st.mark_ready(id);
-            }
+            st.fire_timers(now);
             st.activities.fire_timers(now);
             self.unpark(&mut st, &mut fetches);
             while let Some(id) = st.ready.pop_front() {
@@ -483,4 +500,4 @@ impl Engine {
 }
 
 #[cfg(test)]
-mod unpark_tests;
+mod tests;

@@ -1,4 +1,4 @@
-//! Unparking asks the executor once per (name, version), not once per parked instance.
+//! Dispatch state decisions that no end-to-end test pins down.
 
 use std::sync::atomic::AtomicUsize;
 
@@ -67,4 +67,35 @@ async fn a_refused_name_is_asked_for_once_per_pass() {
     // Without a capacity change nothing is asked again.
     engine.unpark(&mut st, &mut fetches);
     assert_eq!(executor.reserves.load(Ordering::Relaxed), 3);
+}
+
+#[test]
+fn due_timers_go_ahead_of_queued_work_in_the_order_they_came_due() {
+    let now = chrono::Utc::now();
+    let mut st = DispatchState::default();
+    st.ready.push_back(InstanceId::new("started-1"));
+    st.ready.push_back(InstanceId::new("started-2"));
+    st.timers.push(
+        now - chrono::Duration::seconds(2),
+        InstanceId::new("due-first"),
+    );
+    st.timers.push(
+        now - chrono::Duration::seconds(1),
+        InstanceId::new("due-second"),
+    );
+    st.timers.push(
+        now + chrono::Duration::seconds(1),
+        InstanceId::new("not-yet"),
+    );
+
+    st.fire_timers(now);
+    let order: Vec<String> = std::iter::from_fn(|| st.ready.pop_front())
+        .map(|id| id.to_string())
+        .collect();
+    assert_eq!(
+        order,
+        ["due-first", "due-second", "started-1", "started-2"],
+        "fired timers first, earliest first; the rest keep their order"
+    );
+    assert_eq!(st.timers.len(), 1, "the future wake-up stays armed");
 }
