@@ -135,13 +135,24 @@ impl DispatchState {
     }
 
     fn mark_ready(&mut self, id: InstanceId) {
-        if id.is_entity() {
-            return self.entities.mark_ready(id);
-        }
-        if let Some(f) = self.flights.get_mut(&id) {
-            f.again = true;
-        } else {
+        if let Some(id) = self.route_ready(id) {
             self.ready.push_back(id);
+        }
+    }
+
+    /// Hands a ready entity to its queue and marks an instance in flight to run again;
+    /// returns any other instance, for the caller to queue where it belongs.
+    fn route_ready(&mut self, id: InstanceId) -> Option<InstanceId> {
+        if id.is_entity() {
+            self.entities.mark_ready(id);
+            return None;
+        }
+        match self.flights.get_mut(&id) {
+            Some(f) => {
+                f.again = true;
+                None
+            }
+            None => Some(id),
         }
     }
 
@@ -151,13 +162,7 @@ impl DispatchState {
     fn fire_timers(&mut self, now: DateTime<Utc>) {
         let mut due = Vec::new();
         while let Some(id) = self.timers.pop_due(now) {
-            if id.is_entity() {
-                self.entities.mark_ready(id);
-            } else if let Some(f) = self.flights.get_mut(&id) {
-                f.again = true;
-            } else {
-                due.push(id);
-            }
+            due.extend(self.route_ready(id));
         }
         for id in due.into_iter().rev() {
             self.ready.push_front(id);
