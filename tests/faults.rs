@@ -335,37 +335,19 @@ async fn a_full_disk_fails_commits_retryably_and_service_resumes_when_space_retu
     fill_leaving(&filler, 512 * 1024);
     // Large inputs use up whatever room is left (free WAL pages, the last free blocks).
     let input = format!("\"{}\"", "x".repeat(16 * 1024));
-    let refused = start_until_refused(
-        &client,
-        "disk full",
-        250,
-        |_| input.clone(),
-        &mut acknowledged,
-    )
-    .await;
-    for id in &refused {
-        assert!(
-            server.get(id).await.is_none(),
-            "refused start {id} was stored"
-        );
-    }
-
-    // The writer survived: later writes fail the same way, reads still work. A write may
-    // still fit now and then (a checkpoint lets SQLite reuse the WAL from its start
-    // without a new block), so this asks for a refusal, not that every write is refused.
-    let refused_again = start_until_refused(
-        &client,
-        "still full",
-        50,
-        |_| input.clone(),
-        &mut acknowledged,
-    )
-    .await;
-    for id in &refused_again {
-        assert!(
-            server.get(id).await.is_none(),
-            "refused start {id} was stored"
-        );
+    // The second phase checks that the writer survived: later writes fail the same way.
+    // A write may still fit now and then (a checkpoint lets SQLite reuse the WAL from its
+    // start without a new block), so each phase asks for a refusal, not that every write
+    // is refused. Reads still work throughout.
+    for (phase, waves) in [("disk full", 250), ("still full", 50)] {
+        let refused =
+            start_until_refused(&client, phase, waves, |_| input.clone(), &mut acknowledged).await;
+        for id in &refused {
+            assert!(
+                server.get(id).await.is_none(),
+                "refused start {id} was stored"
+            );
+        }
     }
     for id in &acknowledged {
         assert!(
